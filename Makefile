@@ -1,0 +1,26 @@
+# Two targets a newcomer needs: `make demo` and `make test`. Each creates or updates .venv itself.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: demo test lint venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements/lock.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/ghostnet-pipeline demo $(ARGS)
+
+test: $(STAMP)
+	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ghostnet pipeline jobs tests bench

@@ -1,0 +1,1 @@
+"""Entry points: the ``ghostnet-pipeline`` CLI and the modules a Ray job runs (``python -m jobs.label``)."""

@@ -1,0 +1,66 @@
+"""Joining a Ray cluster, or starting a private local one when no address is given."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+LOCAL_NODE_IP = "127.0.0.2"
+
+
+def object_store_bytes() -> int:
+    """A quarter of the machine's memory, at most 4 GiB: room for the pipeline, not the machine."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(min(total // 4, 4 << 30))
+
+
+@contextmanager
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[str]:
+    """Join ``address`` (or ``RAY_ADDRESS``), or start a private local Ray; yields a description.
+
+    The local Ray has its own temp dir, a loopback node IP, a bounded object store and token
+    auth pinned off (unless ``RAY_AUTH_MODE`` says otherwise), so it neither joins nor
+    disturbs another Ray on the same machine. It is shut down on exit.
+    """
+    if ray.is_initialized():
+        yield "the Ray already connected in this process"
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        try:
+            yield f"Ray cluster at {address}"
+        finally:
+            ray.shutdown()
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp_dir = tempfile.mkdtemp(prefix="ghostnet-ray-")
+    kwargs = {}
+    if platform.system() == "Linux":
+        kwargs["_node_ip_address"] = LOCAL_NODE_IP
+    ray.init(
+        address="local",
+        num_cpus=num_cpus or os.cpu_count(),
+        object_store_memory=object_store_bytes(),
+        include_dashboard=False,
+        _temp_dir=temp_dir,
+        configure_logging=True,
+        logging_level="WARNING",
+        log_to_driver=True,
+        **kwargs,
+    )
+    try:
+        yield f"a local Ray ({num_cpus or os.cpu_count()} CPUs, temp dir {temp_dir})"
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def cluster_gpus() -> float:
+    return float(ray.cluster_resources().get("GPU", 0.0))

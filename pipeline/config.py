@@ -1,0 +1,83 @@
+"""The settings of one labeling run, as data: built by the CLI, a TOML file, or a caller."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline import decode
+
+MODALITIES = ("image", "audio", "auto")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``ghostnet-pipeline run`` accepts; defaults suit a laptop or one GPU node."""
+
+    inputs: tuple[str, ...]
+    output: str
+    model: str
+    weights: str | None = "random"
+    weights_sha256: str | None = None
+    modality: str = "image"
+    batch_size: int | None = None  # None: 256 per GPU actor, 32 per CPU actor
+    actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
+    gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
+    cpus_per_actor: float = 1.0
+    topk: int = 5
+    embeddings: bool = False
+    run_date: str = field(default_factory=lambda: datetime.now(timezone.utc).date().isoformat())
+    run_id: str | None = None
+    max_error_rate: float = 0.1
+    address: str | None = None
+    seed: int = 0
+    num_classes: int | None = None
+    reprocess: bool = False
+    max_pixels: int = decode.DEFAULT_MAX_PIXELS
+    max_file_bytes: int = decode.DEFAULT_MAX_FILE_BYTES
+    decode_batch_size: int = 16
+    rows_per_file: int = 100_000
+    torch_threads: int | None = None
+    num_cpus: int | None = None  # for the private local Ray only
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("at least one --input is required")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ValueError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
+        if self.topk < 1:
+            raise ValueError(f"--topk must be at least 1, got {self.topk}")
+        for name in ("batch_size", "actors", "rows_per_file", "decode_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ValueError(f"--gpus-per-actor must not be negative, got {self.gpus_per_actor}")
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_record(self) -> dict[str, Any]:
+        """The settings as written into the run's commit record (URIs redacted by the caller)."""
+        return dataclasses.asdict(self)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file: the same names as the flags, with ``_`` for ``-``."""
+    data = tomllib.loads(Path(path).read_text())
+    table = data.get("run", data)
+    known = {f.name for f in dataclasses.fields(RunConfig)} | {"input"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    if "input" in table:
+        table = {**table, "inputs": table.pop("input")}
+    if isinstance(table.get("inputs"), str):
+        table["inputs"] = [table["inputs"]]
+    return table

@@ -1,0 +1,164 @@
+"""Bytes to model-ready pixels, one item at a time, never raising for a bad item.
+
+Each item becomes a :class:`Decoded` with a status from :class:`pipeline.schema.Status`
+and, when ``ok``, a uint8 HWC crop at the model's input size. Normalization happens on the
+model actor, so what crosses the object store is 1 byte per pixel.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ghostnet import ModelMeta
+from ghostnet.transforms import resize_crop
+from pipeline import storage
+from pipeline.schema import Status
+
+# We check the decoded size ourselves, after JPEG draft scaling, so PIL's blanket limit
+# (which would refuse a large JPEG that draft mode decodes cheaply) is switched off here.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+# JPEGs whose shorter side is at least this many times the resize target are decoded at a
+# reduced DCT scale (PIL draft mode); smaller ones decode in full, exactly as timm does.
+DRAFT_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class Decoded:
+    status: Status
+    error: str | None = None
+    pixels: np.ndarray | None = None
+
+
+def _fail(status: Status, error: str) -> Decoded:
+    return Decoded(status, error)
+
+
+def decode_image(
+    data: bytes | None,
+    meta: ModelMeta,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Decoded:
+    """Decode, orient, convert to RGB, resize and centre-crop one image."""
+    if data is None:
+        return _fail(Status.READ_ERROR, "no bytes were read")
+    if len(data) == 0:
+        return _fail(Status.EMPTY, "zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _decode(data, meta, max_pixels)
+    except Image.DecompressionBombError as exc:
+        return _fail(Status.TOO_LARGE, f"decompression bomb refused: {exc}")
+    except UnidentifiedImageError:
+        return _fail(Status.DECODE_ERROR, "not an image Pillow can identify (corrupt or wrong format)")
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        return _fail(Status.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
+    except MemoryError:
+        return _fail(Status.TOO_LARGE, "decoding ran out of memory")
+
+
+def _decode(data: bytes, meta: ModelMeta, max_pixels: int) -> Decoded:
+    image = Image.open(io.BytesIO(data))
+    if image.format == "JPEG":
+        _draft(image, meta)
+    width, height = image.size
+    if width * height > max_pixels:
+        return _fail(
+            Status.TOO_LARGE,
+            f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels decoded, over the "
+            f"limit of {max_pixels / 1e6:.0f} (raise --max-pixels to allow it)",
+        )
+    if width < 1 or height < 1:
+        return _fail(Status.DECODE_ERROR, f"image has no pixels ({width}x{height})")
+    image.load()
+    image = ImageOps.exif_transpose(image) or image
+    rgb = _to_rgb(image)
+    return Decoded(Status.OK, pixels=resize_crop(rgb, meta))
+
+
+def _draft(image: Image.Image, meta: ModelMeta) -> None:
+    target = _resize_target(meta)
+    if min(image.size) >= DRAFT_FACTOR * target:
+        image.draft("RGB", (target * 2, target * 2))
+
+
+def _resize_target(meta: ModelMeta) -> int:
+    return int(max(meta.input_size[1:]) / meta.crop_pct)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB as timm's loader makes it (``convert('RGB')``), but 16-bit grey scaled, not clipped."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if grey.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(grey / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        grey = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        span = grey.max(initial=0) - grey.min(initial=0)
+        scaled = (grey - grey.min(initial=0)) / span * 255.0 if span > 0 else np.zeros_like(grey)
+        image = Image.fromarray(scaled.astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
+def read_and_decode(
+    batch: pa.Table,
+    *,
+    meta: ModelMeta,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    read_threads: int = 8,
+) -> dict[str, np.ndarray]:
+    """The decode stage (Ray tasks): items in, one row per item with status and pixels out."""
+    uris = batch["uri"].to_pylist()
+    sizes = batch["size_bytes"].to_pylist()
+    with ThreadPoolExecutor(max_workers=read_threads) as pool:
+        decoded = list(
+            pool.map(lambda us: _read_and_decode_one(*us, meta, max_pixels, max_file_bytes), zip(uris, sizes))
+        )
+    h, w = meta.input_size[1:]
+    pixels = np.zeros((len(uris), h, w, 3), dtype=np.uint8)
+    for i, d in enumerate(decoded):
+        if d.pixels is not None:
+            pixels[i] = d.pixels
+    n = len(uris)
+    return {
+        "uri": np.asarray(uris, dtype=object),
+        "etag": np.asarray(batch["etag"].to_pylist(), dtype=object),
+        "size_bytes": np.asarray([-1 if s is None else s for s in sizes], dtype=np.int64),
+        "modality": np.asarray(batch["modality"].to_pylist(), dtype=object),
+        "segment": np.zeros(n, dtype=np.int32),
+        "start_s": np.full(n, np.nan, dtype=np.float32),
+        "end_s": np.full(n, np.nan, dtype=np.float32),
+        "status": np.asarray([d.status.value for d in decoded], dtype=object),
+        "error": np.asarray([d.error for d in decoded], dtype=object),
+        "pixels": pixels,
+    }
+
+
+def _read_and_decode_one(
+    uri: str, size: int | None, meta: ModelMeta, max_pixels: int, max_file_bytes: int
+) -> Decoded:
+    if size is not None and size > max_file_bytes:
+        return _fail(
+            Status.TOO_LARGE,
+            f"file is {size / 2**20:.0f} MiB, over the limit of {max_file_bytes / 2**20:.0f} MiB",
+        )
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        return _fail(Status.READ_ERROR, "object not found (deleted or moved after listing)")
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch is this item's read_error
+        return _fail(Status.READ_ERROR, storage.redact(f"{type(exc).__name__}: {exc}"))
+    return decode_image(data, meta, max_pixels=max_pixels)

@@ -1,0 +1,266 @@
+"""The model stage: a Ray Data callable class, one per actor, model loaded once in ``__init__``.
+
+``__call__`` maps a decoded batch to prediction rows (:data:`pipeline.schema.PREDICTIONS`).
+Rows whose decode failed pass through with their status; ``ok`` rows run through GhostNet in
+one forward pass that also yields the channel weights. Each batch's per-channel partial sums
+go to the run's staging area under a name derived from the batch's items, so a retried batch
+overwrites its own file instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+import ghostnet
+from pipeline import storage
+from pipeline.schema import CHANNEL_PARTIALS, PREDICTIONS, Status
+
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What an actor needs to load the model itself: names and a URI, never the tensors."""
+
+    name: str
+    weights: str | None = None  # URI, "random", or None for random weights with seed 0
+    weights_sha256: str | None = None
+    seed: int = 0
+    num_classes: int | None = None
+    in_chans: int | None = None
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights in (None, RANDOM)
+
+    def provenance(self) -> str:
+        """The ``weights_sha256`` column value: the file's digest, or the random seed."""
+        if self.is_random:
+            return f"random-seed-{self.seed}"
+        if self.weights_sha256 is None:
+            raise ValueError("resolve the weights digest before building the model stage")
+        return self.weights_sha256
+
+    def load(self) -> torch.nn.Module:
+        kwargs: dict[str, int] = {}
+        if self.num_classes is not None:
+            kwargs["num_classes"] = self.num_classes
+        if self.in_chans is not None:
+            kwargs["in_chans"] = self.in_chans
+        if self.is_random:
+            model = ghostnet.create_model(self.name, **kwargs)
+            ghostnet.init_random(model, self.seed)
+        else:
+            model = ghostnet.create_model(
+                self.name, weights=self.weights, weights_sha256=self.weights_sha256, **kwargs
+            )
+        return model
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class Predictor:
+    """Runs GhostNet on decoded batches; Ray Data builds one per actor."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        run_id: str,
+        partials_uri: str,
+        topk: int = 5,
+        embeddings: bool = False,
+        torch_threads: int | None = None,
+    ) -> None:
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.device = pick_device()
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        model = spec.load()
+        self.meta: ghostnet.ModelMeta = model.meta
+        self.labels = list(self.meta.labels)
+        model = ghostnet.for_inference(model).to(self.device)
+        self.model = model.to(memory_format=torch.channels_last, dtype=self.dtype)
+        self.model_name = spec.name
+        self.weights_id = spec.provenance()
+        self.run_id = run_id
+        self.partials_uri = partials_uri
+        self.topk = min(topk, len(self.labels))
+        self.embeddings = embeddings
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        n = len(batch["uri"])
+        status = [str(s) for s in batch["status"]]
+        error = [None if e is None else str(e) for e in batch["error"]]
+        ok = [i for i in range(n) if status[i] == Status.OK.value]
+        results: dict[int, dict] = {}
+        if ok:
+            results = self._predict(batch["pixels"], ok, batch, status, error)
+        return self._rows(batch, status, error, results)
+
+    @torch.inference_mode()
+    def _predict(self, pixels, ok, batch, status, error) -> dict[int, dict]:
+        try:
+            out = self._forward(np.asarray(pixels)[ok])
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the run
+            return self._predict_one_by_one(pixels, ok, batch, status, error, exc)
+        self._write_partials([self._key(batch, i) for i in ok], out.channel_weights)
+        return self._unpack(ok, out)
+
+    def _predict_one_by_one(self, pixels, ok, batch, status, error, batch_exc) -> dict[int, dict]:
+        results: dict[int, dict] = {}
+        survivors: list[int] = []
+        outputs = []
+        for i in ok:
+            try:
+                outputs.append(self._forward(np.asarray(pixels)[i : i + 1]))
+                survivors.append(i)
+            except Exception as exc:  # noqa: BLE001
+                status[i] = Status.MODEL_ERROR.value
+                error[i] = f"{type(exc).__name__}: {exc}"
+        for i, out in zip(survivors, outputs):
+            results.update(self._unpack([i], out))
+        if survivors:
+            merged = {
+                name: torch.cat([o.channel_weights[name] for o in outputs])
+                for name in outputs[0].channel_weights
+            }
+            self._write_partials([self._key(batch, i) for i in survivors], merged)
+        del batch_exc
+        return results
+
+    def _forward(self, pixels: np.ndarray) -> "ghostnet.InferenceOutput":
+        x = ghostnet.transforms.normalize(pixels, self.meta, device=self.device, dtype=self.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return ghostnet.forward_all(self.model, x, embeddings=self.embeddings)
+
+    def _unpack(self, rows: list[int], out) -> dict[int, dict]:
+        probs = torch.softmax(out.logits.float(), dim=1)
+        scores, ids = probs.topk(self.topk, dim=1)
+        scores_np, ids_np = scores.cpu().numpy(), ids.cpu().numpy()
+        summaries = summarize_channel_weights(out.channel_weights)
+        embedding = out.embedding.float().cpu().numpy() if out.embedding is not None else None
+        results = {}
+        for j, i in enumerate(rows):
+            results[i] = {
+                "label": self.labels[ids_np[j, 0]],
+                "score": float(scores_np[j, 0]),
+                "topk_ids": ids_np[j].tolist(),
+                "topk_labels": [self.labels[k] for k in ids_np[j]],
+                "topk_scores": scores_np[j].tolist(),
+                "embedding": None if embedding is None else embedding[j].tolist(),
+                "channel_weights": [
+                    {"layer": layer, **{k: float(v[j]) for k, v in stats.items()}}
+                    for layer, stats in summaries.items()
+                ],
+            }
+        return results
+
+    def _rows(self, batch, status, error, results) -> pa.Table:
+        n = len(status)
+        now = datetime.now(timezone.utc)
+
+        def col(name: str) -> list:
+            return [results.get(i, {}).get(name) for i in range(n)]
+
+        return pa.table(
+            {
+                "uri": [str(u) for u in batch["uri"]],
+                "etag": [None if e is None else str(e) for e in batch["etag"]],
+                "size_bytes": _nullable_ints(batch["size_bytes"]),
+                "modality": [str(m) for m in batch["modality"]],
+                "segment": np.asarray(batch["segment"], dtype=np.int32),
+                "start_s": _nullable_floats(batch["start_s"]),
+                "end_s": _nullable_floats(batch["end_s"]),
+                "status": status,
+                "error": error,
+                "label": col("label"),
+                "score": col("score"),
+                "topk_ids": col("topk_ids"),
+                "topk_labels": col("topk_labels"),
+                "topk_scores": col("topk_scores"),
+                "embedding": col("embedding"),
+                "channel_weights": col("channel_weights"),
+                "model": [self.model_name] * n,
+                "weights_sha256": [self.weights_id] * n,
+                "run_id": [self.run_id] * n,
+                "processed_at": [now] * n,
+            },
+            schema=PREDICTIONS,
+        )
+
+    @staticmethod
+    def _key(batch, i: int) -> str:
+        return f"{batch['uri'][i]}#{int(batch['segment'][i])}"
+
+    def _write_partials(self, keys: list[str], channel_weights: dict[str, torch.Tensor]) -> None:
+        digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
+        table = channel_partials(channel_weights)
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        storage.write_bytes(storage.join(self.partials_uri, f"{digest}.parquet"), sink.getvalue())
+
+
+def summarize_channel_weights(channel_weights: dict[str, torch.Tensor]) -> dict[str, dict[str, np.ndarray]]:
+    """Per item and layer: mean, std, min, max and entropy of the gates over channels."""
+    summaries = {}
+    for layer, gates in channel_weights.items():
+        g = gates.float()
+        p = g / g.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
+        stats = torch.stack(
+            [g.mean(1), g.std(1, unbiased=False), g.amin(1), g.amax(1), entropy], dim=1
+        ).cpu().numpy()
+        summaries[layer] = dict(zip(("mean", "std", "min", "max", "entropy"), stats.T))
+    return summaries
+
+
+def channel_partials(channel_weights: dict[str, torch.Tensor]) -> pa.Table:
+    """Per layer and channel: count, sum, sum of squares, min and max over the batch's items."""
+    layers, channels, counts, sums, sum_sq, mins, maxs = [], [], [], [], [], [], []
+    for layer, gates in channel_weights.items():
+        g = gates.double()
+        c = g.shape[1]
+        layers += [layer] * c
+        channels.append(np.arange(c, dtype=np.int32))
+        counts.append(np.full(c, g.shape[0], dtype=np.int64))
+        sums.append(g.sum(0).cpu().numpy())
+        sum_sq.append((g * g).sum(0).cpu().numpy())
+        mins.append(g.amin(0).float().cpu().numpy())
+        maxs.append(g.amax(0).float().cpu().numpy())
+    cat = np.concatenate
+    return pa.table(
+        {
+            "layer": layers,
+            "channel": cat(channels),
+            "count": cat(counts),
+            "sum": cat(sums),
+            "sum_sq": cat(sum_sq),
+            "min": cat(mins),
+            "max": cat(maxs),
+        },
+        schema=CHANNEL_PARTIALS,
+    )
+
+
+def _nullable_ints(values) -> list[int | None]:
+    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v) for v in values]
+
+
+def _nullable_floats(values) -> list[float | None]:
+    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v) for v in values]
+
+
+def default_torch_threads() -> int:
+    return max(1, (os.cpu_count() or 1))

@@ -1,0 +1,264 @@
+"""One labeling run, top to bottom as the data flows:
+
+discover -> skip what is labeled -> read + decode (Ray tasks) -> GhostNet (actor pool)
+-> Parquet in staging -> check every item is there once -> commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+import ghostnet
+from pipeline import cluster, commit, decode, discover, incremental, storage
+from pipeline.commit import Layout
+from pipeline.config import RunConfig
+from pipeline.predict import ModelSpec, Predictor
+from pipeline.schema import Status
+
+log = logging.getLogger("ghostnet_pipeline")
+
+
+class RunFailed(RuntimeError):
+    """The run finished without committing; the message says why and what to do."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    output: str
+    committed: bool
+    message: str
+    items_listed: int = 0
+    items: int = 0
+    rows: int = 0
+    rows_per_status: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    items_per_s: float = 0.0
+    record: dict = field(default_factory=dict)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def resolve_model(config: RunConfig) -> tuple[ModelSpec, ghostnet.ModelMeta]:
+    """Check the weights on the driver (digest, shapes) before anything is scheduled."""
+    if config.weights in (None, "random"):
+        spec = ModelSpec(config.model, "random", seed=config.seed, num_classes=config.num_classes)
+        return spec, spec.load().meta
+    digest = ghostnet.weights_sha256(config.weights)
+    if config.weights_sha256 and config.weights_sha256.lower() != digest:
+        raise ghostnet.WeightsError(
+            f"weights {storage.redact_uri(config.weights)} have sha256 {digest}, "
+            f"but {config.weights_sha256} was pinned; refusing to use them"
+        )
+    spec = ModelSpec(config.model, config.weights, digest, num_classes=config.num_classes)
+    return spec, spec.load().meta
+
+
+def run(config: RunConfig) -> RunResult:
+    """Label every item named by ``config.inputs`` that this model has not labeled yet."""
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    run_id = commit.validate_run_id(config.run_id or new_run_id())
+    run_date = commit.validate_run_date(config.run_date)
+    layout = Layout(config.output.rstrip("/"))
+    for finished in commit.recover(layout):
+        log.warning("finished committing run %s, which an earlier driver left half published", finished)
+
+    t = time.monotonic()
+    listed = discover.discover(config.inputs, modality=config.modality)
+    timings["discover_s"] = time.monotonic() - t
+
+    t = time.monotonic()
+    spec, meta = resolve_model(config)
+    timings["model_check_s"] = time.monotonic() - t
+    if spec.is_random:
+        log.warning("using random weights (seed %d): predictions are meaningless", spec.seed)
+
+    items = listed
+    if not config.reprocess:
+        done = incremental.labeled(layout, model=spec.name, weights_sha256=spec.provenance())
+        items = incremental.unlabeled(listed, done)
+    skipped = listed.num_rows - items.num_rows
+    if items.num_rows == 0:
+        message = (
+            f"nothing to label: all {listed.num_rows} items are already labeled by this model and weights"
+            if listed.num_rows
+            else "nothing to label: the inputs hold no image or audio files"
+        )
+        return RunResult(run_id, config.output, False, message, items_listed=listed.num_rows)
+
+    t = time.monotonic()
+    with cluster.connect(config.address, num_cpus=config.num_cpus) as where:
+        log.info("running on %s", where)
+        plan = _plan(config, spec, meta, items, layout, run_id)
+        _execute(plan, config, layout, run_id)
+    timings["inference_s"] = time.monotonic() - t
+
+    t = time.monotonic()
+    staged = commit.read_staged(layout, run_id, ["uri", "segment", "status", "error"])
+    rows_per_status = _count(staged["status"])
+    try:
+        _check_error_rate(staged, items.num_rows, config.max_error_rate)
+        commit.check_exactly_once(staged, items)
+    except (RunFailed, commit.CommitError):
+        storage.remove_tree(layout.staging(run_id))
+        raise
+    stats = commit.reduce_partials(layout, run_id, model=spec.name, weights_sha256=spec.provenance())
+    elapsed = time.monotonic() - started
+    record = {
+        "run_id": run_id,
+        "run_date": run_date,
+        "status": "committed",
+        "committed_at": datetime.now(timezone.utc).isoformat(),
+        "model": spec.name,
+        "weights": storage.redact_uri(config.weights or "random"),
+        "weights_sha256": spec.provenance(),
+        "modality": config.modality,
+        "labels": len(meta.labels),
+        "inputs": [storage.redact_uri(u) for u in config.inputs],
+        "items_listed": listed.num_rows,
+        "items_skipped": skipped,
+        "items": items.num_rows,
+        "rows": staged.num_rows,
+        "rows_per_status": rows_per_status,
+        "top_errors": _top_errors(staged),
+        "timings": timings,
+        "items_per_s": items.num_rows / timings["inference_s"],
+        "config": _safe_config(config),
+        "versions": _versions(),
+    }
+    record = commit.publish(layout, run_id, run_date, stats, record)
+    timings["commit_s"] = time.monotonic() - t
+    elapsed = time.monotonic() - started
+    return RunResult(
+        run_id,
+        config.output,
+        True,
+        f"committed run {run_id}",
+        items_listed=listed.num_rows,
+        items=items.num_rows,
+        rows=staged.num_rows,
+        rows_per_status=rows_per_status,
+        elapsed_s=elapsed,
+        items_per_s=items.num_rows / elapsed,
+        record=record,
+    )
+
+
+def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> ray.data.Dataset:
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    gpus = cluster.cluster_gpus()
+    gpus_per_actor = config.gpus_per_actor if config.gpus_per_actor is not None else (1.0 if gpus else 0.0)
+    actors = config.actors or (max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else 1)
+    batch_size = config.batch_size or (256 if gpus_per_actor else 32)
+    block_rows = max(1, min(config.decode_batch_size * 4, -(-items.num_rows // (4 * actors))))
+    blocks = [items.slice(i, block_rows) for i in range(0, items.num_rows, block_rows)]
+    return (
+        ray.data.from_arrow(blocks)
+        .map_batches(
+            decode.read_and_decode,
+            fn_kwargs={
+                "meta": meta,
+                "max_pixels": config.max_pixels,
+                "max_file_bytes": config.max_file_bytes,
+            },
+            batch_size=config.decode_batch_size,
+            batch_format="pyarrow",
+            num_cpus=1,
+        )
+        .map_batches(
+            Predictor,
+            fn_constructor_args=(spec,),
+            fn_constructor_kwargs={
+                "run_id": run_id,
+                "partials_uri": layout.staged_partials(run_id),
+                "topk": config.topk,
+                "embeddings": config.embeddings,
+                "torch_threads": config.torch_threads,
+            },
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            batch_size=batch_size,
+            batch_format="numpy",
+            num_gpus=gpus_per_actor,
+            num_cpus=config.cpus_per_actor,
+        )
+    )
+
+
+def _execute(plan: ray.data.Dataset, config: RunConfig, layout: Layout, run_id: str) -> None:
+    plan.write_parquet(
+        layout.staged_predictions(run_id),
+        min_rows_per_file=config.rows_per_file,
+        compression="zstd",
+    )
+
+
+def _count(status: pa.ChunkedArray) -> dict[str, int]:
+    counts = pc.value_counts(status).to_pylist()
+    return {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])}
+
+
+def _bad_items(staged: pa.Table) -> pa.Table:
+    bad = staged.filter(pc.not_equal(staged["status"], Status.OK.value))
+    return bad.group_by(["uri"]).aggregate([("status", "min")])
+
+
+def _check_error_rate(staged: pa.Table, items: int, max_rate: float) -> None:
+    bad = _bad_items(staged)
+    rate = bad.num_rows / items
+    if rate > max_rate:
+        kinds = ", ".join(f"{k}: {v}" for k, v in _count(bad["status_min"]).items())
+        examples = "; ".join(f"{e['uri']} ({e['error']})" for e in _top_errors(staged)[:3])
+        raise RunFailed(
+            f"{bad.num_rows} of {items} items failed ({rate:.1%}), over --max-error-rate "
+            f"{max_rate:.1%} ({kinds}); nothing was committed. Examples: {examples}. "
+            "Fix the inputs, or raise --max-error-rate if this is expected."
+        )
+
+
+def _top_errors(staged: pa.Table, limit: int = 10) -> list[dict]:
+    bad = staged.filter(pc.not_equal(staged["status"], Status.OK.value))
+    if bad.num_rows == 0:
+        return []
+    grouped = bad.group_by(["status", "error"]).aggregate([("uri", "count"), ("uri", "min")])
+    grouped = grouped.sort_by([("uri_count", "descending")]).slice(0, limit)
+    return [
+        {"status": r["status"], "error": r["error"], "count": r["uri_count"], "uri": r["uri_min"]}
+        for r in grouped.to_pylist()
+    ]
+
+
+def _safe_config(config: RunConfig) -> dict:
+    record = config.to_record()
+    record["inputs"] = [storage.redact_uri(u) for u in config.inputs]
+    record["output"] = storage.redact_uri(config.output)
+    if config.weights:
+        record["weights"] = storage.redact_uri(config.weights)
+    if config.address:
+        record["address"] = storage.redact_uri(config.address)
+    return record
+
+
+def _versions() -> dict[str, str]:
+    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "pillow")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found

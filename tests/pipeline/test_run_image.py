@@ -1,0 +1,153 @@
+"""The image pipeline end to end on real components: moto S3, a local Ray, DuckDB reading back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as pads
+import pytest
+
+from pipeline.config import RunConfig
+from pipeline.run import RunFailed, run
+from pipeline.schema import CHANNEL_STATS, PREDICTIONS
+from tests import corpus
+from tests.conftest import SECRET_KEY
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def upload(fs, bucket: str, prefix: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        fs.pipe_file(f"{bucket}/{prefix}/{name}", data)
+
+
+def read_predictions(fs, uri_root: str):
+    return pads.dataset(f"{uri_root}/predictions", filesystem=fs, format="parquet", partitioning="hive").to_table()
+
+
+def test_mixed_corpus_from_s3_to_s3(s3fs_client, bucket):
+    cases = corpus.mixed_images()
+    upload(s3fs_client, bucket, "in", {name: data for name, (data, _) in cases.items()})
+    s3fs_client.pipe_file(f"{bucket}/in/notes.txt", b"not an item: no input extension")
+    output = f"s3://{bucket}/out"
+
+    result = run(RunConfig(inputs=(f"s3://{bucket}/in",), output=output, model="ghostnet_050",
+                           weights="random", num_classes=10, max_error_rate=1.0, run_date="2026-11-27"))
+
+    assert result.committed and result.items == len(cases)
+    table = read_predictions(s3fs_client, f"{bucket}/out")
+    rows = {r["uri"].rsplit("/in/", 1)[1]: r for r in table.to_pylist()}
+    assert sorted(rows) == sorted(cases), "exactly one row per object, nothing else"
+    for name, (_, expected) in cases.items():
+        row = rows[name]
+        assert row["status"] == expected, (name, row["status"], row["error"])
+        if expected == "ok":
+            assert row["error"] is None and row["label"] is not None
+            assert len(row["topk_ids"]) == 5 and row["channel_weights"]
+            assert all(0.0 <= cw["min"] <= cw["max"] <= 1.0 for cw in row["channel_weights"])
+        else:
+            assert row["error"] and row["label"] is None
+    assert set(table.column("run_date").to_pylist()) == {"2026-11-27"}
+    assert table.schema.remove_metadata().field("channel_weights").type == PREDICTIONS.field("channel_weights").type
+
+    record = json.loads(s3fs_client.cat_file(f"{bucket}/out/_runs/{result.run_id}.json"))
+    assert record["rows_per_status"]["ok"] == sum(1 for _, s in cases.values() if s == "ok")
+    assert not s3fs_client.exists(f"{bucket}/out/_staging/{result.run_id}")
+
+    stats = pads.dataset(f"{bucket}/out/channel_stats", filesystem=s3fs_client, partitioning="hive").to_table()
+    assert set(CHANNEL_STATS.names) <= set(stats.column_names)
+    assert set(stats.column("count").to_pylist()) == {record["rows_per_status"]["ok"]}
+
+    everything = b"".join(s3fs_client.cat_file(p) for p in s3fs_client.find(f"{bucket}/out"))
+    assert SECRET_KEY.encode() not in everything
+
+
+def test_duckdb_reads_the_output_and_rerun_adds_nothing(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    for i in range(6):
+        corpus.gradient(120, 90, seed=i).save(images / f"g{i}.jpg")
+    config = RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_050",
+                       weights="random", num_classes=4)
+
+    first = run(config)
+    second = run(config)
+
+    assert first.committed and first.items == 6
+    assert not second.committed and "already labeled" in second.message
+    glob = f"{tmp_path}/out/predictions/**/*.parquet"
+    count, distinct = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT uri) FROM read_parquet('{glob}', hive_partitioning=true)"
+    ).fetchone()
+    assert count == distinct == 6
+
+
+def test_error_rate_over_the_limit_commits_nothing(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    corpus.gradient(64, 64).save(images / "good.png")
+    for i in range(3):
+        (images / f"bad{i}.jpg").write_bytes(b"garbage")
+
+    with pytest.raises(RunFailed, match=r"3 of 4 items failed .*decode_error: 3"):
+        run(RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_050",
+                      weights="random", num_classes=3, max_error_rate=0.5))
+
+    assert not (tmp_path / "out" / "predictions").exists()
+    assert not list((tmp_path / "out").glob("_runs/*.json"))
+
+
+def test_top1_matches_timm_on_photos(tmp_path):
+    timm = pytest.importorskip("timm")
+    import torch
+    from timm.data import create_transform, resolve_data_config
+
+    import ghostnet
+
+    photos = corpus.photos()
+    images = tmp_path / "photos"
+    images.mkdir()
+    for name, image in photos.items():
+        image.save(images / f"{name}.jpg", quality=95)
+    reference = timm.create_model("ghostnet_100", pretrained=False).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.copy_(torch.randn_like(p) * 0.05)
+    weights = tmp_path / "ghostnet_100.safetensors"
+    model = ghostnet.create_model("ghostnet_100")
+    model.load_state_dict(reference.state_dict())
+    ghostnet.save_weights(model, weights)
+
+    result = run(RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_100",
+                           weights=str(weights), topk=3))
+
+    transform = create_transform(**resolve_data_config({}, model=reference))
+    table = read_predictions(None, str(tmp_path / "out"))
+    assert result.committed and table.num_rows == len(photos)
+    for row in table.to_pylist():
+        image = photos[Path(row["uri"]).stem]
+        with torch.no_grad():
+            logits = reference(transform(image).unsqueeze(0))
+        assert row["status"] == "ok"
+        assert row["topk_ids"][0] == int(logits.argmax()), row["uri"]
+
+
+def test_cli_run_exit_codes_and_no_secret_in_logs(tmp_path, s3fs_client, bucket):
+    for i in range(3):
+        s3fs_client.pipe_file(f"{bucket}/in/img{i}.png", corpus.encode(corpus.gradient(50, 40, i), "PNG"))
+    out = f"s3://{bucket}/cli-out"
+    cmd = [sys.executable, "-m", "jobs.cli", "run", "--input", f"s3://{bucket}/in", "--output", out,
+           "--model", "ghostnet_050", "--weights", "random", "--num-classes", "5"]
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    usage = subprocess.run(cmd[:4] + ["--output", out], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "committed run" in done.stdout and "ok 3" in done.stdout
+    assert usage.returncode == 2 and "missing --input, --model" in usage.stderr
+    assert SECRET_KEY not in done.stdout + done.stderr + usage.stderr
