@@ -1,4 +1,6 @@
-"""``ghostnet-pipeline``: the table of contents. Each subcommand lives in its own module."""
+"""``ghostnet-pipeline``: the table of contents. Each subcommand lives in its own module and
+registers itself with ``register(commands)``; results go to stdout, everything else to stderr.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +11,10 @@ from collections.abc import Sequence
 
 from jobs import demo, label
 
-EPILOG = """commands:
-  run     label images or audio once (ad hoc)
-  demo    generate samples and label them with a shipped model on a local Ray
+# One line per subcommand, in the order `--help` lists them.
+COMMANDS = (label, demo)
 
-exit codes: 0 success, 1 the run failed (nothing committed), 2 usage error
-"""
+EPILOG = "exit codes: 0 success, 1 the run failed (nothing committed), 2 usage error"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,17 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ghostnet-pipeline",
         description="Distributed batch inference with GhostNet: object storage in, Parquet out.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run_parser = commands.add_parser(
-        "run", help="label inputs once", description=label.build_parser().description,
-        epilog=label.EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    label.add_run_arguments(run_parser)
-    run_parser.set_defaults(handler=label.command)
-    demo.register(commands)
+    for module in COMMANDS:
+        module.register(commands)
     return parser
 
 

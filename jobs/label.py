@@ -106,6 +106,15 @@ def command(args: argparse.Namespace) -> int:
     return guarded(lambda: execute(config_from_args(args)))
 
 
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "run", help="label inputs once (ad hoc)", description=build_parser().description,
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(parser)
+    parser.set_defaults(handler=command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return command(build_parser("python -m jobs.label").parse_args(argv))
