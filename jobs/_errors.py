@@ -11,13 +11,16 @@ from ghostnet import WeightsError
 from pipeline import storage
 from pipeline.commit import CommitError
 from pipeline.discover import InputError
+from pipeline.lock import LockHeld
 from pipeline.run import RunFailed
 
-USAGE = 2
 FAILED = 1
+USAGE = 2
+LOCKED = 3
 
 # Ordered: subclasses before their bases.
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (LockHeld, LOCKED),
     (InputError, USAGE),
     (WeightsError, FAILED),
     (RunFailed, FAILED),

@@ -9,12 +9,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jobs import demo, label
+from jobs import demo, label, nightly
 
 # One line per subcommand, in the order `--help` lists them.
-COMMANDS = (label, demo)
+COMMANDS = (label, nightly, demo)
 
-EPILOG = "exit codes: 0 success, 1 the run failed (nothing committed), 2 usage error"
+EPILOG = (
+    "exit codes: 0 success, 1 the run failed (nothing committed), 2 usage error, "
+    "3 another nightly run holds the output"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,8 +67,12 @@ def resolve_model(config: RunConfig) -> tuple[ModelSpec, ghostnet.ModelMeta]:
     return spec, spec.load().meta
 
 
-def run(config: RunConfig) -> RunResult:
-    """Label every item named by ``config.inputs`` that this model has not labeled yet."""
+def run(config: RunConfig, *, kind: str = "run") -> RunResult:
+    """Label every item named by ``config.inputs`` that this model has not labeled yet.
+
+    ``kind="nightly"`` makes the run idempotent per date: when a nightly run of this model
+    and weights is already committed for ``config.run_date``, nothing is done.
+    """
     started = time.monotonic()
     timings: dict[str, float] = {}
     run_id = commit.validate_run_id(config.run_id or new_run_id())
@@ -86,6 +90,13 @@ def run(config: RunConfig) -> RunResult:
     timings["model_check_s"] = time.monotonic() - t
     if spec.is_random:
         log.warning("using random weights (seed %d): predictions are meaningless", spec.seed)
+
+    if kind == "nightly":
+        night = _committed_night(layout, run_date, spec)
+        if night:
+            return RunResult(run_id, config.output, False,
+                             f"night {run_date} is already committed by run {night}: nothing to add",
+                             items_listed=listed.num_rows)
 
     items = listed
     if not config.reprocess:
@@ -120,6 +131,7 @@ def run(config: RunConfig) -> RunResult:
     elapsed = time.monotonic() - started
     record = {
         "run_id": run_id,
+        "kind": kind,
         "run_date": run_date,
         "status": "committed",
         "committed_at": datetime.now(timezone.utc).isoformat(),
@@ -156,6 +168,14 @@ def run(config: RunConfig) -> RunResult:
         items_per_s=items.num_rows / elapsed,
         record=record,
     )
+
+
+def _committed_night(layout: Layout, run_date: str, spec: ModelSpec) -> str | None:
+    for record in commit.committed_runs(layout):
+        if (record.get("kind") == "nightly" and record.get("run_date") == run_date
+                and record.get("model") == spec.name and record.get("weights_sha256") == spec.provenance()):
+            return record["run_id"]
+    return None
 
 
 def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> ray.data.Dataset:
