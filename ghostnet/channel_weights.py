@@ -1,0 +1,77 @@
+"""Channel weights: the attention gates a GhostNet computes anyway, captured during a normal forward.
+
+Keys (stable across `for_inference`, since the gate modules are never replaced):
+    `blocks.G.B.se`          squeeze-excitation gate after the hard-sigmoid, shape (N, C)
+    `blocks.G.B.ghost1.dfc`  v2/v3 DFC attention after the sigmoid, averaged over its own
+                             (2x-pooled) spatial grid before upsampling, shape (N, C)
+Values are detached float32 tensors on the model's device, in network order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import GhostModule, SqueezeExcite
+
+__all__ = ["InferenceOutput", "capture_channel_weights", "channel_weight_names"]
+
+
+@dataclass
+class InferenceOutput:
+    """What the pipeline needs from one batch: logits, the 1280-d embedding if asked, channel weights."""
+
+    logits: torch.Tensor
+    embedding: torch.Tensor | None
+    channel_weights: dict[str, torch.Tensor]
+
+
+def _gates(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    for name, module in model.named_modules():
+        if isinstance(module, SqueezeExcite):
+            yield name, module.gate
+        elif isinstance(module, GhostModule) and module.dfc_gate is not None:
+            yield f"{name}.dfc", module.dfc_gate
+
+
+def channel_weight_names(model: nn.Module) -> list[str]:
+    """The keys `capture_channel_weights` fills for this model, in network order."""
+    return [name for name, _ in _gates(model)]
+
+
+@contextmanager
+def capture_channel_weights(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield a dict that every forward pass inside the block fills with the model's channel weights.
+
+    Example:
+        >>> import torch
+        >>> from ghostnet import create_model, capture_channel_weights
+        >>> model = create_model("ghostnet_100").eval()
+        >>> with capture_channel_weights(model) as weights:
+        ...     logits = model(torch.zeros(1, 3, 224, 224))
+        >>> tuple(weights["blocks.3.0.se"].shape)
+        (1, 72)
+
+    A later forward in the same block overwrites the entries.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    handles = [gate.register_forward_hook(_recorder(captured, name)) for name, gate in _gates(model)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+Hook = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]
+
+
+def _recorder(captured: dict[str, torch.Tensor], name: str) -> Hook:
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        captured[name] = output.detach().float().mean((2, 3))
+
+    return record

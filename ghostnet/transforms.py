@@ -1,0 +1,89 @@
+"""timm's eval preprocessing in two steps: PIL resize + crop to uint8 (CPU workers), then normalise.
+
+`normalize(stack([resize_crop(img, meta)]), meta, ...)` equals
+`timm.data.create_transform(**resolve_data_config({}, model=timm_model))(img)` for the same settings.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .meta import ModelMeta
+
+__all__ = ["normalize", "resize_crop"]
+
+_PIL_MODES = {1: "L", 3: "RGB"}
+
+
+def resize_crop(image: Image.Image, meta: ModelMeta) -> np.ndarray:
+    """Resize (shorter side to `floor(size / crop_pct)`) and centre-crop to `meta.input_size`.
+
+    The image is first converted to RGB (or L for one-channel models), as timm's loaders do.
+    Sizes follow torchvision's `Resize(int)` and `CenterCrop` arithmetic, and the resize is the
+    same PIL call torchvision makes, so pixels match exactly.
+
+    Returns:
+        uint8 array of shape (height, width, channels).
+
+    Raises:
+        ValueError: `meta` is not an image model with 1 or 3 channels.
+    """
+    if meta.modality != "image" or meta.in_chans not in _PIL_MODES:
+        raise ValueError(
+            f"resize_crop needs an image model with 1 or 3 channels, got modality={meta.modality!r} "
+            f"and in_chans={meta.in_chans}"
+        )
+    image = image.convert(_PIL_MODES[meta.in_chans])
+    _, crop_h, crop_w = meta.input_size
+    new_h, new_w = _resized_size(image.height, image.width, crop_h, crop_w, meta.crop_pct)
+    if (new_h, new_w) != (image.height, image.width):
+        image = image.resize((new_w, new_h), Image.Resampling[meta.interpolation.upper()])
+    top = round((new_h - crop_h) / 2.0)
+    left = round((new_w - crop_w) / 2.0)
+    pixels = np.asarray(image.crop((left, top, left + crop_w, top + crop_h)), dtype=np.uint8)
+    return pixels.reshape(crop_h, crop_w, meta.in_chans)
+
+
+def _resized_size(height: int, width: int, crop_h: int, crop_w: int, crop_pct: float) -> tuple[int, int]:
+    scale_h, scale_w = math.floor(crop_h / crop_pct), math.floor(crop_w / crop_pct)
+    if scale_h == scale_w:
+        # torchvision Resize(int): the shorter side becomes `scale`, the longer one is truncated.
+        short, long = sorted((height, width))
+        new_long = int(scale_h * long / short)
+        return (new_long, scale_h) if height > width else (scale_h, new_long)
+    # timm ResizeKeepRatio for non-square targets: both sides at least the target, rounded.
+    ratio = min(height / scale_h, width / scale_w)
+    return round(height / ratio), round(width / ratio)
+
+
+def normalize(
+    batch: np.ndarray | torch.Tensor,
+    meta: ModelMeta,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Turn a uint8 NHWC batch into a normalised float NCHW tensor on `device`.
+
+    The uint8 batch is moved first (4x less to copy), then scaled to [0, 1] and normalised with
+    `meta.mean` / `meta.std` in float32 before casting to `dtype`.
+
+    Raises:
+        ValueError: not a uint8 array of shape (N, H, W, meta.in_chans).
+    """
+    pixels = torch.as_tensor(batch)
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != meta.in_chans:
+        raise ValueError(
+            f"expected a uint8 batch of shape (N, H, W, {meta.in_chans}), "
+            f"got {pixels.dtype} with shape {tuple(pixels.shape)}"
+        )
+    x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(meta.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std, device=x.device).view(1, -1, 1, 1)
+    x = x.sub_(mean).div_(std).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

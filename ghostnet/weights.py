@@ -1,0 +1,288 @@
+"""Reading, checking, loading and saving GhostNet weights.
+
+Sources: a local path, any fsspec URL (`s3://bucket/key`, using the standard AWS environment such
+as `AWS_ENDPOINT_URL`) or `hf-hub:org/name`. Formats: safetensors (preferred; may carry a
+`ModelMeta` under the metadata key "ghostnet") or a torch file read with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
+from torch import nn
+
+from .meta import ModelMeta
+from .model import GhostNet, checkpoint_filter_fn
+
+__all__ = [
+    "Checkpoint",
+    "WeightsError",
+    "check_architecture",
+    "init_random",
+    "load_state_dict_strict",
+    "load_weights",
+    "read_checkpoint",
+    "save_weights",
+]
+
+META_KEY = "ghostnet"
+HF_PREFIX = "hf-hub:"
+HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+# Offending keys listed per category in a mismatch message.
+MAX_LISTED_KEYS = 5
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class WeightsError(ValueError):
+    """Weights could not be fetched, verified, parsed or matched to the model."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Tensors of a checkpoint after `checkpoint_filter_fn`, and its metadata when it has some."""
+
+    uri: str
+    state_dict: dict[str, torch.Tensor]
+    meta: ModelMeta | None
+
+
+def read_checkpoint(uri: str | os.PathLike[str], *, sha256: str | None = None) -> Checkpoint:
+    """Fetch, verify and parse a checkpoint without touching any model.
+
+    Args:
+        uri: Local path, fsspec URL or `hf-hub:org/name`.
+        sha256: Expected hex digest of the raw file bytes, checked before parsing.
+
+    Raises:
+        WeightsError: unreachable source, digest mismatch, unreadable or unsafe file.
+    """
+    uri = os.fspath(uri)
+    data = _fetch(uri)
+    if sha256 is not None:
+        _verify_sha256(uri, data, sha256)
+    if _looks_like_safetensors(data):
+        tensors, meta = _parse_safetensors(uri, data)
+    else:
+        tensors, meta = _parse_torch(uri, data), None
+    return Checkpoint(uri=uri, state_dict=tensors, meta=meta)
+
+
+def load_weights(model: GhostNet, uri: str | os.PathLike[str], sha256: str | None = None) -> ModelMeta | None:
+    """Load a checkpoint into `model` strictly; return (and attach as `model.meta`) its metadata, if any.
+
+    Example:
+        >>> from ghostnet import create_model, load_weights
+        >>> model = create_model("ghostnet_100")
+        >>> meta = load_weights(model, "weights/ghostnet_100.safetensors")  # doctest: +SKIP
+
+    Args:
+        model: A model in training form (before `for_inference`).
+        uri: Local path, fsspec URL (`s3://...`) or `hf-hub:org/name`.
+        sha256: Expected hex digest of the raw file bytes.
+
+    Raises:
+        WeightsError: see `read_checkpoint`; also a different architecture or any missing,
+            unexpected or mis-shaped key. The model is left unchanged in that case.
+    """
+    checkpoint = read_checkpoint(uri, sha256=sha256)
+    if checkpoint.meta is not None and model.meta is not None:
+        check_architecture(checkpoint.uri, checkpoint.meta, model.meta.architecture)
+    load_state_dict_strict(model, checkpoint.state_dict, source=checkpoint.uri)
+    if checkpoint.meta is not None:
+        model.meta = checkpoint.meta
+    return checkpoint.meta
+
+
+def save_weights(model: GhostNet, path: str | os.PathLike[str], meta: ModelMeta | None = None) -> None:
+    """Write the model's tensors as safetensors, with `meta` (default: `model.meta`) as JSON metadata.
+
+    Raises:
+        WeightsError: the model was already converted by `for_inference`; its fused tensors
+            would not load into a freshly built model.
+    """
+    if model.inference_form:
+        raise WeightsError("cannot save a model after for_inference(); save the weights before fusing")
+    meta = meta if meta is not None else model.meta
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {META_KEY: meta.to_json()} if meta is not None else None
+    save_file(tensors, os.fspath(path), metadata=metadata)
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Copy tensors into `model` after checking that keys and shapes match exactly.
+
+    Raises:
+        WeightsError: listing the first missing, unexpected and mis-shaped keys.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} (checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)})"
+        for k, v in state_dict.items()
+        if k in expected and (not isinstance(v, torch.Tensor) or v.shape != expected[k].shape)
+    ]
+    problems = [
+        _listing(label, keys)
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched))
+        if keys
+    ]
+    if problems:
+        raise WeightsError(f"weights from {source} do not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _listing(label: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_LISTED_KEYS])
+    return f"{len(keys)} {label}: {shown}" + (", ..." if len(keys) > MAX_LISTED_KEYS else "")
+
+
+def init_random(model: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise every weight from `seed` alone, independent of the global RNG and of the device.
+
+    Convs get He-normal weights and zero bias, BatchNorm the identity transform, the classifier
+    N(0, 0.01). The same seed gives bit-identical tensors.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            _init_module(module, generator)
+    return model
+
+
+def _init_module(module: nn.Module, generator: torch.Generator) -> None:
+    if isinstance(module, nn.Conv2d):
+        fan_in = module.weight[0].numel()
+        _fill_normal(module.weight, (2.0 / fan_in) ** 0.5, generator)
+    elif isinstance(module, nn.Linear):
+        _fill_normal(module.weight, 0.01, generator)
+    elif isinstance(module, nn.BatchNorm2d):
+        module.reset_parameters()
+        return
+    else:
+        return
+    if module.bias is not None:
+        module.bias.zero_()
+
+
+def _fill_normal(tensor: torch.Tensor, std: float, generator: torch.Generator) -> None:
+    values = torch.randn(tensor.shape, generator=generator, dtype=torch.float32) * std
+    tensor.copy_(values)
+
+
+def check_architecture(uri: str, meta: ModelMeta, architecture: str) -> None:
+    """Raise WeightsError when a checkpoint's metadata names another architecture."""
+    if meta.architecture != architecture:
+        raise WeightsError(f"weights from {uri} are for {meta.architecture}, not {architecture}")
+
+
+def _fetch(uri: str) -> bytes:
+    if uri.startswith(HF_PREFIX):
+        return _fetch_hf(uri)
+    if "://" in uri:
+        return _fetch_fsspec(uri)
+    try:
+        return Path(uri).read_bytes()
+    except OSError as err:
+        raise WeightsError(f"cannot read weights file {uri}: {err.strerror or err}") from err
+
+
+def _fetch_fsspec(uri: str) -> bytes:
+    import fsspec
+
+    try:
+        # A fresh filesystem picks up the current AWS environment instead of a cached client.
+        with fsspec.open(uri, "rb", skip_instance_cache=True) as f:
+            return f.read()
+    except (OSError, ValueError, ImportError) as err:
+        raise WeightsError(f"cannot read weights from {uri}: {type(err).__name__}: {err}") from err
+
+
+def _fetch_hf(uri: str) -> bytes:
+    repo_id = uri.removeprefix(HF_PREFIX)
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    except ImportError as err:
+        raise WeightsError(f"cannot fetch {uri}: huggingface_hub is not installed") from err
+    for filename in HF_FILENAMES:
+        try:
+            return Path(hf_hub_download(repo_id, filename)).read_bytes()
+        # LocalEntryNotFoundError subclasses EntryNotFoundError, so it has to come first.
+        except LocalEntryNotFoundError as err:
+            raise WeightsError(
+                f"cannot fetch {uri}: the Hugging Face Hub is offline or unreachable and {filename} is not "
+                f"cached; download it elsewhere and pass its local path instead"
+            ) from err
+        except EntryNotFoundError:
+            continue
+        except ValueError as err:
+            raise WeightsError(f"cannot fetch {uri}: {repo_id!r} is not a valid hub repo id") from err
+        except OSError as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise WeightsError(f"cannot fetch {uri}: {reason}") from err
+    raise WeightsError(f"{uri} has neither {' nor '.join(HF_FILENAMES)}")
+
+
+def _verify_sha256(uri: str, data: bytes, expected: str) -> None:
+    expected = expected.lower()
+    if not _SHA256_RE.fullmatch(expected):
+        raise WeightsError(f"sha256 pin must be 64 hex characters, got {expected!r}")
+    got = hashlib.sha256(data).hexdigest()
+    if got != expected:
+        raise WeightsError(f"sha256 mismatch for {uri}: expected {expected}, got {got}")
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    # safetensors: 8-byte little-endian header length, then a JSON header starting with '{'.
+    return len(data) >= 9 and data[8:9] == b"{"
+
+
+def _parse_safetensors(uri: str, data: bytes) -> tuple[dict[str, torch.Tensor], ModelMeta | None]:
+    try:
+        tensors = load_safetensors_bytes(data)
+        (header_len,) = struct.unpack("<Q", data[:8])
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, struct.error) as err:
+        raise WeightsError(f"{uri} is not a valid safetensors file (corrupt or truncated): {err}") from err
+    try:
+        meta = ModelMeta.from_json(metadata[META_KEY]) if META_KEY in metadata else None
+    except ValueError as err:
+        raise WeightsError(f"{uri} has invalid '{META_KEY}' metadata: {err}") from err
+    return checkpoint_filter_fn(tensors), meta
+
+
+def _parse_torch(uri: str, data: bytes) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise WeightsError(
+                f"refusing to load {uri}: its pickle would import or call code, which weights-only loading "
+                f"forbids ({_unsupported_global(err)}); convert it to safetensors in a trusted environment"
+            ) from err
+        raise WeightsError(f"{uri} is neither a safetensors nor a torch checkpoint: {err}") from err
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise WeightsError(f"{uri} is neither a safetensors nor a torch checkpoint: {err}") from err
+    if not isinstance(loaded, Mapping):
+        raise WeightsError(f"{uri} holds a {type(loaded).__name__}, not a state_dict mapping")
+    return checkpoint_filter_fn(loaded)
+
+
+def _unsupported_global(err: Exception) -> str:
+    match = re.search(r"Unsupported global: (.+)", str(err))
+    return match.group(1).strip() if match else "unsupported pickle content"
