@@ -9,10 +9,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jobs import demo, label, nightly
+from jobs import demo, label, nightly, query, report, submit
 
 # One line per subcommand, in the order `--help` lists them.
-COMMANDS = (label, nightly, demo)
+COMMANDS = (label, nightly, submit, demo, query, report)
 
 EPILOG = (
     "exit codes: 0 success, 1 the run failed (nothing committed), 2 usage error, "

@@ -36,6 +36,7 @@ __all__ = [
     "CHANNEL_DRIFT",
     "JS_SHIFT_BITS",
     "RUNS",
+    "TIMINGS",
     "VIEWS",
     "LayerDrift",
     "QueryResult",

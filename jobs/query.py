@@ -1,0 +1,159 @@
+"""``ghostnet-pipeline query`` / ``python -m jobs.query``: SQL over an output with DuckDB.
+
+Exit codes: 0 the query ran (an empty result included), 1 it could not run (missing output,
+unreadable files, a conversion DuckDB refused), 2 bad SQL or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, TextIO
+
+import duckdb
+
+from pipeline import storage
+from pipeline.analytics import VIEWS, QueryResult, query
+
+FORMATS = ("table", "csv", "json")
+CELL_WIDTH = 60  # table format only; csv and json carry every character
+
+EXAMPLE = """views: """ + ", ".join(VIEWS) + """ (committed runs only)
+
+examples:
+  ghostnet-pipeline query s3://labels/photos \\
+      "SELECT status, count(*) AS n FROM predictions GROUP BY status ORDER BY n DESC"
+  ghostnet-pipeline query ./out "SELECT * FROM channel_drift WHERE shifted" --format json
+  ghostnet-pipeline query ./out "SELECT run_id, items, items_per_s FROM runs" --format csv > runs.csv
+
+exit codes: 0 the query ran, 1 it could not run, 2 bad SQL or usage error
+"""
+
+OK, FAILED, BAD_SQL = 0, 1, 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", metavar="OUTPUT", help="the output root the runs wrote to (path or s3://...)")
+    parser.add_argument("sql", metavar="SQL", help="one DuckDB query over the views")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="table (for people, long cells cut), csv or json (an array of objects)")
+
+
+def execute(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    try:
+        result = query(args.output, args.sql)
+    except duckdb.ProgrammingError as exc:
+        return _fail(f"bad SQL: {exc}", BAD_SQL)
+    except (duckdb.Error, OSError) as exc:
+        return _fail(str(exc), FAILED)
+    WRITERS[args.format](result, out)
+    return OK
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, so that a caller can show it as it is; DuckDB's messages span several.
+    print(f"error: {' '.join(storage.redact(message).split())}", file=sys.stderr)
+    if os.environ.get("GHOSTNET_DEBUG"):
+        logging.getLogger("ghostnet_pipeline").exception("traceback")
+    return code
+
+
+def write_table(result: QueryResult, out: TextIO) -> None:
+    cells = [[_cell(v) for v in row] for row in result.rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(result.columns)]
+    line = "  ".join
+    if result.columns:
+        print(line(c.ljust(w) for c, w in zip(result.columns, widths, strict=True)).rstrip(), file=out)
+        print(line("-" * w for w in widths), file=out)
+    for row in cells:
+        print(line(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    print(f"({len(cells)} row{'' if len(cells) == 1 else 's'})", file=out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    else:
+        text = _text(value)
+    text = " ".join(text.split())  # a newline inside a cell would break the columns
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+
+
+def write_csv(result: QueryResult, out: TextIO) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(result.columns)
+    for row in result.rows:
+        writer.writerow(["" if v is None else _text(v) for v in row])
+
+
+def _text(value: Any) -> str:
+    """Scalars as they print, dates as ISO text, lists and structs as JSON."""
+    plain = _plain(value)
+    return plain if isinstance(plain, str) else json.dumps(plain, ensure_ascii=False)
+
+
+def write_json(result: QueryResult, out: TextIO) -> None:
+    objects = [dict(zip(result.columns, map(_plain, row), strict=True)) for row in result.rows]
+    json.dump(objects, out, ensure_ascii=False, allow_nan=False, default=str)
+    out.write("\n")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON types: dates as ISO text, NaN and infinities as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+WRITERS = {"table": write_table, "csv": write_csv, "json": write_json}
+
+
+def build_parser(prog: str = "ghostnet-pipeline query") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run one SQL query with DuckDB over an output's committed runs.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return parser
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "query", help="SQL over an output (DuckDB)", description=build_parser().description,
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=execute)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return execute(build_parser("python -m jobs.query").parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""One committed run summarized as a single self-contained HTML page.
+
+The page holds the run's facts, rows per status with the top errors, the label
+distribution, a score histogram, throughput and stage timings, a heatmap of the run's
+channel weights (``channel_stats`` means, layers x channels) and the channel drift against
+the previous committed run of the same model and weights. Figures are matplotlib PNGs
+embedded as base64, so the page needs nothing but itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from pipeline import analytics, storage
+from pipeline.schema import STATUSES
+
+__all__ = ["Report", "Section", "build", "render_html", "write"]
+
+TOP_LABELS = 25
+SCORE_BINS = 20
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled part of the page: a figure (PNG), a note and a table, each optional."""
+
+    slug: str
+    title: str
+    png: bytes | None = None
+    note: str = ""
+    columns: tuple[str, ...] = ()
+    rows: list[tuple] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Report:
+    record: dict
+    previous_run_id: str | None
+    sections: list[Section]
+
+    @property
+    def figures(self) -> list[Section]:
+        return [s for s in self.sections if s.png is not None]
+
+
+def build(output: str, *, run_id: str | None = None) -> Report:
+    """Gather the figures and tables of one committed run of ``output``.
+
+    Args:
+        output: the output root (local path or fsspec URI).
+        run_id: the run to report on; default the latest committed run.
+
+    Raises:
+        FileNotFoundError: ``output`` does not exist.
+        ValueError: ``output`` has no committed run, or none called ``run_id``.
+    """
+    con = analytics.connect(output)
+    try:
+        record = _pick_run(con, output, run_id)
+        drift = _drift_rows(con, record["run_id"])
+        previous = drift[0][0] if drift else _previous_run(con, record)
+        sections = [
+            _status_section(record),
+            _labels_section(con, record),
+            _scores_section(con, record),
+            _throughput_section(con, record),
+            _heatmap_section(con, record),
+            _drift_section(record, previous, [row[1:] for row in drift]),
+        ]
+    finally:
+        con.close()
+    return Report(record, previous, sections)
+
+
+def write(output: str, out: str, *, run_id: str | None = None, png_dir: str | None = None) -> Report:
+    """Build the report, write the HTML page to ``out`` and, with ``png_dir``, each figure as PNG.
+
+    Example:
+        >>> write("s3://labels/photos", "report.html", png_dir="figures")  # doctest: +SKIP
+    """
+    report = build(output, run_id=run_id)
+    storage.write_bytes(out, render_html(report).encode())
+    if png_dir:
+        for number, section in enumerate(report.figures, start=1):
+            storage.write_bytes(storage.join(png_dir, f"{number:02d}-{section.slug}.png"), section.png)
+    return report
+
+
+def _pick_run(con: duckdb.DuckDBPyConnection, output: str, run_id: str | None) -> dict:
+    records = {r["run_id"]: r for r in _records(con)}
+    if not records:
+        raise ValueError(
+            f"{storage.redact_uri(output)} has no committed run to report on "
+            "(runs commit when they finish: see `ghostnet-pipeline run --help`)"
+        )
+    if run_id is None:
+        return list(records.values())[-1]
+    if run_id not in records:
+        latest = ", ".join(list(records)[-3:])
+        raise ValueError(f"no committed run {run_id!r} in {storage.redact_uri(output)} (latest: {latest})")
+    return records[run_id]
+
+
+def _records(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    relation = con.sql("SELECT * FROM runs ORDER BY committed_at, run_id")
+    return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
+
+
+def _previous_run(con: duckdb.DuckDBPyConnection, record: dict) -> str | None:
+    row = con.execute(
+        "SELECT run_id FROM runs WHERE model = ? AND weights_sha256 = ? AND committed_at < ? "
+        "AND run_id IN (SELECT run_id FROM channel_stats) ORDER BY committed_at DESC, run_id DESC LIMIT 1",
+        [record["model"], record["weights_sha256"], record["committed_at"]],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _drift_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
+    rows = con.execute(
+        "SELECT previous_run_id, layer, channels, js_divergence, cosine_distance, shifted "
+        "FROM channel_drift WHERE run_id = ?",
+        [run_id],
+    ).fetchall()
+    return sorted(rows, key=lambda r: _layer_order(r[1]))
+
+
+def _layer_order(layer: str) -> list:
+    # blocks.10.0.se comes after blocks.9.0.se: network order, not text order.
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", layer)]
+
+
+def _run_filter(record: dict) -> tuple[str, list]:
+    # run_date first: DuckDB prunes the other partitions' files by their path.
+    return "run_date = ? AND run_id = ?", [record["run_date"], record["run_id"]]
+
+
+def _status_section(record: dict) -> Section:
+    counts = {s: record[f"rows_{s}"] for s in STATUSES if record[f"rows_{s}"]}
+    fig, ax = _figure(height=max(1.6, 0.45 * len(counts) + 0.8))
+    names = list(counts)[::-1]
+    colors = ["#3a8d5d" if s == "ok" else "#c0504d" for s in names]
+    bars = ax.barh(names, [counts[s] for s in names], color=colors)
+    ax.bar_label(bars, padding=3)
+    ax.set_xlabel("rows")
+    ax.margins(x=0.12)
+    errors = [(e["status"], e["count"], e["error"], e["uri"]) for e in record["top_errors"] or []]
+    note = f"{record['rows']} rows for {record['items']} items." + ("" if errors else " No errors.")
+    return Section("status", "Rows per status", _png(fig), note,
+                   ("status", "rows", "error", "example") if errors else (), errors)
+
+
+def _labels_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
+    where, params = _run_filter(record)
+    rows = con.execute(
+        f"SELECT label, count(*) AS n FROM predictions WHERE {where} AND status = 'ok' "
+        "GROUP BY label ORDER BY n DESC, label",
+        params,
+    ).fetchall()
+    if not rows:
+        return Section("labels", "Label distribution", note="No `ok` rows: nothing was labeled.")
+    shown, rest = rows[:TOP_LABELS], sum(n for _, n in rows[TOP_LABELS:])
+    if rest:
+        shown.append((f"({len(rows) - TOP_LABELS} other labels)", rest))
+    fig, ax = _figure(height=max(1.6, 0.32 * len(shown) + 0.8))
+    bars = ax.barh([str(label) for label, _ in shown][::-1], [n for _, n in shown][::-1], color="#4f81bd")
+    ax.bar_label(bars, padding=3)
+    ax.set_xlabel("ok rows (top-1 label)")
+    ax.margins(x=0.12)
+    return Section("labels", "Label distribution", _png(fig), f"{len(rows)} distinct top-1 labels.")
+
+
+def _scores_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
+    where, params = _run_filter(record)
+    scores = np.array(
+        [s for (s,) in con.execute(f"SELECT score FROM predictions WHERE {where} AND status = 'ok'",
+                                   params).fetchall() if s is not None],
+        dtype=np.float64,
+    )
+    if scores.size == 0:
+        return Section("scores", "Top-1 score", note="No `ok` rows: no scores.")
+    fig, ax = _figure()
+    ax.hist(scores, bins=SCORE_BINS, range=(0.0, 1.0), color="#4f81bd", edgecolor="white")
+    ax.set_xlabel("top-1 softmax probability")
+    ax.set_ylabel("rows")
+    note = f"median {np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}, n = {scores.size}."
+    return Section("scores", "Top-1 score histogram", _png(fig), note)
+
+
+def _throughput_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
+    history = con.execute(
+        "SELECT run_id, items_per_s FROM runs WHERE model = ? AND weights_sha256 = ? "
+        "ORDER BY committed_at, run_id",
+        [record["model"], record["weights_sha256"]],
+    ).fetchall()
+    stages = [(name, record[name]) for name in analytics.TIMINGS if record[name] is not None]
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    bars = left.barh([name.removesuffix("_s") for name, _ in stages][::-1], [v for _, v in stages][::-1],
+                     color="#8064a2")
+    left.bar_label(bars, labels=[f"{v:.2f} s" for _, v in stages][::-1], padding=3)
+    left.set_xlabel("seconds")
+    left.set_title("this run's stages", fontsize=10)
+    left.margins(x=0.2)
+    positions = np.arange(len(history))
+    speeds = [v or 0.0 for _, v in history]
+    right.plot(positions, speeds, marker="o", color="#4f81bd")
+    current = [i for i, (rid, _) in enumerate(history) if rid == record["run_id"]]
+    right.plot(current, [speeds[i] for i in current], marker="o", markersize=10, color="#c0504d", linestyle="")
+    right.set_xticks(positions, [rid[-8:] for rid, _ in history], rotation=45, ha="right", fontsize=7)
+    right.set_ylabel("items / s")
+    right.set_ylim(bottom=0)
+    right.set_title("runs of this model and weights (this run in red)", fontsize=10)
+    speed = record["items_per_s"]
+    note = (f"{record['items']} items in {record['inference_s']:.1f} s of inference: {speed:.1f} items/s."
+            if speed is not None and record["inference_s"] is not None else "")
+    return Section("throughput", "Throughput and timings", _png(fig), note)
+
+
+def _heatmap_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
+    rows = con.execute(
+        "SELECT layer, channel, mean FROM channel_stats WHERE run_id = ?", [record["run_id"]]
+    ).fetchall()
+    if not rows:
+        return Section("channel_weights", "Channel weights", note="No channel statistics: the run had no `ok` rows.")
+    layers = sorted({layer for layer, _, _ in rows}, key=_layer_order)
+    index = {layer: i for i, layer in enumerate(layers)}
+    grid = np.full((len(layers), max(c for _, c, _ in rows) + 1), np.nan)
+    for layer, channel, mean in rows:
+        grid[index[layer], channel] = np.nan if mean is None else mean
+    fig, ax = _figure(width=10, height=max(2.5, 0.28 * len(layers) + 1.2))
+    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", interpolation="nearest", cmap="viridis",
+                      vmin=0.0, vmax=1.0)
+    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    ax.set_xlabel("channel (blank: the layer has fewer channels)")
+    fig.colorbar(image, ax=ax, label="mean gate value")
+    note = f"{len(layers)} layers, {len(rows)} channels in all, over {_ok_count(con, record)} ok rows."
+    return Section("channel_weights", "Channel weights per layer (channel_stats mean)", _png(fig), note)
+
+
+def _ok_count(con: duckdb.DuckDBPyConnection, record: dict) -> int:
+    return con.execute("SELECT max(count) FROM channel_stats WHERE run_id = ?", [record["run_id"]]).fetchone()[0]
+
+
+def _drift_section(record: dict, previous: str | None, drift: Sequence[tuple]) -> Section:
+    title = "Channel drift against the previous run"
+    if previous is None or not drift:
+        return Section("drift", title, note=(
+            f"No earlier committed run of {record['model']} with weights {record['weights_sha256']} "
+            "has channel statistics: nothing to compare with."
+        ))
+    layers = [layer for layer, *_ in drift]
+    js = np.array([np.nan if d[2] is None else d[2] for d in drift])
+    colors = ["#c0504d" if d[4] else "#4f81bd" for d in drift]
+    fig, ax = _figure(width=10, height=3.6)
+    ax.bar(range(len(layers)), np.nan_to_num(js), color=colors)
+    ax.axhline(analytics.JS_SHIFT_BITS, color="#c0504d", linestyle="--", linewidth=1,
+               label=f"shift threshold {analytics.JS_SHIFT_BITS} bits")
+    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("Jensen-Shannon divergence (bits)")
+    ax.legend(loc="upper left", fontsize=8)
+    shifted = sum(1 for d in drift if d[4])
+    note = (f"Against run {previous}: {shifted} of {len(drift)} layers shifted "
+            f"(Jensen-Shannon divergence of the normalized channel means above {analytics.JS_SHIFT_BITS} bits).")
+    rows = [(layer, channels, _fmt(j), _fmt(c), "yes" if s else "no") for layer, channels, j, c, s in drift]
+    return Section("drift", title, _png(fig), note,
+                   ("layer", "channels", "JS divergence (bits)", "cosine distance", "shifted"), rows)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2e}"
+
+
+def _figure(*, width: float = 8, height: float = 3.2) -> tuple[Figure, Axes]:
+    # A bare Figure, not pyplot: no global state, no backend to select, nothing to close.
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplots()
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def render_html(report: Report) -> str:
+    """The page: inline CSS, figures as data: URIs, every value escaped."""
+    record = report.record
+    facts = [
+        ("run", record["run_id"]),
+        ("kind", record["kind"]),
+        ("run date", record["run_date"]),
+        ("committed at", record["committed_at"]),
+        ("model", record["model"]),
+        ("weights", f"{record['weights']} (sha256 {record['weights_sha256']})"),
+        ("inputs", ", ".join(record["inputs"] or [])),
+        ("items", f"{record['items']} labeled of {record['items_listed']} listed "
+                  f"({record['items_skipped']} already labeled)"),
+        ("rows", record["rows"]),
+        ("previous run", report.previous_run_id or "none"),
+    ]
+    body = [f"<h1>Run {_e(record['run_id'])}</h1>", _table(("", ""), facts, header=False)]
+    for section in report.sections:
+        body.append(f'<section id="{_e(section.slug)}"><h2>{_e(section.title)}</h2>')
+        if section.png is not None:
+            data = base64.b64encode(section.png).decode()
+            body.append(f'<img alt="{_e(section.title)}" src="data:image/png;base64,{data}">')
+        if section.note:
+            body.append(f"<p>{_e(section.note)}</p>")
+        if section.columns:
+            body.append(_table(section.columns, section.rows))
+        body.append("</section>")
+    return _PAGE.format(title=_e(f"ghostnet-pipeline run {record['run_id']}"), body="\n".join(body))
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence], *, header: bool = True) -> str:
+    head = "<tr>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1040px; color: #222; }}
+h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }}
+th, td {{ text-align: left; padding: 0.2em 0.8em; border-bottom: 1px solid #eee; vertical-align: top; }}
+td {{ overflow-wrap: anywhere; max-width: 40em; }}
+img {{ max-width: 100%; }}
+</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
