@@ -63,7 +63,8 @@ def discover(inputs: Iterable[str], *, modality: str = "image") -> pa.Table:
         for entry in _expand(uri):
             entries.setdefault(entry.uri, entry)
     rows = sorted(
-        (e, m) for e in entries.values() if (m := modality_of(e.uri)) in wanted
+        ((e, m) for e in entries.values() if (m := modality_of(e.uri)) in wanted),
+        key=lambda row: row[0].uri,
     )
     return pa.table(
         {

@@ -141,9 +141,8 @@ class Predictor:
         return results
 
     def _forward(self, pixels: np.ndarray) -> "ghostnet.InferenceOutput":
-        x = ghostnet.transforms.normalize(pixels, self.meta, device=self.device, dtype=self.dtype)
-        x = x.contiguous(memory_format=torch.channels_last)
-        return ghostnet.forward_all(self.model, x, embeddings=self.embeddings)
+        x = ghostnet.normalize(pixels, self.meta, self.device, self.dtype, channels_last=True)
+        return self.model.forward_all(x, embeddings=self.embeddings)
 
     def _unpack(self, rows: list[int], out) -> dict[int, dict]:
         probs = torch.softmax(out.logits.float(), dim=1)

@@ -27,6 +27,8 @@ from pipeline.schema import Status
 
 log = logging.getLogger("ghostnet_pipeline")
 
+DECODE_TASK_MEMORY = 512 * 2**20
+
 
 class RunFailed(RuntimeError):
     """The run finished without committing; the message says why and what to do."""
@@ -199,6 +201,9 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
             batch_size=config.decode_batch_size,
             batch_format="pyarrow",
             num_cpus=1,
+            # Reserving memory for a batch of decoded images also keeps Ray from fusing decode
+            # into the model actor, so decoding runs as tasks on every CPU, beside the actors.
+            memory=DECODE_TASK_MEMORY,
         )
         .map_batches(
             Predictor,

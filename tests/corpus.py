@@ -67,7 +67,7 @@ def mixed_images() -> dict[str, tuple[bytes, str]]:
     cmyk = encode(rgb.convert("CMYK"), "JPEG")
     animated = io.BytesIO()
     rgb.save(animated, "GIF", save_all=True, append_images=[gradient(96, 80, seed=2)], duration=100)
-    grey16 = Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20), "I;16")
+    grey16 = Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)
     return {
         "plain photo.jpg": (jpeg, OK),
         "unicodé 照片.png": (encode(rgb, "PNG"), OK),
