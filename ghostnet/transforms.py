@@ -44,7 +44,7 @@ def resize_crop(image: Image.Image, meta: ModelMeta) -> np.ndarray:
         image = image.resize((new_w, new_h), Image.Resampling[meta.interpolation.upper()])
     top = round((new_h - crop_h) / 2.0)
     left = round((new_w - crop_w) / 2.0)
-    pixels = np.asarray(image.crop((left, top, left + crop_w, top + crop_h)), dtype=np.uint8)
+    pixels = np.array(image.crop((left, top, left + crop_w, top + crop_h)), dtype=np.uint8)
     return pixels.reshape(crop_h, crop_w, meta.in_chans)
 
 

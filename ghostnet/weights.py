@@ -15,7 +15,7 @@ import pickle
 import re
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +25,9 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 from torch import nn
 
+from .layers import GhostModule
 from .meta import ModelMeta
-from .model import GhostNet, checkpoint_filter_fn
+from .model import GhostBottleneck, GhostNet, checkpoint_filter_fn
 
 __all__ = [
     "Checkpoint",
@@ -132,9 +133,9 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [
-        f"{k} (checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)})"
-        for k, v in state_dict.items()
-        if k in expected and (not isinstance(v, torch.Tensor) or v.shape != expected[k].shape)
+        f"{k} (checkpoint {_shape(state_dict[k])}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state_dict and _shape(state_dict[k]) != tuple(v.shape)
     ]
     problems = [
         _listing(label, keys)
@@ -146,6 +147,10 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(state_dict, strict=True)
 
 
+def _shape(value: object) -> tuple[int, ...] | str:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 def _listing(label: str, keys: list[str]) -> str:
     shown = ", ".join(keys[:MAX_LISTED_KEYS])
     return f"{len(keys)} {label}: {shown}" + (", ..." if len(keys) > MAX_LISTED_KEYS else "")
@@ -154,20 +159,33 @@ def _listing(label: str, keys: list[str]) -> str:
 def init_random(model: nn.Module, seed: int) -> nn.Module:
     """Re-initialise every weight from `seed` alone, independent of the global RNG and of the device.
 
-    Convs get He-normal weights and zero bias, BatchNorm the identity transform, the classifier
-    N(0, 0.01). The same seed gives bit-identical tensors.
+    Convs get N(0, 1/fan_in) weights and zero bias, BatchNorm the identity transform, the classifier
+    N(0, 0.01); the BNs of v3 branches that are summed get gamma 1/sqrt(branches), so activations
+    keep their scale through the network. The same seed gives bit-identical tensors.
     """
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
             _init_module(module, generator)
+        for branch_norms in _summed_branch_norms(model):
+            for norm in branch_norms:
+                norm.weight.fill_(len(branch_norms) ** -0.5)
     return model
+
+
+def _summed_branch_norms(model: nn.Module) -> Iterator[list[nn.BatchNorm2d]]:
+    for module in model.modules():
+        if isinstance(module, GhostModule) and module.multi_branch:
+            yield [b.bn1 for b in module.primary_rpr_conv]
+            yield [*(b.bn1 for b in module.cheap_rpr_conv), module.cheap_rpr_scale.bn1, module.cheap_rpr_skip]
+        elif isinstance(module, GhostBottleneck) and module.multi_branch:
+            yield [*(b.bn1 for b in module.dw_rpr_conv), module.dw_rpr_scale.bn1]
 
 
 def _init_module(module: nn.Module, generator: torch.Generator) -> None:
     if isinstance(module, nn.Conv2d):
         fan_in = module.weight[0].numel()
-        _fill_normal(module.weight, (2.0 / fan_in) ** 0.5, generator)
+        _fill_normal(module.weight, fan_in**-0.5, generator)
     elif isinstance(module, nn.Linear):
         _fill_normal(module.weight, 0.01, generator)
     elif isinstance(module, nn.BatchNorm2d):
@@ -270,12 +288,15 @@ def _parse_torch(uri: str, data: bytes) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+        detail = _unpickler_detail(err)
+        if "GLOBAL" in detail:
             raise WeightsError(
-                f"refusing to load {uri}: its pickle would import or call code, which weights-only loading "
-                f"forbids ({_unsupported_global(err)}); convert it to safetensors in a trusted environment"
+                f"refusing to load {uri}: its pickle would import code that weights-only loading blocks "
+                f"({detail}); convert it to safetensors in a trusted environment"
             ) from err
-        raise WeightsError(f"{uri} is neither a safetensors nor a torch checkpoint: {err}") from err
+        raise WeightsError(
+            f"{uri} is neither a safetensors nor a loadable torch checkpoint ({detail})"
+        ) from err
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise WeightsError(f"{uri} is neither a safetensors nor a torch checkpoint: {err}") from err
     if not isinstance(loaded, Mapping):
@@ -283,6 +304,9 @@ def _parse_torch(uri: str, data: bytes) -> dict[str, torch.Tensor]:
     return checkpoint_filter_fn(loaded)
 
 
-def _unsupported_global(err: Exception) -> str:
-    match = re.search(r"Unsupported global: (.+)", str(err))
-    return match.group(1).strip() if match else "unsupported pickle content"
+def _unpickler_detail(err: Exception) -> str:
+    """The one informative line of torch's multi-line weights-only error, e.g. the blocked GLOBAL."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    return next(
+        (line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else ""
+    )

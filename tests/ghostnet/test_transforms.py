@@ -1,0 +1,95 @@
+"""Preprocessing parity: normalize(resize_crop(img)) equals timm's eval transform."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
+from timm.data.transforms_factory import transforms_imagenet_eval
+
+from ghostnet import ModelMeta, create_model, normalize, resize_crop
+
+Transform = Callable[[Image.Image], torch.Tensor]
+
+# (width, height), including a side far below the crop and both orientations.
+IMAGE_SIZES = [(500, 375), (37, 301), (640, 480), (224, 224), (301, 37)]
+
+
+def _image(width: int, height: int, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(width * 1000 + height)
+    # Pure noise: any difference in resampling or crop offsets shows up.
+    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB").convert(mode)
+
+
+def _ours(image: Image.Image, meta: ModelMeta) -> torch.Tensor:
+    return normalize(resize_crop(image, meta)[None], meta)[0]
+
+
+@pytest.fixture(scope="module")
+def meta() -> ModelMeta:
+    meta = create_model("ghostnet_100").meta
+    assert meta is not None
+    return meta
+
+
+@pytest.fixture(scope="module")
+def timm_transform() -> Transform:
+    config = resolve_data_config({}, model=timm.create_model("ghostnet_100", pretrained=False))
+    assert config["interpolation"] == "bicubic" and config["crop_pct"] == 0.875
+    return create_transform(**config)
+
+
+@pytest.mark.parametrize("size", IMAGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_matches_timm_eval_transform(
+    size: tuple[int, int], meta: ModelMeta, timm_transform: Transform
+) -> None:
+    image = _image(*size)
+    expected = timm_transform(image)
+    got = _ours(image, meta)
+    assert got.shape == expected.shape == (3, 224, 224)
+    assert (got - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
+def test_non_rgb_images_are_converted_like_timm_loaders(
+    mode: str, meta: ModelMeta, timm_transform: Transform
+) -> None:
+    image = _image(320, 200, mode)
+    expected = timm_transform(image.convert("RGB"))
+    assert (_ours(image, meta) - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("size", [(500, 375), (37, 301)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_non_square_target_matches_timm(size: tuple[int, int], meta: ModelMeta) -> None:
+    wide = dataclasses.replace(meta, input_size=(3, 160, 256), crop_pct=0.9, interpolation="bilinear")
+    transform = transforms_imagenet_eval(
+        img_size=(160, 256), crop_pct=0.9, interpolation="bilinear", mean=meta.mean, std=meta.std
+    )
+    image = _image(*size)
+    got = _ours(image, wide)
+    assert got.shape == (3, 160, 256)
+    assert (got - transform(image)).abs().max().item() < 1e-5
+
+
+def test_resize_crop_returns_uint8_hwc(meta: ModelMeta) -> None:
+    pixels = resize_crop(_image(500, 375), meta)
+    assert pixels.dtype == np.uint8 and pixels.shape == (224, 224, 3)
+
+
+def test_normalize_layout_dtype_and_validation(meta: ModelMeta) -> None:
+    batch = np.stack([resize_crop(_image(w, h), meta) for w, h in IMAGE_SIZES[:2]])
+    out = normalize(batch, meta, "cpu", torch.bfloat16, channels_last=True)
+    assert out.shape == (2, 3, 224, 224) and out.dtype == torch.bfloat16
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert normalize(batch, meta).is_contiguous()
+    with pytest.raises(ValueError, match="uint8 batch of shape"):
+        normalize(batch.astype(np.float32), meta)
+    with pytest.raises(ValueError, match="uint8 batch of shape"):
+        normalize(batch[0], meta)
