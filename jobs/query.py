@@ -47,14 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="table (for people, long cells cut), csv or json (an array of objects)")
 
 
-def execute(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def execute(args: argparse.Namespace) -> int:
     try:
         result = query(args.output, args.sql)
     except duckdb.ProgrammingError as exc:
         return _fail(f"bad SQL: {exc}", BAD_SQL)
     except (duckdb.Error, OSError) as exc:
         return _fail(str(exc), FAILED)
-    WRITERS[args.format](result, out)
+    WRITERS[args.format](result, sys.stdout)
     return OK
 
 

@@ -221,7 +221,8 @@ def _run_row(record: dict) -> dict:
     return {
         **{k: record.get(k) for k in _COPIED},
         "run_date": date.fromisoformat(record["run_date"]) if record.get("run_date") else None,
-        "committed_at": datetime.fromisoformat(record["committed_at"]) if record.get("committed_at") else None,
+        "committed_at": (datetime.fromisoformat(record["committed_at"])
+                         if record.get("committed_at") else None),
         **{f"rows_{s}": int(per_status.get(s, 0)) for s in STATUSES},
         **{name: timings.get(name) for name in TIMINGS},
         "prediction_files": len((record.get("files") or {}).get("predictions", [])),

@@ -192,7 +192,8 @@ def _scores_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
     ax.hist(scores, bins=SCORE_BINS, range=(0.0, 1.0), color="#4f81bd", edgecolor="white")
     ax.set_xlabel("top-1 softmax probability")
     ax.set_ylabel("rows")
-    note = f"median {np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}, n = {scores.size}."
+    note = (f"median {np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}, "
+            f"n = {scores.size}.")
     return Section("scores", "Top-1 score histogram", _png(fig), note)
 
 
@@ -215,7 +216,8 @@ def _throughput_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section
     speeds = [v or 0.0 for _, v in history]
     right.plot(positions, speeds, marker="o", color="#4f81bd")
     current = [i for i, (rid, _) in enumerate(history) if rid == record["run_id"]]
-    right.plot(current, [speeds[i] for i in current], marker="o", markersize=10, color="#c0504d", linestyle="")
+    right.plot(current, [speeds[i] for i in current], marker="o", markersize=10, color="#c0504d",
+               linestyle="")
     right.set_xticks(positions, [rid[-8:] for rid, _ in history], rotation=45, ha="right", fontsize=7)
     right.set_ylabel("items / s")
     right.set_ylim(bottom=0)
@@ -231,7 +233,8 @@ def _heatmap_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
         "SELECT layer, channel, mean FROM channel_stats WHERE run_id = ?", [record["run_id"]]
     ).fetchall()
     if not rows:
-        return Section("channel_weights", "Channel weights", note="No channel statistics: the run had no `ok` rows.")
+        return Section("channel_weights", "Channel weights",
+                       note="No channel statistics: the run had no `ok` rows.")
     layers = sorted({layer for layer, _, _ in rows}, key=_layer_order)
     index = {layer: i for i, layer in enumerate(layers)}
     grid = np.full((len(layers), max(c for _, c, _ in rows) + 1), np.nan)
@@ -248,7 +251,8 @@ def _heatmap_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
 
 
 def _ok_count(con: duckdb.DuckDBPyConnection, record: dict) -> int:
-    return con.execute("SELECT max(count) FROM channel_stats WHERE run_id = ?", [record["run_id"]]).fetchone()[0]
+    row = con.execute("SELECT max(count) FROM channel_stats WHERE run_id = ?", [record["run_id"]]).fetchone()
+    return row[0]
 
 
 def _drift_section(record: dict, previous: str | None, drift: Sequence[tuple]) -> Section:
@@ -270,7 +274,8 @@ def _drift_section(record: dict, previous: str | None, drift: Sequence[tuple]) -
     ax.legend(loc="upper left", fontsize=8)
     shifted = sum(1 for d in drift if d[4])
     note = (f"Against run {previous}: {shifted} of {len(drift)} layers shifted "
-            f"(Jensen-Shannon divergence of the normalized channel means above {analytics.JS_SHIFT_BITS} bits).")
+            "(Jensen-Shannon divergence of the normalized channel means above "
+            f"{analytics.JS_SHIFT_BITS} bits).")
     rows = [(layer, channels, _fmt(j), _fmt(c), "yes" if s else "no") for layer, channels, j, c, s in drift]
     return Section("drift", title, _png(fig), note,
                    ("layer", "channels", "JS divergence (bits)", "cosine distance", "shifted"), rows)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from pipeline import commit, storage
 from pipeline.commit import Layout
-from pipeline.schema import CHANNEL_STATS, CHANNEL_WEIGHT, PREDICTIONS
+from pipeline.schema import CHANNEL_STATS, PREDICTIONS
 
 MODEL = "ghostnet_050"
 WEIGHTS = "random-seed-0"
@@ -71,13 +71,22 @@ def commit_run(root: str, run_id: str, rows: pa.Table, stats: pa.Table, *, minut
         "labels": len(LABELS), "inputs": ["s3://photos/in"],
         "items_listed": rows.num_rows, "items_skipped": 0, "items": rows.num_rows, "rows": rows.num_rows,
         "rows_per_status": {str(k): int(v) for k, v in per_status.items()},
-        "top_errors": [{"status": s, "error": f"{s}: cannot use this item", "count": int(n),
-                        "uri": f"s3://photos/in/{s}-000.jpg"} for s, n in per_status.items() if s != "ok"],
+        "top_errors": top_errors(rows),
         "timings": {"discover_s": 0.2, "model_check_s": 0.5, "inference_s": 4.0},
         "items_per_s": rows.num_rows / 4.0,
         "config": {"batch_size": 32, "topk": 4}, "versions": {"duckdb": "2.0.1"},
     }
     return commit.publish(layout, run_id, run_date, stats, record)
+
+
+def top_errors(rows: pa.Table) -> list[dict]:
+    """What the pipeline records: the (status, error) pairs by count, with their first uri."""
+    bad = [r for r in rows.to_pylist() if r["status"] != "ok"]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in bad:
+        groups.setdefault((r["status"], r["error"]), []).append(r["uri"])
+    ranked = sorted(groups.items(), key=lambda g: -len(g[1]))
+    return [{"status": s, "error": e, "count": len(uris), "uri": min(uris)} for (s, e), uris in ranked]
 
 
 def gates(channels: dict[str, int], seed: int, scale: float = 1.0) -> dict[str, np.ndarray]:
@@ -86,4 +95,3 @@ def gates(channels: dict[str, int], seed: int, scale: float = 1.0) -> dict[str, 
     return {layer: 1 / (1 + np.exp(-scale * rng.normal(size=n))) for layer, n in channels.items()}
 
 
-__all__ = ["CHANNEL_WEIGHT", "channel_stats", "commit_run", "gates", "predictions"]
