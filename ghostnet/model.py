@@ -153,6 +153,7 @@ class GhostNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.meta = meta
+        self.weights_sha256: str | None = None  # digest of the loaded weights file, if any
         self.inference_form = False
 
         stem_chs = make_divisible(STEM_CHANNELS * width)

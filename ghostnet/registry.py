@@ -114,6 +114,7 @@ def create_model(
     _check_override("in_chans", in_chans, meta.in_chans, checkpoint.uri)
     model = _build(variant, meta)
     load_state_dict_strict(model, checkpoint.state_dict, source=checkpoint.uri)
+    model.weights_sha256 = checkpoint.sha256
     return model
 
 

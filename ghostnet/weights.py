@@ -54,11 +54,13 @@ class WeightsError(ValueError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Tensors of a checkpoint after `checkpoint_filter_fn`, and its metadata when it has some."""
+    """Tensors of a checkpoint after `checkpoint_filter_fn`, its metadata when it has some, and the
+    sha256 of the raw file (the identity the pipeline records as `weights_sha256`)."""
 
     uri: str
     state_dict: dict[str, torch.Tensor]
     meta: ModelMeta | None
+    sha256: str
 
 
 def read_checkpoint(uri: str | os.PathLike[str], *, sha256: str | None = None) -> Checkpoint:
@@ -73,13 +75,14 @@ def read_checkpoint(uri: str | os.PathLike[str], *, sha256: str | None = None) -
     """
     uri = os.fspath(uri)
     data = _fetch(uri)
+    digest = hashlib.sha256(data).hexdigest()
     if sha256 is not None:
-        _verify_sha256(uri, data, sha256)
+        _verify_sha256(uri, digest, sha256)
     if _looks_like_safetensors(data):
         tensors, meta = _parse_safetensors(uri, data)
     else:
         tensors, meta = _parse_torch(uri, data), None
-    return Checkpoint(uri=uri, state_dict=tensors, meta=meta)
+    return Checkpoint(uri=uri, state_dict=tensors, meta=meta, sha256=digest)
 
 
 def load_weights(model: GhostNet, uri: str | os.PathLike[str], sha256: str | None = None) -> ModelMeta | None:
@@ -103,6 +106,7 @@ def load_weights(model: GhostNet, uri: str | os.PathLike[str], sha256: str | Non
     if checkpoint.meta is not None and model.meta is not None:
         check_architecture(checkpoint.uri, checkpoint.meta, model.meta.architecture)
     load_state_dict_strict(model, checkpoint.state_dict, source=checkpoint.uri)
+    model.weights_sha256 = checkpoint.sha256
     if checkpoint.meta is not None:
         model.meta = checkpoint.meta
     return checkpoint.meta
@@ -256,11 +260,10 @@ def _fetch_hf(uri: str) -> bytes:
     raise WeightsError(f"{uri} has neither {' nor '.join(HF_FILENAMES)}")
 
 
-def _verify_sha256(uri: str, data: bytes, expected: str) -> None:
+def _verify_sha256(uri: str, got: str, expected: str) -> None:
     expected = expected.lower()
     if not _SHA256_RE.fullmatch(expected):
         raise WeightsError(f"sha256 pin must be 64 hex characters, got {expected!r}")
-    got = hashlib.sha256(data).hexdigest()
     if got != expected:
         raise WeightsError(f"sha256 mismatch for {uri}: expected {expected}, got {got}")
 

@@ -125,7 +125,7 @@ def read_and_decode(
     sizes = batch["size_bytes"].to_pylist()
     with ThreadPoolExecutor(max_workers=read_threads) as pool:
         decoded = list(
-            pool.map(lambda us: _read_and_decode_one(*us, meta, max_pixels, max_file_bytes), zip(uris, sizes))
+            pool.map(lambda us: _read_and_decode_one(*us, meta, max_pixels, max_file_bytes), zip(uris, sizes, strict=False))
         )
     h, w = meta.input_size[1:]
     pixels = np.zeros((len(uris), h, w, 3), dtype=np.uint8)

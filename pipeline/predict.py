@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -113,12 +112,12 @@ class Predictor:
     def _predict(self, pixels, ok, batch, status, error) -> dict[int, dict]:
         try:
             out = self._forward(np.asarray(pixels)[ok])
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not kill the run
-            return self._predict_one_by_one(pixels, ok, batch, status, error, exc)
+        except Exception:  # noqa: BLE001 - one bad item must not take its batch down: retry singly
+            return self._predict_one_by_one(pixels, ok, batch, status, error)
         self._write_partials([self._key(batch, i) for i in ok], out.channel_weights)
         return self._unpack(ok, out)
 
-    def _predict_one_by_one(self, pixels, ok, batch, status, error, batch_exc) -> dict[int, dict]:
+    def _predict_one_by_one(self, pixels, ok, batch, status, error) -> dict[int, dict]:
         results: dict[int, dict] = {}
         survivors: list[int] = []
         outputs = []
@@ -129,7 +128,7 @@ class Predictor:
             except Exception as exc:  # noqa: BLE001
                 status[i] = Status.MODEL_ERROR.value
                 error[i] = f"{type(exc).__name__}: {exc}"
-        for i, out in zip(survivors, outputs):
+        for i, out in zip(survivors, outputs, strict=False):
             results.update(self._unpack([i], out))
         if survivors:
             merged = {
@@ -137,10 +136,9 @@ class Predictor:
                 for name in outputs[0].channel_weights
             }
             self._write_partials([self._key(batch, i) for i in survivors], merged)
-        del batch_exc
         return results
 
-    def _forward(self, pixels: np.ndarray) -> "ghostnet.InferenceOutput":
+    def _forward(self, pixels: np.ndarray) -> ghostnet.InferenceOutput:
         x = ghostnet.normalize(pixels, self.meta, self.device, self.dtype, channels_last=True)
         return self.model.forward_all(x, embeddings=self.embeddings)
 
@@ -221,7 +219,7 @@ def summarize_channel_weights(channel_weights: dict[str, torch.Tensor]) -> dict[
         stats = torch.stack(
             [g.mean(1), g.std(1, unbiased=False), g.amin(1), g.amax(1), entropy], dim=1
         ).cpu().numpy()
-        summaries[layer] = dict(zip(("mean", "std", "min", "max", "entropy"), stats.T))
+        summaries[layer] = dict(zip(("mean", "std", "min", "max", "entropy"), stats.T, strict=False))
     return summaries
 
 
@@ -260,6 +258,3 @@ def _nullable_ints(values) -> list[int | None]:
 def _nullable_floats(values) -> list[float | None]:
     return [None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v) for v in values]
 
-
-def default_torch_threads() -> int:
-    return max(1, (os.cpu_count() or 1))

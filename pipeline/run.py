@@ -59,14 +59,12 @@ def resolve_model(config: RunConfig) -> tuple[ModelSpec, ghostnet.ModelMeta]:
     if config.weights in (None, "random"):
         spec = ModelSpec(config.model, "random", seed=config.seed, num_classes=config.num_classes)
         return spec, spec.load().meta
-    digest = ghostnet.weights_sha256(config.weights)
-    if config.weights_sha256 and config.weights_sha256.lower() != digest:
-        raise ghostnet.WeightsError(
-            f"weights {storage.redact_uri(config.weights)} have sha256 {digest}, "
-            f"but {config.weights_sha256} was pinned; refusing to use them"
-        )
-    spec = ModelSpec(config.model, config.weights, digest, num_classes=config.num_classes)
-    return spec, spec.load().meta
+    unpinned = ModelSpec(config.model, config.weights, config.weights_sha256, num_classes=config.num_classes)
+    model = unpinned.load()
+    # Actors load the file again themselves; pinning its digest makes them refuse a file that
+    # changed after this check.
+    spec = ModelSpec(config.model, config.weights, model.weights_sha256, num_classes=config.num_classes)
+    return spec, model.meta
 
 
 def run(config: RunConfig, *, kind: str = "run") -> RunResult:
@@ -130,7 +128,6 @@ def run(config: RunConfig, *, kind: str = "run") -> RunResult:
         storage.remove_tree(layout.staging(run_id))
         raise
     stats = commit.reduce_partials(layout, run_id, model=spec.name, weights_sha256=spec.provenance())
-    elapsed = time.monotonic() - started
     record = {
         "run_id": run_id,
         "kind": kind,

@@ -88,7 +88,7 @@ def with_retries(fn: Callable[[], T], *, attempts: int = 5, base_delay_s: float 
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - filtered by is_transient
+        except Exception as exc:
             if attempt == attempts - 1 or not is_transient(exc):
                 raise
             time.sleep(base_delay_s * 2**attempt)

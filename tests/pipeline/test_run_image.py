@@ -80,9 +80,9 @@ def test_duckdb_reads_the_output_and_rerun_adds_nothing(tmp_path):
     assert first.committed and first.items == 6
     assert not second.committed and "already labeled" in second.message
     glob = f"{tmp_path}/out/predictions/**/*.parquet"
-    count, distinct = duckdb.sql(
+    [(count, distinct)] = duckdb.sql(
         f"SELECT count(*), count(DISTINCT uri) FROM read_parquet('{glob}', hive_partitioning=true)"
-    ).fetchone()
+    ).fetchall()
     assert count == distinct == 6
 
 
@@ -145,7 +145,7 @@ def test_cli_run_exit_codes_and_no_secret_in_logs(tmp_path, s3fs_client, bucket)
            "--model", "ghostnet_050", "--weights", "random", "--num-classes", "5"]
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    usage = subprocess.run(cmd[:4] + ["--output", out], capture_output=True, text=True, timeout=120)
+    usage = subprocess.run([*cmd[:4], "--output", out], capture_output=True, text=True, timeout=120)
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "committed run" in done.stdout and "ok 3" in done.stdout
