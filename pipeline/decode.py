@@ -123,10 +123,11 @@ def read_and_decode(
     """The decode stage (Ray tasks): items in, one row per item with status and pixels out."""
     uris = batch["uri"].to_pylist()
     sizes = batch["size_bytes"].to_pylist()
+    def one(uri: str, size: int | None) -> Decoded:
+        return _read_and_decode_one(uri, size, meta, max_pixels, max_file_bytes)
+
     with ThreadPoolExecutor(max_workers=read_threads) as pool:
-        decoded = list(
-            pool.map(lambda us: _read_and_decode_one(*us, meta, max_pixels, max_file_bytes), zip(uris, sizes, strict=False))
-        )
+        decoded = list(pool.map(one, uris, sizes))
     h, w = meta.input_size[1:]
     pixels = np.zeros((len(uris), h, w, 3), dtype=np.uint8)
     for i, d in enumerate(decoded):
