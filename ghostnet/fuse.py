@@ -127,12 +127,8 @@ def _fuse_ghost_module(module: GhostModule) -> None:
         ]
     )
     # Index 1 stays an (empty) BN slot so the layout matches v1/v2 after BN folding.
-    module.primary_conv = nn.Sequential(
-        _conv_with(primary_template, primary), nn.Identity(), module.primary_activation
-    )
-    module.cheap_operation = nn.Sequential(
-        _conv_with(cheap_template, cheap), nn.Identity(), module.cheap_activation
-    )
+    module.primary_conv = nn.Sequential(_conv_with(primary_template, primary), nn.Identity(), module.primary_activation)
+    module.cheap_operation = nn.Sequential(_conv_with(cheap_template, cheap), nn.Identity(), module.cheap_activation)
     for name in (
         "primary_rpr_conv",
         "primary_activation",

@@ -54,9 +54,7 @@ class ConvBn(nn.Module):
         act: bool = False,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False
-        )
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
         self.bn1: nn.Module = nn.BatchNorm2d(out_chs)
         self.act = relu_or_identity(act)
 
@@ -117,9 +115,7 @@ class GhostModule(nn.Module):
         self.primary_rpr_conv = nn.ModuleList(ConvBn(in_chs, init_chs, 1) for _ in range(REP_BRANCHES))
         self.primary_activation = relu_or_identity(act)
         self.cheap_rpr_skip = nn.BatchNorm2d(init_chs)
-        self.cheap_rpr_conv = nn.ModuleList(
-            ConvBn(init_chs, init_chs, 3, groups=init_chs) for _ in range(REP_BRANCHES)
-        )
+        self.cheap_rpr_conv = nn.ModuleList(ConvBn(init_chs, init_chs, 3, groups=init_chs) for _ in range(REP_BRANCHES))
         self.cheap_rpr_scale = ConvBn(init_chs, init_chs, 1, groups=init_chs)
         self.cheap_activation = relu_or_identity(act)
 

@@ -79,8 +79,7 @@ class GhostBottleneck(nn.Module):
         self.multi_branch = rep and stride > 1
         if self.multi_branch:
             self.dw_rpr_conv = nn.ModuleList(
-                ConvBn(mid_chs, mid_chs, kernel_size, stride=stride, groups=mid_chs)
-                for _ in range(REP_BRANCHES)
+                ConvBn(mid_chs, mid_chs, kernel_size, stride=stride, groups=mid_chs) for _ in range(REP_BRANCHES)
             )
             self.dw_rpr_scale = ConvBn(mid_chs, mid_chs, 1, stride=stride, groups=mid_chs)
         elif stride > 1:

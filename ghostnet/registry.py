@@ -151,9 +151,7 @@ def _checkpoint_meta(name: str, checkpoint: Checkpoint) -> ModelMeta:
 def _dim(checkpoint: Checkpoint, key: str, axis: int) -> int:
     tensor = checkpoint.state_dict.get(key)
     if tensor is None or tensor.ndim <= axis:
-        raise WeightsError(
-            f"weights from {checkpoint.uri} have no usable {key!r}; not a GhostNet checkpoint?"
-        )
+        raise WeightsError(f"weights from {checkpoint.uri} have no usable {key!r}; not a GhostNet checkpoint?")
     return int(tensor.shape[axis])
 
 

@@ -102,6 +102,8 @@ def load_weights(model: GhostNet, uri: str | os.PathLike[str], sha256: str | Non
         WeightsError: see `read_checkpoint`; also a different architecture or any missing,
             unexpected or mis-shaped key. The model is left unchanged in that case.
     """
+    if model.inference_form:
+        raise WeightsError("cannot load weights after for_inference(); load them first, then fuse")
     checkpoint = read_checkpoint(uri, sha256=sha256)
     if checkpoint.meta is not None and model.meta is not None:
         check_architecture(checkpoint.uri, checkpoint.meta, model.meta.architecture)
@@ -297,9 +299,7 @@ def _parse_torch(uri: str, data: bytes) -> dict[str, torch.Tensor]:
                 f"refusing to load {uri}: its pickle would import code that weights-only loading blocks "
                 f"({detail}); convert it to safetensors in a trusted environment"
             ) from err
-        raise WeightsError(
-            f"{uri} is neither a safetensors nor a loadable torch checkpoint ({detail})"
-        ) from err
+        raise WeightsError(f"{uri} is neither a safetensors nor a loadable torch checkpoint ({detail})") from err
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise WeightsError(f"{uri} is neither a safetensors nor a torch checkpoint: {err}") from err
     if not isinstance(loaded, Mapping):
@@ -310,6 +310,4 @@ def _parse_torch(uri: str, data: bytes) -> dict[str, torch.Tensor]:
 def _unpickler_detail(err: Exception) -> str:
     """The one informative line of torch's multi-line weights-only error, e.g. the blocked GLOBAL."""
     lines = [line.strip() for line in str(err).splitlines()]
-    return next(
-        (line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else ""
-    )
+    return next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")

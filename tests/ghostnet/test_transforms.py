@@ -47,9 +47,7 @@ def timm_transform() -> Transform:
 
 
 @pytest.mark.parametrize("size", IMAGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_matches_timm_eval_transform(
-    size: tuple[int, int], meta: ModelMeta, timm_transform: Transform
-) -> None:
+def test_matches_timm_eval_transform(size: tuple[int, int], meta: ModelMeta, timm_transform: Transform) -> None:
     image = _image(*size)
     expected = timm_transform(image)
     got = _ours(image, meta)
@@ -58,9 +56,7 @@ def test_matches_timm_eval_transform(
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
-def test_non_rgb_images_are_converted_like_timm_loaders(
-    mode: str, meta: ModelMeta, timm_transform: Transform
-) -> None:
+def test_non_rgb_images_are_converted_like_timm_loaders(mode: str, meta: ModelMeta, timm_transform: Transform) -> None:
     image = _image(320, 200, mode)
     expected = timm_transform(image.convert("RGB"))
     assert (_ours(image, meta) - expected).abs().max().item() < 1e-5

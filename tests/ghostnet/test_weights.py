@@ -84,8 +84,7 @@ def test_official_torch_layout_with_nested_state_dict_and_profiler_counters(tmp_
 def test_official_v3_checkpoint_with_bn_names(tmp_path: Path) -> None:
     source = randomize(timm.create_model("ghostnetv3_050", pretrained=False), seed=3)
     official = {
-        k.replace("bn1.", "bn.") if (".ghost" in k or ".dw_rpr_" in k) else k: v
-        for k, v in source.state_dict().items()
+        k.replace("bn1.", "bn.") if (".ghost" in k or ".dw_rpr_" in k) else k: v for k, v in source.state_dict().items()
     }
     assert any(".primary_rpr_conv.0.bn.weight" in k for k in official)
     torch.save({"state_dict": official, "state_dict_ema": official}, tmp_path / "ghostnetv3-1.0.pth.tar")
@@ -132,9 +131,7 @@ def test_v1_weights_do_not_load_into_v2(saved: Path) -> None:
 
 
 def test_wrong_num_classes_is_rejected(saved: Path) -> None:
-    with pytest.raises(
-        WeightsError, match=r"classifier\.weight \(checkpoint \(10, 1280\), model \(1000, 1280\)\)"
-    ):
+    with pytest.raises(WeightsError, match=r"classifier\.weight \(checkpoint \(10, 1280\), model \(1000, 1280\)\)"):
         load_weights(create_model("ghostnet_050"), saved)
     with pytest.raises(ValueError, match=r"num_classes=5 conflicts .* num_classes=10"):
         create_model("ghostnet_050", num_classes=5, weights=saved)
@@ -193,9 +190,12 @@ def test_missing_local_file(tmp_path: Path) -> None:
         load_weights(create_model("ghostnet_050"), tmp_path / "nope.safetensors")
 
 
-def test_fused_model_cannot_be_saved(tmp_path: Path) -> None:
+def test_fused_model_cannot_be_saved_or_loaded(tmp_path: Path, saved: Path) -> None:
+    fused = for_inference(create_model("ghostnet_050", num_classes=10))
     with pytest.raises(WeightsError, match="before fusing"):
-        save_weights(for_inference(create_model("ghostnet_050")), tmp_path / "fused.safetensors")
+        save_weights(fused, tmp_path / "fused.safetensors")
+    with pytest.raises(WeightsError, match="load them first, then fuse"):
+        load_weights(fused, saved)
 
 
 def test_init_random_is_deterministic_per_seed() -> None:
