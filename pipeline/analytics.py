@@ -50,7 +50,7 @@ VIEWS = ("predictions", "channel_stats", "runs", "channel_drift")
 
 # A layer has shifted when the Jensen-Shannon divergence between its normalized channel-mean
 # vectors exceeds this many bits. Chosen from measurements recorded in docs/analytics.md.
-JS_SHIFT_BITS = 0.002
+JS_SHIFT_BITS = 0.001
 
 TIMINGS = ("discover_s", "model_check_s", "inference_s", "commit_s")
 

@@ -132,3 +132,15 @@ def synthetic_parquet() -> bytes:
     buffer = io.BytesIO()
     pq.write_table(synthetic.predictions("orphan", {"ok": 9}), buffer)
     return buffer.getvalue()
+
+
+def test_s3_sees_a_run_committed_after_an_earlier_connect(bucket):
+    root = f"s3://{bucket}/labels"
+    commit_two_runs(root)
+    before = analytics.connect(root).execute("SELECT count(*) FROM runs").fetchone()
+    synthetic.commit_run(root, "third", synthetic.predictions("third", {"ok": 2}),
+                         synthetic.channel_stats("third", synthetic.gates(LAYERS, 1)), minutes=9)
+
+    after = analytics.connect(root).execute("SELECT count(*) FROM predictions").fetchone()
+
+    assert before == (2,) and after == (12,)
