@@ -1,0 +1,199 @@
+"""``ghostnet-pipeline submit`` against a real two-node Ray cluster on loopback, started with
+``infra/local/start-cluster.sh`` and stopped by PID with ``stop-cluster.sh``; plus the checks
+that happen before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from jobs import cli, submit
+from tests.jobs import cluster as local_cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_ARGS = ["--model", "ghostnet_050", "--weights", "random", "--num-classes", "4"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory) -> Iterator[local_cluster.LocalCluster]:
+    with local_cluster.running(tmp_path_factory.mktemp("cluster"), workers=1, num_cpus=1,
+                               object_store_mb=256) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for i in range(6):
+        Image.new("RGB", (48 + 8 * i, 40), color=(40 * i, 255 - 40 * i, 90)).save(folder / f"img_{i}.png")
+    return folder
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    """``ghostnet-pipeline`` in a process of its own, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=240)
+
+
+def job_count(address: str) -> int:
+    return len(JobSubmissionClient(address).list_jobs())
+
+
+# --- against the cluster ------------------------------------------------------------------------
+
+@pytest.mark.cluster
+def test_cluster_has_two_nodes_on_loopback(ray_cluster):
+    assert ray_cluster.node_ips == ("127.0.0.3", "127.0.0.4")
+    # pids: "PID <start time, 5 words> COMMAND ARGS..." per recorded process
+    programs = [line.split()[6] for line in (ray_cluster.state_dir / "pids").read_text().splitlines()]
+    assert sum(p.endswith("/gcs_server") for p in programs) == 1
+    assert sum(p.endswith("/raylet") for p in programs) == 2
+
+
+@pytest.mark.cluster
+def test_submitted_run_labels_and_commits(ray_cluster, images, tmp_path):
+    output = tmp_path / "out"
+    done = run_cli("submit", "--address", ray_cluster.dashboard_url, "--",
+                   "run", "--input", str(images), "--output", str(output), *MODEL_ARGS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    job_id = lines[0]
+    assert lines[-1] == f"job {job_id} SUCCEEDED"
+
+    records = list((output / "_runs").glob("*.json"))
+    assert len(records) == 1
+    assert json.loads(records[0].read_text())  # a commit record, readable
+    info = JobSubmissionClient(ray_cluster.dashboard_url).get_job_info(job_id)
+    assert info.entrypoint.startswith("python -m jobs.label --input ")
+    assert info.runtime_env["working_dir"].startswith("gcs://")  # the project travelled with the job
+    assert info.metadata["command"] == "run"
+
+
+@pytest.mark.cluster
+def test_failed_job_fails_submit(ray_cluster, tmp_path, capsys):
+    # Our parser accepts the missing folder; the job finds out on the cluster.
+    code = cli.main(["submit", "--address", ray_cluster.dashboard_url, "--",
+                     "run", "--input", str(tmp_path / "nonexistent"), "--output", str(tmp_path / "out"),
+                     *MODEL_ARGS])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out[-1] == f"job {out[0]} FAILED"
+    assert not (tmp_path / "out" / "_runs").exists()
+
+
+@pytest.mark.cluster
+def test_no_wait_prints_id_and_follow_ups_without_the_password(ray_cluster, tmp_path, capsys):
+    address = ray_cluster.dashboard_url.replace("http://", "http://ops:hunter2@")
+    code = cli.main(["submit", "--no-wait", "--address", address, "--submission-id", "gp-no-wait", "--",
+                     "run", "--input", str(tmp_path / "nonexistent"), "--output", str(tmp_path / "out"),
+                     *MODEL_ARGS])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out == "gp-no-wait\n"
+    assert "ray job status gp-no-wait --address" in captured.err
+    assert "ray job stop gp-no-wait --address" in captured.err
+    assert "hunter2" not in captured.out + captured.err
+    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    assert client.get_job_info("gp-no-wait").entrypoint.startswith("python -m jobs.label ")
+    client.stop_job("gp-no-wait")  # it would fail anyway; no need to spend the CPU on it
+    assert submit._wait_until_done(client, "gp-no-wait").status in (JobStatus.STOPPED, JobStatus.FAILED)
+
+
+@pytest.mark.cluster
+def test_typo_is_a_usage_error_and_submits_nothing(ray_cluster, images, tmp_path, capsys):
+    before = job_count(ray_cluster.dashboard_url)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["submit", "--address", ray_cluster.dashboard_url, "--",
+                  "run", "--inptu", str(images), "--output", str(tmp_path), *MODEL_ARGS])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --inptu" in capsys.readouterr().err
+    assert job_count(ray_cluster.dashboard_url) == before
+
+
+@pytest.mark.cluster
+def test_credentials_in_runtime_env_are_refused(ray_cluster, images, tmp_path, capsys):
+    env_file = tmp_path / "env.yaml"
+    env_file.write_text("env_vars:\n  AWS_SECRET_ACCESS_KEY: sk-not-here\n")
+    before = job_count(ray_cluster.dashboard_url)
+    code = cli.main(["submit", "--address", ray_cluster.dashboard_url, "--runtime-env", str(env_file), "--",
+                     "run", "--input", str(images), "--output", str(tmp_path / "out"), *MODEL_ARGS])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "AWS_SECRET_ACCESS_KEY" in err and "sk-not-here" not in err
+    assert job_count(ray_cluster.dashboard_url) == before
+
+
+# --- before anything is sent --------------------------------------------------------------------
+
+@pytest.mark.parametrize("job, message", [
+    ([], "no job given"),
+    (["--", "walk"], "must be `run` or `nightly`"),
+    (["--", "run", "--input", "/in", "--output", "/out"], "missing --model"),
+    (["--", "nightly", "--input", "/in", "--output", "/out", "--model", "m"], "--date"),
+    (["--", "nightly", "--input", "/in", "--output", "/out", "--model", "m", "--date", "2026-02-30"],
+     "not a date"),
+    (["--", "run", "--input", "/in", "--output", "/out", "--model", "m", "--address", "auto"],
+     "--address belongs before"),
+    (["--", "run", "--input", "s3://key:pw@bucket/in", "--output", "/out", "--model", "m"],
+     "carries a password"),
+])
+def test_usage_errors_exit_2_before_connecting(job, message, capsys):
+    # Port 9 (discard) has no job server: reaching it would be exit 1, not 2.
+    assert cli.main(["submit", "--address", "http://127.0.0.1:9", *job]) == 2
+    err = capsys.readouterr().err
+    assert message in err and ":pw@" not in err
+
+
+def test_no_address_is_a_usage_error(monkeypatch, capsys):
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["submit", "--", "run", "--input", "/in", "--output", "/out", "--model", "m"]) == 2
+    assert "--address" in capsys.readouterr().err
+
+
+def test_unreachable_job_server_exits_1(capsys):
+    assert cli.main(["submit", "--address", "http://127.0.0.1:9", "--",
+                     "run", "--input", "/in", "--output", "/out", "--model", "m"]) == 1
+    assert capsys.readouterr().err.startswith("submitting `run` to http://127.0.0.1:9")
+
+
+def test_runtime_env_merge_theirs_wins():
+    ours = submit.project_runtime_env()
+    assert ours["working_dir"] == str(ROOT)
+    assert {"/.venv", "/.git", "/tests", "/bench", "*.parquet", "__pycache__"} <= set(ours["excludes"])
+    theirs = {"env_vars": {"HF_HUB_OFFLINE": "1"}, "excludes": ["*.ckpt"], "py_modules": ["extra"]}
+    merged = submit.merge_runtime_env({**ours, "env_vars": {"A": "1", "HF_HUB_OFFLINE": "0"}}, theirs)
+    assert merged["working_dir"] == str(ROOT)
+    assert merged["env_vars"] == {"A": "1", "HF_HUB_OFFLINE": "1"}
+    assert merged["excludes"][-1] == "*.ckpt" and "/.venv" in merged["excludes"]
+    assert merged["py_modules"] == ["extra"]
+    own_dir = submit.merge_runtime_env(ours, {"working_dir": "s3://bucket/code.zip"})
+    assert own_dir == {"working_dir": "s3://bucket/code.zip"}
+
+
+@pytest.mark.parametrize("env_vars", [
+    {"AWS_SECRET_ACCESS_KEY": "x"}, {"aws_session_token": "x"}, {"HF_TOKEN": "x"},
+    {"DB_PASSWORD": "x"}, {"UPSTREAM": "https://user:pw@example.com/"},
+])
+def test_credential_env_vars_are_refused(env_vars):
+    with pytest.raises(submit.UsageError, match="credentials"):
+        submit.check_no_credentials({"env_vars": env_vars})
+
+
+def test_runtime_env_file_must_be_a_mapping(tmp_path):
+    (tmp_path / "env.json").write_text('{"pip": ["requests"]}')
+    assert submit.load_runtime_env(tmp_path / "env.json") == {"pip": ["requests"]}
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(submit.UsageError, match="mapping"):
+        submit.load_runtime_env(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    with pytest.raises(submit.UsageError, match="does not parse"):
+        submit.load_runtime_env(tmp_path / "bad.yaml")
