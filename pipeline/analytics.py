@@ -175,18 +175,16 @@ def layer_drift(
         0.0
 
     Returns:
-        All ``None`` when the vectors differ in length, are empty or hold negative values or
-        NaN; ``js_divergence`` and ``shifted`` are ``None`` when a vector sums to 0.
+        All ``None`` when the vectors differ in length, are empty or all zero, or hold
+        negative values or NaN: there is no distribution to compare.
     """
     p = np.asarray(previous, dtype=np.float64)
     q = np.asarray(current, dtype=np.float64)
-    if p.shape != q.shape or p.size == 0 or not (np.all(p >= 0) and np.all(q >= 0)):
+    valid = p.shape == q.shape and p.size > 0 and np.all(p >= 0) and np.all(q >= 0)
+    if not valid or p.sum() == 0 or q.sum() == 0:
         return LayerDrift(None, None, None)
-    cosine = _cosine_distance(p, q)
-    if p.sum() == 0 or q.sum() == 0:
-        return LayerDrift(None, cosine, None)
     js = _js_bits(p / p.sum(), q / q.sum())
-    return LayerDrift(js, cosine, js > threshold)
+    return LayerDrift(js, _cosine_distance(p, q), js > threshold)
 
 
 def _js_bits(p: np.ndarray, q: np.ndarray) -> float:
@@ -199,11 +197,9 @@ def _kl_bits(p: np.ndarray, m: np.ndarray) -> float:
     return float(np.sum(p[nonzero] * np.log2(p[nonzero] / m[nonzero])))
 
 
-def _cosine_distance(p: np.ndarray, q: np.ndarray) -> float | None:
-    norms = np.linalg.norm(p) * np.linalg.norm(q)
-    if norms == 0:
-        return None
-    return float(min(2.0, max(0.0, 1.0 - float(p @ q) / norms)))
+def _cosine_distance(p: np.ndarray, q: np.ndarray) -> float:
+    similarity = float(p @ q) / (np.linalg.norm(p) * np.linalg.norm(q))
+    return float(min(1.0, max(0.0, 1.0 - similarity)))  # rounding can step just outside [0, 1]
 
 
 def runs_table(records: Sequence[dict]) -> pa.Table:
@@ -234,7 +230,6 @@ def _run_row(record: dict) -> dict:
 @dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
-    types: list[str]
     rows: list[tuple]
 
 
@@ -284,8 +279,8 @@ def query(output: str, sql: str) -> QueryResult:
     try:
         relation = con.sql(sql)
         if relation is None:
-            return QueryResult([], [], [])
-        return QueryResult(list(relation.columns), [str(t) for t in relation.types], relation.fetchall())
+            return QueryResult([], [])
+        return QueryResult(list(relation.columns), relation.fetchall())
     finally:
         con.close()
 
@@ -317,9 +312,7 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _drift_udf(previous: list[float] | None, current: list[float] | None) -> dict:
-    if previous is None or current is None:
-        return {"js_divergence": None, "cosine_distance": None, "shifted": None}
+def _drift_udf(previous: list[float | None], current: list[float | None]) -> dict:
     drift = layer_drift(
         [math.nan if v is None else v for v in previous], [math.nan if v is None else v for v in current]
     )

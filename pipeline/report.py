@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pipeline import analytics, storage
 from pipeline.schema import STATUSES
@@ -152,6 +153,7 @@ def _status_section(record: dict) -> Section:
     bars = ax.barh(names, [counts[s] for s in names], color=colors)
     ax.bar_label(bars, padding=3)
     ax.set_xlabel("rows")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.margins(x=0.12)
     errors = [(e["status"], e["count"], e["error"], e["uri"]) for e in record["top_errors"] or []]
     note = f"{record['rows']} rows for {record['items']} items." + ("" if errors else " No errors.")
@@ -167,7 +169,7 @@ def _labels_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
         params,
     ).fetchall()
     if not rows:
-        return Section("labels", "Label distribution", note="No `ok` rows: nothing was labeled.")
+        return Section("labels", "Label distribution", note="No ok rows: nothing was labeled.")
     shown, rest = rows[:TOP_LABELS], sum(n for _, n in rows[TOP_LABELS:])
     if rest:
         shown.append((f"({len(rows) - TOP_LABELS} other labels)", rest))
@@ -175,8 +177,9 @@ def _labels_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
     bars = ax.barh([str(label) for label, _ in shown][::-1], [n for _, n in shown][::-1], color="#4f81bd")
     ax.bar_label(bars, padding=3)
     ax.set_xlabel("ok rows (top-1 label)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.margins(x=0.12)
-    return Section("labels", "Label distribution", _png(fig), f"{len(rows)} distinct top-1 labels.")
+    return Section("labels", "Label distribution", _png(fig), f"Distinct top-1 labels: {len(rows)}.")
 
 
 def _scores_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
@@ -187,11 +190,12 @@ def _scores_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
         dtype=np.float64,
     )
     if scores.size == 0:
-        return Section("scores", "Top-1 score", note="No `ok` rows: no scores.")
+        return Section("scores", "Top-1 score", note="No ok rows: no scores.")
     fig, ax = _figure()
     ax.hist(scores, bins=SCORE_BINS, range=(0.0, 1.0), color="#4f81bd", edgecolor="white")
     ax.set_xlabel("top-1 softmax probability")
     ax.set_ylabel("rows")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     note = (f"median {np.median(scores):.3f}, 10th percentile {np.percentile(scores, 10):.3f}, "
             f"n = {scores.size}.")
     return Section("scores", "Top-1 score histogram", _png(fig), note)
@@ -234,7 +238,7 @@ def _heatmap_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
     ).fetchall()
     if not rows:
         return Section("channel_weights", "Channel weights",
-                       note="No channel statistics: the run had no `ok` rows.")
+                       note="No channel statistics: the run had no ok rows.")
     layers = sorted({layer for layer, _, _ in rows}, key=_layer_order)
     index = {layer: i for i, layer in enumerate(layers)}
     grid = np.full((len(layers), max(c for _, c, _ in rows) + 1), np.nan)
