@@ -1,5 +1,6 @@
 """GhostNet v1/v2/v3 for inference: timm-compatible models, safe weight loading, fusion, channel weights."""
 
+from .audio import LogMel
 from .channel_weights import InferenceOutput, capture_channel_weights, channel_weight_names
 from .fuse import for_inference, reparameterize
 from .meta import AudioFrontend, ModelMeta, imagenet_labels
@@ -12,6 +13,7 @@ __all__ = [
     "AudioFrontend",
     "GhostNet",
     "InferenceOutput",
+    "LogMel",
     "ModelMeta",
     "WeightsError",
     "capture_channel_weights",
