@@ -261,7 +261,8 @@ def follow(client: JobSubmissionClient, job_id: str, address: str) -> int:
     if info.status == JobStatus.SUCCEEDED:
         return 0
     if info.message:
-        print(f"error: {storage.redact(info.message)}", file=sys.stderr)
+        # The first line names the cause and exit code; the rest repeats the logs shown above.
+        print(f"error: {storage.redact(info.message.splitlines()[0])}", file=sys.stderr)
     return 1
 
 
