@@ -40,7 +40,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
             ray.shutdown()
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp_dir = tempfile.mkdtemp(prefix="ghostnet-ray-")
+    temp_dir = _private_temp_dir()
     kwargs = {}
     if platform.system() == "Linux":
         kwargs["_node_ip_address"] = LOCAL_NODE_IP
@@ -60,6 +60,14 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _private_temp_dir() -> str:
+    # Ray's Unix sockets sit five levels below this folder and must fit in 107 bytes.
+    base = tempfile.gettempdir()
+    if len(base) > 32 and os.path.isdir("/tmp"):
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix="ghostnet-ray-", dir=base)
 
 
 def cluster_gpus() -> float:

@@ -75,6 +75,16 @@ def bucket(s3fs_client, request) -> str:
     return name
 
 
+@pytest.fixture
+def ray_tmp() -> Iterator[str]:
+    """A short TMPDIR for a subprocess's private Ray (Unix socket paths must stay under 108 bytes)."""
+    path = tempfile.mkdtemp(prefix="gp-", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def ray_local(s3_endpoint) -> Iterator[None]:
     """One private local Ray per test module (2 CPUs, small object store, loopback IP).
