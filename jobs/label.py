@@ -14,11 +14,14 @@ from collections.abc import Sequence
 
 from jobs._errors import guarded
 from pipeline.config import MODALITIES, RunConfig, load_toml
-from pipeline.run import RunResult, run
+from pipeline.run import RunResult, run_by_modality
 
 EXAMPLE = """example:
   ghostnet-pipeline run --input s3://photos/2026/ --output s3://labels/photos \\
       --model ghostnet_100 --weights s3://models/ghostnet_100.safetensors --topk 5
+  ghostnet-pipeline run --input s3://media/ --output s3://labels/media --modality auto \
+      --model ghostnet_100 --weights s3://models/ghostnet_100.safetensors \
+      --audio-model ghostnetv2_100 --audio-weights s3://models/sounds.safetensors
 """
 
 # flag name -> RunConfig field, where they differ
@@ -35,7 +38,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--weights", metavar="URI|random",
         help="local path, fsspec URL (s3://...), hf-hub:org/name, or 'random' (seeded; smoke tests only)")
     add("--weights-sha256", metavar="HEX", help="refuse the weights unless their sha256 is this")
-    add("--modality", choices=MODALITIES, help="image (default), audio, or auto (by extension)")
+    add("--modality", choices=MODALITIES,
+        help="image (default), audio (--model is the audio model), or auto: by extension, one run per modality")
+    add("--audio-model", metavar="NAME", help="with --modality auto: the architecture for the audio files")
+    add("--audio-weights", metavar="URI|random", help="with --modality auto: the audio model's weights")
+    add("--audio-weights-sha256", metavar="HEX",
+        help="with --modality auto: refuse the audio weights unless their sha256 is this")
     add("--batch-size", type=int, metavar="N", help="rows per model call (default 256 on GPU, 32 on CPU)")
     add("--actors", type=int, metavar="N", help="model actors (default: one per GPU, or 1)")
     add("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 with GPUs, else 0)")
@@ -87,7 +95,8 @@ def print_summary(result: RunResult) -> None:
 
 
 def execute(config: RunConfig) -> int:
-    print_summary(run(config))
+    for result in run_by_modality(config):
+        print_summary(result)
     return 0
 
 

@@ -13,6 +13,7 @@ import tomllib
 from pipeline import decode
 
 MODALITIES = ("image", "audio", "auto")
+_NO_AUDIO_MODEL = {"audio_model": None, "audio_weights": "random", "audio_weights_sha256": None}
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class RunConfig:
     weights: str | None = "random"
     weights_sha256: str | None = None
     modality: str = "image"
+    # The audio model of a --modality auto run; with --modality audio, model/weights are the audio model.
+    audio_model: str | None = None
+    audio_weights: str | None = "random"
+    audio_weights_sha256: str | None = None
     batch_size: int | None = None  # None: 256 per GPU actor, 32 per CPU actor
     actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
@@ -50,6 +55,11 @@ class RunConfig:
             raise ValueError("at least one --input is required")
         if self.modality not in MODALITIES:
             raise ValueError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        if self.modality != "auto" and any(getattr(self, k) != v for k, v in _NO_AUDIO_MODEL.items()):
+            raise ValueError(
+                "--audio-model, --audio-weights and --audio-weights-sha256 are for --modality auto; "
+                "with --modality audio, --model and --weights name the audio model"
+            )
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ValueError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
         if self.topk < 1:
@@ -60,6 +70,22 @@ class RunConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             raise ValueError(f"--gpus-per-actor must not be negative, got {self.gpus_per_actor}")
+
+    def for_modality(self, modality: str) -> RunConfig:
+        """The single-model run of one modality of a ``--modality auto`` run, with its own run id."""
+        changes: dict[str, Any] = {
+            "modality": modality,
+            "run_id": f"{self.run_id}-{modality}" if self.run_id else None,
+            **_NO_AUDIO_MODEL,
+        }
+        if modality == "audio":
+            if not self.audio_model:
+                raise ValueError(
+                    "the inputs hold audio files: give --audio-model (and --audio-weights) for them, "
+                    "or use --modality image to label only the images"
+                )
+            changes.update(model=self.audio_model, weights=self.audio_weights, weights_sha256=self.audio_weights_sha256)
+        return self.replace(**changes)
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

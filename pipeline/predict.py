@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +38,7 @@ class ModelSpec:
     seed: int = 0
     num_classes: int | None = None
     in_chans: int | None = None
+    modality: str = "image"
 
     @property
     def is_random(self) -> bool:
@@ -50,7 +53,7 @@ class ModelSpec:
         return self.weights_sha256
 
     def load(self) -> torch.nn.Module:
-        kwargs: dict[str, int] = {}
+        kwargs: dict[str, int | str] = {"modality": self.modality}
         if self.num_classes is not None:
             kwargs["num_classes"] = self.num_classes
         if self.in_chans is not None:
@@ -67,6 +70,25 @@ class ModelSpec:
 
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def model_input(
+    meta: ghostnet.ModelMeta, min_size: int, device: torch.device, dtype: torch.dtype
+) -> tuple[str, Callable[[np.ndarray], torch.Tensor]]:
+    """The decoded column a model reads, and how a batch of it becomes the model's input.
+
+    Images: uint8 pixels, normalised. Audio: waveform windows, log-mel on ``device``, the time
+    axis padded up to ``min_size``.
+    """
+    if meta.modality == "image":
+        return "pixels", partial(ghostnet.normalize, meta=meta, device=device, dtype=dtype, channels_last=True)
+    log_mel = ghostnet.LogMel(meta, min_frames=min_size).to(device)
+
+    def spectrogram(waveform: np.ndarray) -> torch.Tensor:
+        x = log_mel(torch.as_tensor(waveform).to(device, non_blocking=True))
+        return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+    return "waveform", spectrogram
 
 
 class Predictor:
@@ -88,6 +110,7 @@ class Predictor:
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         model = spec.load()
         self.meta: ghostnet.ModelMeta = model.meta
+        self.input_column, self.to_input = model_input(self.meta, model.min_input_size, self.device, self.dtype)
         self.labels = list(self.meta.labels)
         model = ghostnet.for_inference(model).to(self.device)
         self.model = model.to(memory_format=torch.channels_last, dtype=self.dtype)
@@ -105,25 +128,25 @@ class Predictor:
         ok = [i for i in range(n) if status[i] == Status.OK.value]
         results: dict[int, dict] = {}
         if ok:
-            results = self._predict(batch["pixels"], ok, batch, status, error)
+            results = self._predict(batch[self.input_column], ok, batch, status, error)
         return self._rows(batch, status, error, results)
 
     @torch.inference_mode()
-    def _predict(self, pixels, ok, batch, status, error) -> dict[int, dict]:
+    def _predict(self, inputs, ok, batch, status, error) -> dict[int, dict]:
         try:
-            out = self._forward(np.asarray(pixels)[ok])
+            out = self._forward(np.asarray(inputs)[ok])
         except Exception:  # noqa: BLE001 - one bad item must not take its batch down: retry singly
-            return self._predict_one_by_one(pixels, ok, batch, status, error)
+            return self._predict_one_by_one(inputs, ok, batch, status, error)
         self._write_partials([self._key(batch, i) for i in ok], out.channel_weights)
         return self._unpack(ok, out)
 
-    def _predict_one_by_one(self, pixels, ok, batch, status, error) -> dict[int, dict]:
+    def _predict_one_by_one(self, inputs, ok, batch, status, error) -> dict[int, dict]:
         results: dict[int, dict] = {}
         survivors: list[int] = []
         outputs = []
         for i in ok:
             try:
-                outputs.append(self._forward(np.asarray(pixels)[i : i + 1]))
+                outputs.append(self._forward(np.asarray(inputs)[i : i + 1]))
                 survivors.append(i)
             except Exception as exc:  # noqa: BLE001
                 status[i] = Status.MODEL_ERROR.value
@@ -138,9 +161,8 @@ class Predictor:
             self._write_partials([self._key(batch, i) for i in survivors], merged)
         return results
 
-    def _forward(self, pixels: np.ndarray) -> ghostnet.InferenceOutput:
-        x = ghostnet.normalize(pixels, self.meta, self.device, self.dtype, channels_last=True)
-        return self.model.forward_all(x, embeddings=self.embeddings)
+    def _forward(self, inputs: np.ndarray) -> ghostnet.InferenceOutput:
+        return self.model.forward_all(self.to_input(inputs), embeddings=self.embeddings)
 
     def _unpack(self, rows: list[int], out) -> dict[int, dict]:
         probs = torch.softmax(out.logits.float(), dim=1)

@@ -2,6 +2,10 @@
 
 discover -> skip what is labeled -> read + decode (Ray tasks) -> GhostNet (actor pool)
 -> Parquet in staging -> check every item is there once -> commit.
+
+A run labels one modality with one model. ``--modality auto`` is :func:`run_by_modality`: the
+items are listed once, split by extension, and each modality is a run of its own (own run id
+and commit record) in the same Ray session.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -19,7 +24,7 @@ import pyarrow.compute as pc
 import ray
 
 import ghostnet
-from pipeline import cluster, commit, decode, discover, incremental, storage
+from pipeline import audio, cluster, commit, decode, discover, incremental, storage
 from pipeline.commit import Layout
 from pipeline.config import RunConfig
 from pipeline.predict import ModelSpec, Predictor
@@ -56,23 +61,45 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def resolve_model(config: RunConfig) -> tuple[ModelSpec, ghostnet.ModelMeta]:
     """Check the weights on the driver (digest, shapes) before anything is scheduled."""
+    shape = {"num_classes": config.num_classes, "modality": config.modality}
     if config.weights in (None, "random"):
-        spec = ModelSpec(config.model, "random", seed=config.seed, num_classes=config.num_classes)
+        spec = ModelSpec(config.model, "random", seed=config.seed, **shape)
         return spec, spec.load().meta
-    unpinned = ModelSpec(config.model, config.weights, config.weights_sha256, num_classes=config.num_classes)
+    unpinned = ModelSpec(config.model, config.weights, config.weights_sha256, **shape)
     model = unpinned.load()
     # Actors load the file again themselves; pinning its digest makes them refuse a file that
     # changed after this check.
-    spec = ModelSpec(config.model, config.weights, model.weights_sha256, num_classes=config.num_classes)
+    spec = ModelSpec(config.model, config.weights, model.weights_sha256, **shape)
     return spec, model.meta
 
 
-def run(config: RunConfig, *, kind: str = "run") -> RunResult:
+def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunResult]:
+    """``run(config)``, or for ``--modality auto`` one run per modality found, in one Ray session.
+
+    Each modality's run is a normal single-model run (``config.for_modality``), so every commit
+    record names one model and one weights digest. Images run first.
+    """
+    if config.modality != "auto":
+        return [run(config, kind=kind)]
+    listed = discover.discover(config.inputs, modality="auto")
+    parts = [(m, listed.filter(pc.equal(listed["modality"], m))) for m in ("image", "audio")]
+    parts = [(m, items) for m, items in parts if items.num_rows]
+    if not parts:
+        return [run(config.for_modality("image"), kind=kind, listed=listed)]
+    configs = [(config.for_modality(m), items) for m, items in parts]
+    with cluster.connect(config.address, num_cpus=config.num_cpus):
+        return [run(c, kind=kind, listed=items) for c, items in configs]
+
+
+def run(config: RunConfig, *, kind: str = "run", listed: pa.Table | None = None) -> RunResult:
     """Label every item named by ``config.inputs`` that this model has not labeled yet.
 
     ``kind="nightly"`` makes the run idempotent per date: when a nightly run of this model
-    and weights is already committed for ``config.run_date``, nothing is done.
+    and weights is already committed for ``config.run_date``, nothing is done. ``listed``
+    (a :func:`pipeline.discover.discover` table) skips listing the inputs again.
     """
+    if config.modality not in ("image", "audio"):
+        raise ValueError(f"a run labels one modality, got {config.modality!r}; use run_by_modality for auto")
     started = time.monotonic()
     timings: dict[str, float] = {}
     run_id = commit.validate_run_id(config.run_id or new_run_id())
@@ -82,7 +109,8 @@ def run(config: RunConfig, *, kind: str = "run") -> RunResult:
         log.warning("finished committing run %s, which an earlier driver left half published", finished)
 
     t = time.monotonic()
-    listed = discover.discover(config.inputs, modality=config.modality)
+    if listed is None:
+        listed = discover.discover(config.inputs, modality=config.modality)
     timings["discover_s"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -128,6 +156,7 @@ def run(config: RunConfig, *, kind: str = "run") -> RunResult:
         storage.remove_tree(layout.staging(run_id))
         raise
     stats = commit.reduce_partials(layout, run_id, model=spec.name, weights_sha256=spec.provenance())
+    timings["commit_s"] = time.monotonic() - t  # checks and statistics; the publish renames follow
     record = {
         "run_id": run_id,
         "kind": kind,
@@ -152,7 +181,6 @@ def run(config: RunConfig, *, kind: str = "run") -> RunResult:
         "versions": _versions(),
     }
     record = commit.publish(layout, run_id, run_date, stats, record)
-    timings["commit_s"] = time.monotonic() - t
     elapsed = time.monotonic() - started
     return RunResult(
         run_id,
@@ -186,15 +214,12 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
     batch_size = config.batch_size or (256 if gpus_per_actor else 32)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-items.num_rows // (4 * actors))))
     blocks = [items.slice(i, block_rows) for i in range(0, items.num_rows, block_rows)]
+    decode_fn, decode_kwargs = _decode_stage(config, meta)
     return (
         ray.data.from_arrow(blocks)
         .map_batches(
-            decode.read_and_decode,
-            fn_kwargs={
-                "meta": meta,
-                "max_pixels": config.max_pixels,
-                "max_file_bytes": config.max_file_bytes,
-            },
+            decode_fn,
+            fn_kwargs=decode_kwargs,
             batch_size=config.decode_batch_size,
             batch_format="pyarrow",
             num_cpus=1,
@@ -219,6 +244,17 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
             num_cpus=config.cpus_per_actor,
         )
     )
+
+
+def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta) -> tuple[Callable, dict]:
+    """The decode function for the model's modality and its keyword arguments."""
+    if meta.modality == "audio":
+        return audio.read_and_decode_audio, {"frontend": meta.audio}
+    return decode.read_and_decode, {
+        "meta": meta,
+        "max_pixels": config.max_pixels,
+        "max_file_bytes": config.max_file_bytes,
+    }
 
 
 def _execute(plan: ray.data.Dataset, config: RunConfig, layout: Layout, run_id: str) -> None:
@@ -276,7 +312,7 @@ def _safe_config(config: RunConfig) -> dict:
 
 
 def _versions() -> dict[str, str]:
-    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "pillow")
+    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "pillow", "soundfile", "soxr")
     found = {}
     for name in names:
         try:

@@ -1,0 +1,242 @@
+"""Audio objects to fixed-length mono windows at the model's rate: the audio decode stage.
+
+A file is streamed, never held whole: read in chunks through fsspec, mixed to mono (the plain
+average of all channels), resampled with a streaming soxr resampler, and cut into windows of
+``window_s`` every ``hop_s``. Windows cover the whole clip: one window for a clip no longer
+than a window, else ``ceil((duration - window) / hop) + 1``, the last one zero-padded; a row's
+``end_s`` is where the audio in its window ends (the clip's duration for the last window).
+
+What an item's rows say when something is wrong:
+
+- Cannot be read, not audio, truncated (the header declares more audio data than the file
+  holds) or no samples: one row, segment 0, with ``read_error``, ``decode_error`` or ``empty``.
+- Decoding fails part-way: a file's windows are held back until ``windows_per_batch`` of them
+  exist, so a failure before that (always, for clips shorter than that) also gives the single
+  segment-0 row. After that, the windows already passed on stay, and one ``decode_error`` row
+  at the next segment says where decoding stopped.
+- Non-finite samples (NaN/inf, possible in float files): each window containing any is a
+  ``decode_error`` row naming how many, and is not labeled; windows without any are labeled as
+  usual. The samples are zeroed before resampling, so the resampler's filter cannot spread
+  them into neighbouring windows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+import pyarrow as pa
+import soundfile as sf
+import soxr
+
+from ghostnet import AudioFrontend
+from ghostnet.audio import hop_samples, window_samples
+from pipeline import storage
+from pipeline.schema import Status
+
+DEFAULT_WINDOWS_PER_BATCH = 64
+READ_FRAMES = 1 << 15
+READ_BLOCK_BYTES = 4 << 20
+# libsndfile's header log reports a data chunk longer than the file as "data : N (should be M)".
+_SHORT_DATA_CHUNK = re.compile(r"^\s*(data|SSND) : (\d+) \(should be (\d+)\)", re.MULTILINE)
+# Length fields that streaming writers leave as "unknown"; such a file is not truncated.
+_UNKNOWN_LENGTHS = frozenset({0xFFFFFFFF, 0x7FFFFFFF})
+
+
+@dataclass(frozen=True)
+class Window:
+    """One output row of an audio item: a window, or the row that flags a failed item."""
+
+    segment: int
+    status: Status
+    error: str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    waveform: np.ndarray | None = None
+
+
+class _Failed(Exception):
+    """This item cannot be decoded (any further)."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def read_and_decode_audio(
+    batch: pa.Table,
+    *,
+    frontend: AudioFrontend,
+    windows_per_batch: int = DEFAULT_WINDOWS_PER_BATCH,
+) -> Iterator[dict[str, np.ndarray]]:
+    """The decode stage (Ray tasks): items in, batches of at most ``windows_per_batch`` rows out.
+
+    A generator, so that one long file becomes many small blocks instead of one huge one.
+    """
+    width = window_samples(frontend)
+    rows: list[tuple[dict, Window]] = []
+    for item in batch.select(["uri", "etag", "size_bytes", "modality"]).to_pylist():
+        for window in item_windows(item["uri"], frontend, hold=windows_per_batch, size=item["size_bytes"]):
+            rows.append((item, window))
+            if len(rows) == windows_per_batch:
+                yield _to_batch(rows, width)
+                rows = []
+    if rows:
+        yield _to_batch(rows, width)
+
+
+def item_windows(uri: str, frontend: AudioFrontend, *, hold: int, size: int | None = None) -> Iterator[Window]:
+    """Every row of one item, holding back its first ``hold`` windows (see the module docstring)."""
+    held: list[Window] = []
+    passed = 0
+    try:
+        for window in _decoded_windows(uri, frontend, size):
+            held.append(window)
+            if passed or len(held) == hold:
+                passed += len(held)
+                yield from held
+                held = []
+    except Exception as exc:  # noqa: BLE001 - a bad item is a row, never a failed task
+        status, message = _describe(exc)
+        if passed:
+            message = f"decoding stopped after {passed} windows, which were kept: {message}"
+        yield Window(passed, status, message)
+        return
+    yield from held
+
+
+def _describe(exc: Exception) -> tuple[Status, str]:
+    if isinstance(exc, _Failed):
+        return exc.status, str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return Status.READ_ERROR, "object not found (deleted or moved after listing)"
+    if isinstance(exc, MemoryError):
+        return Status.TOO_LARGE, "decoding ran out of memory"
+    if isinstance(exc, OSError):
+        return Status.READ_ERROR, storage.redact(f"{type(exc).__name__}: {exc}")
+    return Status.DECODE_ERROR, storage.redact(f"{type(exc).__name__}: {exc}")
+
+
+def _decoded_windows(uri: str, frontend: AudioFrontend, size: int | None) -> Iterator[Window]:
+    if size == 0:
+        raise _Failed(Status.EMPTY, "zero-byte file")
+    with _opened(uri) as stream, _sound_file(stream) as sound:
+        yield from _cut(_mono_chunks(sound, frontend.sample_rate), frontend)
+
+
+@contextmanager
+def _opened(uri: str) -> Iterator[IO[bytes]]:
+    fs, path = storage.filesystem(uri)
+    with storage.with_retries(lambda: fs.open(path, "rb", block_size=READ_BLOCK_BYTES)) as stream:
+        if not stream.read(1):
+            raise _Failed(Status.EMPTY, "zero-byte file")
+        stream.seek(0)
+        yield stream
+
+
+@contextmanager
+def _sound_file(stream: IO[bytes]) -> Iterator[sf.SoundFile]:
+    try:
+        sound = sf.SoundFile(stream)
+    except sf.LibsndfileError as err:
+        raise _Failed(Status.DECODE_ERROR, f"not a sound file libsndfile can read ({err.error_string})") from err
+    with sound:
+        _check_not_truncated(sound)
+        yield sound
+
+
+def _check_not_truncated(sound: sf.SoundFile) -> None:
+    for _, declared, present in _SHORT_DATA_CHUNK.findall(sound.extra_info):
+        if int(declared) > int(present) and int(declared) not in _UNKNOWN_LENGTHS:
+            raise _Failed(
+                Status.DECODE_ERROR,
+                f"truncated {sound.format} file: the header declares {int(declared)} bytes of audio, "
+                f"the file holds {int(present)}",
+            )
+
+
+def _mono_chunks(sound: sf.SoundFile, rate: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Mono float32 chunks at ``rate``, each with the output positions of non-finite input samples."""
+    resampler = None if sound.samplerate == rate else soxr.ResampleStream(sound.samplerate, rate, 1, dtype="float32")
+    frames_read = 0
+    while True:
+        try:
+            block = sound.read(READ_FRAMES, dtype="float32", always_2d=True)
+        except sf.LibsndfileError as err:
+            at = frames_read / sound.samplerate
+            raise _Failed(Status.DECODE_ERROR, f"decoding failed at {at:.2f} s: {err.error_string}") from err
+        mono = np.ascontiguousarray(block.mean(axis=1, dtype=np.float32))
+        bad = np.flatnonzero(~np.isfinite(mono))
+        mono[bad] = 0.0
+        positions = ((frames_read + bad) * rate) // sound.samplerate
+        frames_read += len(mono)
+        last = len(mono) == 0
+        yield (mono if resampler is None else resampler.resample_chunk(mono, last=last)), positions
+        if last:
+            return
+
+
+def _cut(chunks: Iterator[tuple[np.ndarray, np.ndarray]], frontend: AudioFrontend) -> Iterator[Window]:
+    """Windows of ``window_s`` every ``hop_s`` over the whole stream; the last one zero-padded."""
+    width, step, rate = window_samples(frontend), hop_samples(frontend), frontend.sample_rate
+    pending = np.zeros(0, dtype=np.float32)  # samples from the next window's start on
+    start = 0  # stream position of pending[0]
+    bad = np.zeros(0, dtype=np.int64)  # stream positions of zeroed non-finite samples
+    total = 0
+    segment = 0
+    for samples, positions in chunks:
+        pending = np.concatenate([pending, samples])
+        bad = np.concatenate([bad, positions])
+        total += len(samples)
+        while len(pending) >= width:
+            yield _window(segment, start, pending[:width].copy(), bad, rate, end=start + width)
+            segment += 1
+            pending, start = pending[step:], start + step
+            bad = bad[bad >= start]
+    if total == 0:
+        raise _Failed(Status.EMPTY, "no audio samples")
+    if segment == 0 or start - step + width < total:
+        padded = np.zeros(width, dtype=np.float32)
+        padded[: len(pending)] = pending
+        yield _window(segment, start, padded, bad, rate, end=total)
+
+
+def _window(segment: int, start: int, waveform: np.ndarray, bad: np.ndarray, rate: int, *, end: int) -> Window:
+    inside = int(np.count_nonzero((bad >= start) & (bad < start + len(waveform))))
+    if inside:
+        status, error = Status.DECODE_ERROR, f"{inside} non-finite samples (NaN/inf) in this window; not labeled"
+    else:
+        status, error = Status.OK, None
+    return Window(segment, status, error, start / rate, end / rate, waveform)
+
+
+def _to_batch(rows: list[tuple[dict, Window]], width: int) -> dict[str, np.ndarray]:
+    waveform = np.zeros((len(rows), width), dtype=np.float32)
+    for i, (_, window) in enumerate(rows):
+        if window.waveform is not None:
+            waveform[i] = window.waveform
+
+    def item_column(name: str) -> np.ndarray:
+        return np.asarray([item[name] for item, _ in rows], dtype=object)
+
+    def window_times(name: str) -> np.ndarray:
+        values = (getattr(w, name) for _, w in rows)
+        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float32)
+
+    return {
+        "uri": item_column("uri"),
+        "etag": item_column("etag"),
+        "size_bytes": np.asarray([-1 if item["size_bytes"] is None else item["size_bytes"] for item, _ in rows],
+                                 dtype=np.int64),
+        "modality": item_column("modality"),
+        "segment": np.asarray([w.segment for _, w in rows], dtype=np.int32),
+        "start_s": window_times("start_s"),
+        "end_s": window_times("end_s"),
+        "status": np.asarray([w.status.value for _, w in rows], dtype=object),
+        "error": np.asarray([w.error for _, w in rows], dtype=object),
+        "waveform": waveform,
+    }
