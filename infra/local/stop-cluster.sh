@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stop the cluster that start-cluster.sh recorded in --state-dir, and nothing else: SIGTERM to
-# each of its processes by PID, a grace period, then SIGKILL to what is left. Never `ray stop`,
-# which would stop every Ray on the machine.
+# each of its processes by PID (raylets, then the rest, then the GCS), a grace period for each,
+# then SIGKILL to what is left. Never `ray stop`, which would stop every Ray on the machine.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,7 +17,7 @@ those whose command line names its temp dir or GCS address, the PIDs recorded in
 (when their start time still matches), their children, and orphans left in their sessions.
 
   --state-dir DIR    the folder given to start-cluster.sh (required)
-  --grace S          seconds between SIGTERM and SIGKILL (default 10)
+  --grace S          seconds each wave of SIGTERM may take before SIGKILL (default 10)
   --keep-temp-dir    keep Ray's temp dir (session logs) instead of removing it
 
 example:
@@ -61,16 +61,16 @@ verified_pids() {
     done <"$STATE_DIR/pids"
 }
 
+RECORDED="$(verified_pids | tr '\n' ' ')"
+
 members() {
-    cluster_pids "$TEMP_DIR" "$GCS_ADDRESS" "$(verified_pids | tr '\n' ' ')"
+    cluster_pids "$TEMP_DIR" "$GCS_ADDRESS" "$RECORDED"
 }
 
 # Those of the given PIDs still alive (a zombie is dead already, only not yet reaped).
 still_running() {
-    local pid
-    for pid in "$@"; do
-        [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" =~ ^[^Z] ]] && echo "$pid"
-    done
+    [[ $# -gt 0 ]] || return 0
+    ps -o pid=,stat= -p "$(IFS=,; echo "$*")" 2>/dev/null | awk '$2 !~ /^Z/ { print $1 }'
 }
 
 # Wait up to $1 seconds for the PIDs that follow to end; prints those still alive.
@@ -84,16 +84,40 @@ wait_for_exit() {
     [[ ${#alive[@]} -eq 0 ]] || printf '%s\n' "${alive[@]}"
 }
 
+# The members whose program (argv[0]) ends with /$1, or with -v, all the others.
+select_program() {
+    local invert=0
+    if [[ "$1" == -v ]]; then invert=1; shift; fi
+    local name="$1"; shift
+    [[ $# -gt 0 ]] || return 0
+    ps -ww -o pid=,args= -p "$(IFS=,; echo "$*")" 2>/dev/null | NAME="/$name" INVERT="$invert" awk '{
+        n = length(ENVIRON["NAME"]); hit = substr($2, length($2) - n + 1) == ENVIRON["NAME"]
+        if (hit != (ENVIRON["INVERT"] == 1)) print $1 }'
+}
+
+# SIGTERM to the given PIDs, then wait up to the grace period; prints those still alive.
+terminate() {
+    [[ $# -gt 0 ]] || return 0
+    kill -TERM "$@" 2>/dev/null
+    wait_for_exit "$GRACE" "$@"
+}
+
+# Three waves, so that everything can leave cleanly while the GCS still answers: the raylets
+# (which stop their own workers), then the other processes (dashboard, monitor, log monitors),
+# then the GCS. Sent all at once, the raylets and the autoscaler monitor wait on a GCS that is
+# going away, and need SIGKILL.
 mapfile -t pids < <(members)
-if [[ ${#pids[@]} -gt 0 ]]; then
-    echo "stop-cluster: SIGTERM to ${#pids[@]} processes of the cluster at $GCS_ADDRESS" >&2
-    kill -TERM "${pids[@]}" 2>/dev/null
-    mapfile -t pids < <(wait_for_exit "$GRACE" "${pids[@]}")
-fi
-# Whatever is left, plus anything started meanwhile (a worker the raylet forked during shutdown).
-mapfile -t left < <( { printf '%s\n' "${pids[@]}"; members; } | grep . | sort -u)
+echo "stop-cluster: SIGTERM to ${#pids[@]} processes of the cluster at $GCS_ADDRESS" >&2
+mapfile -t left < <(terminate $(select_program raylet "${pids[@]}"))
+mapfile -t pids < <(members)
+mapfile -t left < <( { printf '%s\n' "${left[@]}"; terminate $(select_program -v gcs_server "${pids[@]}"); } | grep .)
+mapfile -t pids < <(members)
+mapfile -t left < <( { printf '%s\n' "${left[@]}"; terminate "${pids[@]}"; } | grep .)
+# Whatever is left, plus anything started meanwhile (a worker a raylet forked while stopping).
+mapfile -t left < <( { printf '%s\n' "${left[@]}"; members; } | grep . | sort -u)
 if [[ ${#left[@]} -gt 0 ]]; then
-    echo "stop-cluster: SIGKILL to ${#left[@]} processes still running after ${GRACE} s" >&2
+    echo "stop-cluster: SIGKILL to ${#left[@]} processes still running after SIGTERM:" \
+        "$(ps -o comm= -p "$(IFS=,; echo "${left[*]}")" | sort | uniq -c | xargs)" >&2
     kill -KILL "${left[@]}" 2>/dev/null
     mapfile -t left < <(wait_for_exit 10 "${left[@]}")
 fi
