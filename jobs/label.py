@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs._errors import guarded
-from pipeline.config import MODALITIES, RunConfig, load_toml
+from pipeline.config import DECODERS, MODALITIES, RunConfig, load_toml
 from pipeline.run import RunResult, run_by_modality
 
 EXAMPLE = """example:
@@ -44,6 +44,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--audio-weights", metavar="URI|random", help="with --modality auto: the audio model's weights")
     add("--audio-weights-sha256", metavar="HEX",
         help="with --modality auto: refuse the audio weights unless their sha256 is this")
+    add("--decode", choices=DECODERS,
+        help="where JPEGs are decoded: device (nvJPEG on the actor's GPU), cpu (Pillow in tasks), "
+             "auto (default: device when actors have GPUs)")
     add("--batch-size", type=int, metavar="N", help="rows per model call (default 256 on GPU, 32 on CPU)")
     add("--actors", type=int, metavar="N", help="model actors (default: one per GPU, or 1)")
     add("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 with GPUs, else 0)")

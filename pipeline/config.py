@@ -10,9 +10,10 @@ from typing import Any
 
 import tomllib
 
-from pipeline import decode
+from pipeline.decode import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 
 MODALITIES = ("image", "audio", "auto")
+DECODERS = ("auto", "cpu", "device")
 _NO_AUDIO_MODEL = {"audio_model": None, "audio_weights": "random", "audio_weights_sha256": None}
 
 
@@ -26,6 +27,7 @@ class RunConfig:
     weights: str | None = "random"
     weights_sha256: str | None = None
     modality: str = "image"
+    decode: str = "auto"  # where JPEGs are decoded: auto = on the model actor's GPU when it has one
     # The audio model of a --modality auto run; with --modality audio, model/weights are the audio model.
     audio_model: str | None = None
     audio_weights: str | None = "random"
@@ -43,8 +45,8 @@ class RunConfig:
     seed: int = 0
     num_classes: int | None = None
     reprocess: bool = False
-    max_pixels: int = decode.DEFAULT_MAX_PIXELS
-    max_file_bytes: int = decode.DEFAULT_MAX_FILE_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     decode_batch_size: int = 16
     rows_per_file: int = 100_000
     torch_threads: int | None = None
@@ -55,6 +57,8 @@ class RunConfig:
             raise ValueError("at least one --input is required")
         if self.modality not in MODALITIES:
             raise ValueError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        if self.decode not in DECODERS:
+            raise ValueError(f"--decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
         if self.modality != "auto" and any(getattr(self, k) != v for k, v in _NO_AUDIO_MODEL.items()):
             raise ValueError(
                 "--audio-model, --audio-weights and --audio-weights-sha256 are for --modality auto; "

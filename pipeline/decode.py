@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from ghostnet import ModelMeta
-from ghostnet.transforms import resize_crop
+from ghostnet.transforms import resize_crop, resize_crop_tensor
 from pipeline import storage
 from pipeline.schema import Status
 
@@ -31,13 +34,15 @@ DEFAULT_MAX_FILE_BYTES = 1 << 30
 # JPEGs whose shorter side is at least this many times the resize target are decoded at a
 # reduced DCT scale (PIL draft mode); smaller ones decode in full, exactly as timm does.
 DRAFT_FACTOR = 4
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
 class Decoded:
     status: Status
     error: str | None = None
-    pixels: np.ndarray | None = None
+    pixels: np.ndarray | torch.Tensor | None = None  # uint8 (H, W, C) crop
+    jpeg: bytes | None = None  # left encoded, for the model actor to decode on its device
 
 
 def _fail(status: Status, error: str) -> Decoded:
@@ -49,8 +54,13 @@ def decode_image(
     meta: ModelMeta,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    leave_jpeg: bool = False,
 ) -> Decoded:
-    """Decode, orient, convert to RGB, resize and centre-crop one image."""
+    """Decode, orient, convert to RGB, resize and centre-crop one image.
+
+    With ``leave_jpeg``, a JPEG the device decoder takes as it is (RGB or grey, upright, not
+    large enough for draft mode) is only checked, and comes back as ``jpeg`` bytes.
+    """
     if data is None:
         return _fail(Status.READ_ERROR, "no bytes were read")
     if len(data) == 0:
@@ -58,7 +68,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode(data, meta, max_pixels)
+            return _decode(data, meta, max_pixels, leave_jpeg)
     except Image.DecompressionBombError as exc:
         return _fail(Status.TOO_LARGE, f"decompression bomb refused: {exc}")
     except UnidentifiedImageError:
@@ -69,9 +79,10 @@ def decode_image(
         return _fail(Status.TOO_LARGE, "decoding ran out of memory")
 
 
-def _decode(data: bytes, meta: ModelMeta, max_pixels: int) -> Decoded:
+def _decode(data: bytes, meta: ModelMeta, max_pixels: int, leave_jpeg: bool) -> Decoded:
     image = Image.open(io.BytesIO(data))
-    if image.format == "JPEG":
+    device_ready = leave_jpeg and _device_decodable(image, meta, data)
+    if image.format == "JPEG" and not device_ready:
         _draft(image, meta)
     width, height = image.size
     if width * height > max_pixels:
@@ -82,10 +93,27 @@ def _decode(data: bytes, meta: ModelMeta, max_pixels: int) -> Decoded:
         )
     if width < 1 or height < 1:
         return _fail(Status.DECODE_ERROR, f"image has no pixels ({width}x{height})")
+    if device_ready:
+        return Decoded(Status.OK, jpeg=data)
     image.load()
     image = ImageOps.exif_transpose(image) or image
     rgb = _to_rgb(image)
     return Decoded(Status.OK, pixels=resize_crop(rgb, meta))
+
+
+def _device_decodable(image: Image.Image, meta: ModelMeta, data: bytes) -> bool:
+    """What nvJPEG decodes as PIL would: complete RGB/grey JPEGs with no EXIF rotation, not huge.
+
+    A JPEG without its end marker is left to Pillow, which refuses truncated files where
+    libjpeg-based decoders would return a partly grey image.
+    """
+    return (
+        image.format == "JPEG"
+        and data.rstrip(b"\0").endswith(b"\xff\xd9")
+        and image.mode in ("RGB", "L")
+        and image.getexif().get(EXIF_ORIENTATION, 1) == 1
+        and min(image.size) < DRAFT_FACTOR * _resize_target(meta)
+    )
 
 
 def _draft(image: Image.Image, meta: ModelMeta) -> None:
@@ -119,20 +147,22 @@ def read_and_decode(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     read_threads: int = 8,
+    leave_jpegs: bool = False,
 ) -> dict[str, np.ndarray]:
-    """The decode stage (Ray tasks): items in, one row per item with status and pixels out."""
+    """The decode stage (Ray tasks): items in, one row per item with status and pixels out.
+
+    With ``leave_jpegs`` (GPU actors), JPEGs the device decodes are only checked here and
+    travel encoded: the output has ``encoded`` bytes (the JPEG file, or the raw uint8 crop of
+    anything decoded here) and ``encoding`` (``jpeg``/``raw``/empty) instead of ``pixels``.
+    """
     uris = batch["uri"].to_pylist()
     sizes = batch["size_bytes"].to_pylist()
+
     def one(uri: str, size: int | None) -> Decoded:
-        return _read_and_decode_one(uri, size, meta, max_pixels, max_file_bytes)
+        return _read_and_decode_one(uri, size, meta, max_pixels, max_file_bytes, leave_jpegs)
 
     with ThreadPoolExecutor(max_workers=read_threads) as pool:
         decoded = list(pool.map(one, uris, sizes))
-    h, w = meta.input_size[1:]
-    pixels = np.zeros((len(uris), h, w, 3), dtype=np.uint8)
-    for i, d in enumerate(decoded):
-        if d.pixels is not None:
-            pixels[i] = d.pixels
     n = len(uris)
     return {
         "uri": np.asarray(uris, dtype=object),
@@ -144,12 +174,36 @@ def read_and_decode(
         "end_s": np.full(n, np.nan, dtype=np.float32),
         "status": np.asarray([d.status.value for d in decoded], dtype=object),
         "error": np.asarray([d.error for d in decoded], dtype=object),
-        "pixels": pixels,
+        **(_encoded_columns(decoded) if leave_jpegs else {"pixels": _pixel_column(decoded, meta)}),
     }
 
 
+def _pixel_column(decoded: list[Decoded], meta: ModelMeta) -> np.ndarray:
+    h, w = meta.input_size[1:]
+    pixels = np.zeros((len(decoded), h, w, 3), dtype=np.uint8)
+    for i, d in enumerate(decoded):
+        if d.pixels is not None:
+            pixels[i] = d.pixels
+    return pixels
+
+
+def _encoded_columns(decoded: list[Decoded]) -> dict[str, np.ndarray]:
+    encoded, encoding = [], []
+    for d in decoded:
+        if d.jpeg is not None:
+            encoded.append(d.jpeg)
+            encoding.append("jpeg")
+        elif d.pixels is not None:
+            encoded.append(np.ascontiguousarray(d.pixels).tobytes())
+            encoding.append("raw")
+        else:
+            encoded.append(b"")
+            encoding.append("")
+    return {"encoded": np.asarray(encoded, dtype=object), "encoding": np.asarray(encoding, dtype=object)}
+
+
 def _read_and_decode_one(
-    uri: str, size: int | None, meta: ModelMeta, max_pixels: int, max_file_bytes: int
+    uri: str, size: int | None, meta: ModelMeta, max_pixels: int, max_file_bytes: int, leave_jpeg: bool
 ) -> Decoded:
     if size is not None and size > max_file_bytes:
         return _fail(
@@ -162,4 +216,51 @@ def _read_and_decode_one(
         return _fail(Status.READ_ERROR, "object not found (deleted or moved after listing)")
     except Exception as exc:  # noqa: BLE001 - any failure to fetch is this item's read_error
         return _fail(Status.READ_ERROR, storage.redact(f"{type(exc).__name__}: {exc}"))
-    return decode_image(data, meta, max_pixels=max_pixels)
+    return decode_image(data, meta, max_pixels=max_pixels, leave_jpeg=leave_jpeg)
+
+
+def decode_on_device(
+    encoded: Sequence[bytes],
+    encoding: Sequence[str],
+    meta: ModelMeta,
+    device: torch.device,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[Decoded]:
+    """The model actor's half of ``leave_jpegs``: JPEGs decoded in one batched call on ``device``
+    (nvJPEG on a GPU), resized and cropped there; raw crops moved there as they are. A JPEG the
+    device decoder refuses falls back to Pillow for that item alone.
+    """
+    h, w = meta.input_size[1:]
+    results: list[Decoded | None] = [None] * len(encoded)
+    for i, (data, kind) in enumerate(zip(encoded, encoding, strict=True)):
+        if kind == "raw":
+            pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3)
+            results[i] = Decoded(Status.OK, pixels=pixels.to(device))
+    jpegs = [i for i, kind in enumerate(encoding) if kind == "jpeg"]
+    for i, image in zip(jpegs, _device_jpegs([encoded[i] for i in jpegs], device), strict=True):
+        if image is not None:
+            results[i] = Decoded(Status.OK, pixels=resize_crop_tensor(image, meta))
+    for i in jpegs:
+        if results[i] is None:
+            cpu = decode_image(encoded[i], meta, max_pixels=max_pixels)
+            pixels = None if cpu.pixels is None else torch.from_numpy(cpu.pixels).to(device)
+            results[i] = Decoded(cpu.status, cpu.error, pixels)
+    return [r if r is not None else _fail(Status.DECODE_ERROR, "nothing to decode") for r in results]
+
+
+def _device_jpegs(datas: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
+    if not datas:
+        return []
+    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    try:
+        return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        return [_device_jpeg(t, device) for t in tensors]
+
+
+def _device_jpeg(data: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return None

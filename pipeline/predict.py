@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 import ghostnet
-from pipeline import storage
+from pipeline import decode, storage
 from pipeline.schema import CHANNEL_PARTIALS, PREDICTIONS, Status
 
 RANDOM = "random"
@@ -103,6 +103,8 @@ class Predictor:
         topk: int = 5,
         embeddings: bool = False,
         torch_threads: int | None = None,
+        decode_on_device: bool = False,
+        max_pixels: int = decode.DEFAULT_MAX_PIXELS,
     ) -> None:
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -120,6 +122,8 @@ class Predictor:
         self.partials_uri = partials_uri
         self.topk = min(topk, len(self.labels))
         self.embeddings = embeddings
+        self.decode_on_device = decode_on_device and self.meta.modality == "image"
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["uri"])
@@ -127,14 +131,34 @@ class Predictor:
         error = [None if e is None else str(e) for e in batch["error"]]
         ok = [i for i in range(n) if status[i] == Status.OK.value]
         results: dict[int, dict] = {}
+        if ok and self.decode_on_device:
+            inputs, ok = self._decode_encoded(batch, ok, status, error)
+        elif ok:
+            inputs = np.asarray(batch[self.input_column])[ok]
         if ok:
-            results = self._predict(batch[self.input_column], ok, batch, status, error)
+            results = self._predict(inputs, ok, batch, status, error)
         return self._rows(batch, status, error, results)
+
+    def _decode_encoded(self, batch, ok, status, error) -> tuple[torch.Tensor, list[int]]:
+        """Decode the rows left encoded on this actor's device; rows that fail get their status."""
+        decoded = decode.decode_on_device(
+            [batch["encoded"][i] for i in ok], [str(batch["encoding"][i]) for i in ok],
+            self.meta, self.device, max_pixels=self.max_pixels,
+        )
+        kept = []
+        for i, d in zip(ok, decoded, strict=True):
+            if d.pixels is None:
+                status[i], error[i] = d.status.value, d.error
+            else:
+                kept.append(d.pixels)
+        survivors = [i for i, d in zip(ok, decoded, strict=True) if d.pixels is not None]
+        return (torch.stack(kept) if kept else torch.empty(0)), survivors
 
     @torch.inference_mode()
     def _predict(self, inputs, ok, batch, status, error) -> dict[int, dict]:
+        """``inputs[j]`` is the decoded input of row ``ok[j]``."""
         try:
-            out = self._forward(np.asarray(inputs)[ok])
+            out = self._forward(inputs)
         except Exception:  # noqa: BLE001 - one bad item must not take its batch down: retry singly
             return self._predict_one_by_one(inputs, ok, batch, status, error)
         self._write_partials([self._key(batch, i) for i in ok], out.channel_weights)
@@ -144,9 +168,9 @@ class Predictor:
         results: dict[int, dict] = {}
         survivors: list[int] = []
         outputs = []
-        for i in ok:
+        for j, i in enumerate(ok):
             try:
-                outputs.append(self._forward(np.asarray(inputs)[i : i + 1]))
+                outputs.append(self._forward(inputs[j : j + 1]))
                 survivors.append(i)
             except Exception as exc:  # noqa: BLE001
                 status[i] = Status.MODEL_ERROR.value
@@ -161,7 +185,7 @@ class Predictor:
             self._write_partials([self._key(batch, i) for i in survivors], merged)
         return results
 
-    def _forward(self, inputs: np.ndarray) -> ghostnet.InferenceOutput:
+    def _forward(self, inputs: np.ndarray | torch.Tensor) -> ghostnet.InferenceOutput:
         return self.model.forward_all(self.to_input(inputs), embeddings=self.embeddings)
 
     def _unpack(self, rows: list[int], out) -> dict[int, dict]:

@@ -214,7 +214,10 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
     batch_size = config.batch_size or (256 if gpus_per_actor else 32)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-items.num_rows // (4 * actors))))
     blocks = [items.slice(i, block_rows) for i in range(0, items.num_rows, block_rows)]
-    decode_fn, decode_kwargs = _decode_stage(config, meta)
+    on_device = meta.modality == "image" and (
+        config.decode == "device" or (config.decode == "auto" and gpus_per_actor > 0)
+    )
+    decode_fn, decode_kwargs = _decode_stage(config, meta, on_device)
     return (
         ray.data.from_arrow(blocks)
         .map_batches(
@@ -236,6 +239,8 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
                 "topk": config.topk,
                 "embeddings": config.embeddings,
                 "torch_threads": config.torch_threads,
+                "decode_on_device": on_device,
+                "max_pixels": config.max_pixels,
             },
             compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=batch_size,
@@ -246,7 +251,7 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
     )
 
 
-def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta) -> tuple[Callable, dict]:
+def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta, on_device: bool) -> tuple[Callable, dict]:
     """The decode function for the model's modality and its keyword arguments."""
     if meta.modality == "audio":
         return audio.read_and_decode_audio, {"frontend": meta.audio}
@@ -254,6 +259,7 @@ def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta) -> tuple[Callable
         "meta": meta,
         "max_pixels": config.max_pixels,
         "max_file_bytes": config.max_file_bytes,
+        "leave_jpegs": on_device,
     }
 
 

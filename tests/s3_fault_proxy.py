@@ -94,10 +94,24 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
-            def _handle(self) -> None:
+            def _body(self) -> bytes | None:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        continue  # trailers
+                    return b"".join(chunks)
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                return self.rfile.read(length) if length else None
+
+            def _handle(self) -> None:
+                body = self._body()
+                skip = ("connection", "transfer-encoding", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                if body is not None:
+                    headers["Content-Length"] = str(len(body))
                 action = proxy._decide(self.command, self.path)
                 if action:
                     proxy.injected[action] += 1
