@@ -1,0 +1,1 @@
+"""The Ray Data pipeline: discover -> read + decode -> GhostNet actors -> Parquet -> commit."""
