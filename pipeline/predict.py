@@ -23,7 +23,7 @@ import torch
 
 import ghostnet
 from pipeline import decode, storage
-from pipeline.schema import CHANNEL_PARTIALS, PREDICTIONS, Status
+from pipeline.schema import CHANNEL_PARTIALS, CHANNEL_WEIGHT, PREDICTIONS, Status
 
 RANDOM = "random"
 
@@ -114,6 +114,7 @@ class Predictor:
         self.meta: ghostnet.ModelMeta = model.meta
         self.input_column, self.to_input = model_input(self.meta, model.min_input_size, self.device, self.dtype)
         self.labels = list(self.meta.labels)
+        self.label_array = pa.array(self.labels, pa.string())
         model = ghostnet.for_inference(model).to(self.device)
         self.model = model.to(memory_format=torch.channels_last, dtype=self.dtype)
         self.model_name = spec.name
@@ -130,14 +131,12 @@ class Predictor:
         status = [str(s) for s in batch["status"]]
         error = [None if e is None else str(e) for e in batch["error"]]
         ok = [i for i in range(n) if status[i] == Status.OK.value]
-        results: dict[int, dict] = {}
         if ok and self.decode_on_device:
             inputs, ok = self._decode_encoded(batch, ok, status, error)
         elif ok:
             inputs = np.asarray(batch[self.input_column])[ok]
-        if ok:
-            results = self._predict(inputs, ok, batch, status, error)
-        return self._rows(batch, status, error, results)
+        predicted = self._predict(inputs, ok, batch, status, error) if ok else _Predicted.none()
+        return self._rows(batch, status, error, predicted)
 
     def _decode_encoded(self, batch, ok, status, error) -> tuple[torch.Tensor, list[int]]:
         """Decode the rows left encoded on this actor's device; rows that fail get their status."""
@@ -155,93 +154,78 @@ class Predictor:
         return (torch.stack(kept) if kept else torch.empty(0)), survivors
 
     @torch.inference_mode()
-    def _predict(self, inputs, ok, batch, status, error) -> dict[int, dict]:
+    def _predict(self, inputs, ok, batch, status, error) -> _Predicted:
         """``inputs[j]`` is the decoded input of row ``ok[j]``."""
         try:
-            out = self._forward(inputs)
+            outputs, rows = [self._forward(inputs)], ok
         except Exception:  # noqa: BLE001 - one bad item must not take its batch down: retry singly
-            return self._predict_one_by_one(inputs, ok, batch, status, error)
-        self._write_partials([self._key(batch, i) for i in ok], out.channel_weights)
-        return self._unpack(ok, out)
+            outputs, rows = self._forward_one_by_one(inputs, ok, status, error)
+        if not rows:
+            return _Predicted.none()
+        logits = torch.cat([o.logits for o in outputs])
+        gates = {name: torch.cat([o.channel_weights[name] for o in outputs]) for name in outputs[0].channel_weights}
+        embedding = torch.cat([o.embedding for o in outputs]) if self.embeddings else None
+        self._write_partials([self._key(batch, i) for i in rows], gates)
+        probs = torch.softmax(logits.float(), dim=1)
+        scores, ids = probs.topk(self.topk, dim=1)
+        return _Predicted(
+            rows=rows,
+            topk_ids=ids.cpu().numpy().astype(np.int32),
+            topk_scores=scores.cpu().numpy(),
+            embedding=None if embedding is None else embedding.float().cpu().numpy(),
+            channel_weights=summarize_channel_weights(gates),
+        )
 
-    def _predict_one_by_one(self, inputs, ok, batch, status, error) -> dict[int, dict]:
-        results: dict[int, dict] = {}
-        survivors: list[int] = []
-        outputs = []
+    def _forward_one_by_one(self, inputs, ok, status, error) -> tuple[list[ghostnet.InferenceOutput], list[int]]:
+        outputs, rows = [], []
         for j, i in enumerate(ok):
             try:
                 outputs.append(self._forward(inputs[j : j + 1]))
-                survivors.append(i)
-            except Exception as exc:  # noqa: BLE001
+                rows.append(i)
+            except Exception as exc:  # noqa: BLE001 - this item's model_error, the others go on
                 status[i] = Status.MODEL_ERROR.value
                 error[i] = f"{type(exc).__name__}: {exc}"
-        for i, out in zip(survivors, outputs, strict=False):
-            results.update(self._unpack([i], out))
-        if survivors:
-            merged = {
-                name: torch.cat([o.channel_weights[name] for o in outputs])
-                for name in outputs[0].channel_weights
-            }
-            self._write_partials([self._key(batch, i) for i in survivors], merged)
-        return results
+        return outputs, rows
 
     def _forward(self, inputs: np.ndarray | torch.Tensor) -> ghostnet.InferenceOutput:
         return self.model.forward_all(self.to_input(inputs), embeddings=self.embeddings)
 
-    def _unpack(self, rows: list[int], out) -> dict[int, dict]:
-        probs = torch.softmax(out.logits.float(), dim=1)
-        scores, ids = probs.topk(self.topk, dim=1)
-        scores_np, ids_np = scores.cpu().numpy(), ids.cpu().numpy()
-        summaries = summarize_channel_weights(out.channel_weights)
-        embedding = out.embedding.float().cpu().numpy() if out.embedding is not None else None
-        results = {}
-        for j, i in enumerate(rows):
-            results[i] = {
-                "label": self.labels[ids_np[j, 0]],
-                "score": float(scores_np[j, 0]),
-                "topk_ids": ids_np[j].tolist(),
-                "topk_labels": [self.labels[k] for k in ids_np[j]],
-                "topk_scores": scores_np[j].tolist(),
-                "embedding": None if embedding is None else embedding[j].tolist(),
-                "channel_weights": [
-                    {"layer": layer, **{k: float(v[j]) for k, v in stats.items()}}
-                    for layer, stats in summaries.items()
-                ],
-            }
-        return results
-
-    def _rows(self, batch, status, error, results) -> pa.Table:
+    def _rows(self, batch, status: list[str], error: list[str | None], predicted: _Predicted) -> pa.Table:
+        """One output row per input row, built column by column (no per-row Python objects)."""
         n = len(status)
         now = datetime.now(timezone.utc)
-
-        def col(name: str) -> list:
-            return [results.get(i, {}).get(name) for i in range(n)]
-
-        return pa.table(
-            {
-                "uri": [str(u) for u in batch["uri"]],
-                "etag": [None if e is None else str(e) for e in batch["etag"]],
-                "size_bytes": _nullable_ints(batch["size_bytes"]),
-                "modality": [str(m) for m in batch["modality"]],
-                "segment": np.asarray(batch["segment"], dtype=np.int32),
-                "start_s": _nullable_floats(batch["start_s"]),
-                "end_s": _nullable_floats(batch["end_s"]),
-                "status": status,
-                "error": error,
-                "label": col("label"),
-                "score": col("score"),
-                "topk_ids": col("topk_ids"),
-                "topk_labels": col("topk_labels"),
-                "topk_scores": col("topk_scores"),
-                "embedding": col("embedding"),
-                "channel_weights": col("channel_weights"),
-                "model": [self.model_name] * n,
-                "weights_sha256": [self.weights_id] * n,
-                "run_id": [self.run_id] * n,
-                "processed_at": [now] * n,
-            },
-            schema=PREDICTIONS,
-        )
+        where = _positions(predicted.rows, n)
+        k = self.topk
+        ids = pa.array(predicted.topk_ids.reshape(-1), pa.int32())
+        labels = self.label_array.take(ids)
+        columns = {
+            "uri": pa.array([str(u) for u in batch["uri"]], pa.string()),
+            "etag": pa.array([None if e is None else str(e) for e in batch["etag"]], pa.string()),
+            "size_bytes": pa.array(_nullable_ints(batch["size_bytes"]), pa.int64()),
+            "modality": pa.array([str(m) for m in batch["modality"]], pa.string()),
+            "segment": pa.array(np.asarray(batch["segment"], dtype=np.int32)),
+            "start_s": pa.array(_nullable_floats(batch["start_s"]), pa.float32()),
+            "end_s": pa.array(_nullable_floats(batch["end_s"]), pa.float32()),
+            "status": pa.array(status, pa.string()),
+            "error": pa.array(error, pa.string()),
+            "label": labels.take(pa.array(np.arange(len(predicted.rows)) * k)).take(where),
+            "score": pa.array(predicted.topk_scores[:, 0], pa.float32()).take(where),
+            "topk_ids": _lists(ids, k).take(where),
+            "topk_labels": _lists(labels, k).take(where),
+            "topk_scores": _lists(pa.array(predicted.topk_scores.reshape(-1), pa.float32()), k).take(where),
+            "embedding": (
+                _lists(pa.array(predicted.embedding.reshape(-1), pa.float32()), predicted.embedding.shape[1])
+                .take(where)
+                if predicted.embedding is not None
+                else pa.nulls(n, pa.list_(pa.float32()))
+            ),
+            "channel_weights": _channel_weight_lists(predicted.channel_weights).take(where),
+            "model": pa.array([self.model_name] * n, pa.string()),
+            "weights_sha256": pa.array([self.weights_id] * n, pa.string()),
+            "run_id": pa.array([self.run_id] * n, pa.string()),
+            "processed_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+        }
+        return pa.table(columns, schema=PREDICTIONS)
 
     @staticmethod
     def _key(batch, i: int) -> str:
@@ -253,6 +237,45 @@ class Predictor:
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
         storage.write_bytes(storage.join(self.partials_uri, f"{digest}.parquet"), sink.getvalue())
+
+
+@dataclass(frozen=True)
+class _Predicted:
+    """Model outputs for the rows that reached the model, in ``rows`` order, on the host."""
+
+    rows: list[int]
+    topk_ids: np.ndarray  # (m, k) int32
+    topk_scores: np.ndarray  # (m, k) float32
+    embedding: np.ndarray | None  # (m, d) float32
+    channel_weights: dict[str, dict[str, np.ndarray]]  # layer -> statistic -> (m,)
+
+    @classmethod
+    def none(cls) -> _Predicted:
+        return cls([], np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32), None, {})
+
+
+def _positions(rows: list[int], n: int) -> pa.Array:
+    """For each of ``n`` rows, its index among ``rows``, or null: ``take`` then scatters."""
+    where = np.full(n, -1, dtype=np.int64)
+    where[rows] = np.arange(len(rows))
+    return pa.array(where, mask=where < 0)
+
+
+def _lists(values: pa.Array, width: int) -> pa.ListArray:
+    offsets = pa.array(np.arange(0, len(values) + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+def _channel_weight_lists(summaries: dict[str, dict[str, np.ndarray]]) -> pa.ListArray:
+    """list<struct<layer, mean, std, min, max, entropy>> with one list per item, layers in order."""
+    layers = list(summaries)
+    items = len(next(iter(summaries.values()))["mean"]) if layers else 0
+    fields = {"layer": pa.array(np.tile(np.asarray(layers, dtype=object), items), pa.string())}
+    for stat in ("mean", "std", "min", "max", "entropy"):
+        matrix = np.stack([summaries[layer][stat] for layer in layers], axis=1) if layers else np.zeros((0, 0))
+        fields[stat] = pa.array(matrix.reshape(-1).astype(np.float32), pa.float32())
+    struct = pa.StructArray.from_arrays(list(fields.values()), fields=list(CHANNEL_WEIGHT))
+    return _lists(struct, len(layers)) if layers else pa.nulls(items, pa.list_(CHANNEL_WEIGHT))
 
 
 def summarize_channel_weights(channel_weights: dict[str, torch.Tensor]) -> dict[str, dict[str, np.ndarray]]:
