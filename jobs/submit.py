@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import shlex
@@ -101,6 +102,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def submit(args: argparse.Namespace) -> int:
+    quiet_ray_logs(verbose=getattr(args, "verbose", False))
     address = resolve_address(args.address)
     name, job_args = split_job(args.job)
     check_job_arguments(name, job_args)
@@ -127,6 +129,29 @@ def submit(args: argparse.Namespace) -> int:
         print_follow_up(job_id, shown)
         return 0
     return follow(client, job_id, shown)
+
+
+class _DropDefaultExcludeNotice(logging.Filter):
+    """Ray 2.60 announces that it now skips .git and .venv in a working_dir; we exclude them
+    ourselves, so the notice says nothing to our users."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is now ignored by default" not in str(record.msg)
+
+
+# Ray's job client sets these to INFO itself and logs every packaging step there.
+_CHATTY_RAY_LOGGERS = (
+    "ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
+    "ray._private.runtime_env.packaging",
+)
+
+
+def quiet_ray_logs(verbose: bool) -> None:
+    """Keep Ray's client to warnings unless -v was given."""
+    if not verbose:
+        for name in _CHATTY_RAY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray._private.runtime_env.working_dir").addFilter(_DropDefaultExcludeNotice())
 
 
 def resolve_address(flag: str | None) -> str:

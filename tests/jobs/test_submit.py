@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.util.state import list_nodes
 
 from jobs import cli, submit
 from tests.jobs import cluster as local_cluster
@@ -52,6 +53,12 @@ def job_count(address: str) -> int:
 @pytest.mark.cluster
 def test_cluster_has_two_nodes_on_loopback(ray_cluster):
     assert ray_cluster.node_ips == ("127.0.0.3", "127.0.0.4")
+    nodes = sorted(list_nodes(address=ray_cluster.dashboard_url), key=lambda n: n.node_ip)
+    assert [(n.node_ip, n.state, n.is_head_node) for n in nodes] == [
+        ("127.0.0.3", "ALIVE", True), ("127.0.0.4", "ALIVE", False)]
+    for node in nodes:
+        assert node.resources_total["CPU"] == 1
+        assert node.resources_total["object_store_memory"] == 256 * 2**20
     # pids: "PID <start time, 5 words> COMMAND ARGS..." per recorded process
     programs = [line.split()[6] for line in (ray_cluster.state_dir / "pids").read_text().splitlines()]
     assert sum(p.endswith("/gcs_server") for p in programs) == 1
@@ -67,6 +74,7 @@ def test_submitted_run_labels_and_commits(ray_cluster, images, tmp_path):
     lines = done.stdout.splitlines()
     job_id = lines[0]
     assert lines[-1] == f"job {job_id} SUCCEEDED"
+    assert "INFO" not in done.stderr  # Ray's packaging chatter stays out without -v
 
     records = list((output / "_runs").glob("*.json"))
     assert len(records) == 1
