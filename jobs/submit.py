@@ -151,7 +151,9 @@ def quiet_ray_logs(verbose: bool) -> None:
     if not verbose:
         for name in _CHATTY_RAY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("ray._private.runtime_env.working_dir").addFilter(_DropDefaultExcludeNotice())
+    working_dir_log = logging.getLogger("ray._private.runtime_env.working_dir")
+    if not any(isinstance(f, _DropDefaultExcludeNotice) for f in working_dir_log.filters):
+        working_dir_log.addFilter(_DropDefaultExcludeNotice())
 
 
 def resolve_address(flag: str | None) -> str:
