@@ -133,7 +133,7 @@ def main() -> None:
         "warmup": args.warmup,
         "iters": args.iters,
         "device": {"cpu": cpu_name(), "platform": platform.platform(), "logical_cpus": os.cpu_count()},
-        "load_avg_1min_at_start": load_at_start,
+        "load_avg_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "timm": timm.__version__,
