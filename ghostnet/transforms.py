@@ -89,24 +89,27 @@ def normalize(
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def resize_crop_tensor(image: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
-    """`resize_crop` for a decoded uint8 (C, H, W) tensor on any device, e.g. straight from nvJPEG.
+def resize_crop_tensor(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """`resize_crop` for decoded uint8 tensors on any device, e.g. straight from nvJPEG.
 
-    The same sizes and crop as `resize_crop`; the resize is torch's antialiased interpolation
-    (bicubic uses PIL's a=-0.5 kernel there), rounded back to uint8 like PIL. Pixels agree with
-    the PIL path to a few levels, not exactly: measure before relying on bit-equality.
+    Takes one (C, H, W) image or a batch (N, C, H, W) of images of one size, so a batch of
+    same-sized photos is resized in one call. The same sizes and crop as `resize_crop`; the
+    resize is torch's antialiased interpolation (bicubic uses PIL's a=-0.5 kernel there),
+    rounded back to uint8 like PIL. Pixels agree with the PIL path to a few levels, not exactly.
 
     Returns:
-        uint8 tensor of shape (height, width, channels) on the input's device.
+        uint8 tensor (H, W, C), or (N, H, W, C) for a batch, on the input's device.
     """
+    single = images.ndim == 3
+    x = images.unsqueeze(0) if single else images
     _, crop_h, crop_w = meta.input_size
-    _, height, width = image.shape
+    height, width = x.shape[-2:]
     new_h, new_w = _resized_size(height, width, crop_h, crop_w, meta.crop_pct)
-    x = image.unsqueeze(0)
     if (new_h, new_w) != (height, width):
         mode = meta.interpolation if meta.interpolation in ("bilinear", "bicubic") else "bilinear"
         x = torch.nn.functional.interpolate(x.float(), size=(new_h, new_w), mode=mode, antialias=True)
         x = x.round_().clamp_(0, 255).to(torch.uint8)
     top = round((new_h - crop_h) / 2.0)
     left = round((new_w - crop_w) / 2.0)
-    return x[0, :, top : top + crop_h, left : left + crop_w].permute(1, 2, 0)
+    x = x[:, :, top : top + crop_h, left : left + crop_w].permute(0, 2, 3, 1)
+    return x[0] if single else x

@@ -238,9 +238,15 @@ def decode_on_device(
             pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3)
             results[i] = Decoded(Status.OK, pixels=pixels.to(device))
     jpegs = [i for i, kind in enumerate(encoding) if kind == "jpeg"]
-    for i, image in zip(jpegs, _device_jpegs([encoded[i] for i in jpegs], device), strict=True):
+    images = dict(zip(jpegs, _device_jpegs([encoded[i] for i in jpegs], device), strict=True))
+    same_size: dict[tuple[int, ...], list[int]] = {}
+    for i, image in images.items():
         if image is not None:
-            results[i] = Decoded(Status.OK, pixels=resize_crop_tensor(image, meta))
+            same_size.setdefault(tuple(image.shape), []).append(i)
+    for rows in same_size.values():
+        crops = resize_crop_tensor(torch.stack([images[i] for i in rows]), meta)
+        for i, crop in zip(rows, crops, strict=True):
+            results[i] = Decoded(Status.OK, pixels=crop)
     for i in jpegs:
         if results[i] is None:
             cpu = decode_image(encoded[i], meta, max_pixels=max_pixels)
