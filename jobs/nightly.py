@@ -35,8 +35,8 @@ def execute(args: argparse.Namespace) -> int:
         raise ValueError("--run-date and --date disagree; nightly takes --date only")
     if args.reprocess:
         raise ValueError("--reprocess does not apply to nightly runs; use `run --reprocess`")
-    result = nightly(config_from_args(args, run_date=args.date), wait_s=args.wait)
-    print_summary(result)
+    for result in nightly(config_from_args(args, run_date=args.date), wait_s=args.wait):
+        print_summary(result)
     return 0
 
 
