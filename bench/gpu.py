@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import os
 import platform
 import random
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -162,61 +161,30 @@ def _decode_chunk(args: tuple[list[str], bool]) -> dict:
     return decode.read_and_decode(table, meta=META, leave_jpegs=leave)
 
 
-def end_to_end(paths: list[Path], leave_jpegs: bool, decoders: int, actors: int, batch: int, out: Path) -> dict:
-    """Files -> decode stage in ``decoders`` processes (Ray's CPU tasks) -> ``actors`` Predictor
-    processes sharing the GPU (Ray's actor pool with ``--gpus-per-actor 1/actors``) -> Parquet.
-    Timed from the first file read to the last Parquet row written, actors already loaded."""
-    ctx = multiprocessing.get_context("spawn")
-    tasks, decoded, done = ctx.Queue(), ctx.Queue(maxsize=4 * actors), ctx.Queue()
-    uris = [str(p) for p in paths]
-    chunks = [uris[i : i + batch] for i in range(0, len(uris), batch)]
-    workers = [ctx.Process(target=_actor_loop, args=(leave_jpegs, decoded, done, out, k)) for k in range(actors)]
-    workers += [ctx.Process(target=_decode_loop, args=(leave_jpegs, tasks, decoded, done)) for _ in range(decoders)]
-    for w in workers:
-        w.start()
-    for _ in range(actors):
-        done.get()  # each actor has loaded its model
-    start = time.perf_counter()
-    for chunk in chunks:
-        tasks.put(chunk)
-    for _ in range(decoders):
-        tasks.put(None)
-    finished_decoders = 0
-    rows = 0
-    while finished_decoders < decoders:
-        finished_decoders += done.get() == "decoder done"
-    for _ in range(actors):
-        decoded.put(None)
-    for _ in range(actors):
-        rows += done.get()
-    elapsed = time.perf_counter() - start
-    for w in workers:
-        w.join()
-    return {"decode": "device" if leave_jpegs else "cpu", "rows": rows, "img/s": rows / elapsed,
-            "decode processes": decoders, "actors": actors, "batch": batch}
-
-
-def _decode_loop(leave_jpegs: bool, tasks, decoded, done) -> None:
-    torch.set_num_threads(1)
-    while (chunk := tasks.get()) is not None:
-        decoded.put(_decode_chunk((chunk, leave_jpegs)))
-    done.put("decoder done")
-
-
-def _actor_loop(leave_jpegs: bool, decoded, done, out: Path, k: int) -> None:
+def end_to_end(paths: list[Path], leave_jpegs: bool, workers: int, batch: int, out: Path) -> dict:
+    """Files -> decode stage (process pool, like Ray's CPU tasks) -> Predictor -> Parquet."""
     predictor = Predictor(ModelSpec(MODEL, "random"), run_id="bench", partials_uri=str(out / "partials"),
                           decode_on_device=leave_jpegs)
-    writer, rows = None, 0
-    done.put("ready")
-    while (batch := decoded.get()) is not None:
-        table = predictor(batch)
-        if writer is None:
-            writer = pq.ParquetWriter(out / f"e2e-{int(leave_jpegs)}-{k}.parquet", table.schema, compression="zstd")
-        writer.write_table(table)
-        rows += table.num_rows
-    if writer:
-        writer.close()
-    done.put(rows)
+    uris = [str(p) for p in paths]
+    chunks = [(uris[i : i + batch], leave_jpegs) for i in range(0, len(uris), batch)]
+    writer = None
+    rows = 0
+    start = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as write_pool:
+        pending = None
+        for decoded in pool.map(_decode_chunk, chunks):
+            table = predictor(decoded)
+            rows += table.num_rows
+            if pending:
+                pending.result()
+            if writer is None:
+                writer = pq.ParquetWriter(out / f"e2e-{int(leave_jpegs)}.parquet", table.schema, compression="zstd")
+            pending = write_pool.submit(writer.write_table, table)
+        pending.result()
+    writer.close()
+    elapsed = time.perf_counter() - start
+    return {"decode": "device" if leave_jpegs else "cpu", "rows": rows, "img/s": rows / elapsed,
+            "decode workers": workers, "batch": batch}
 
 
 def agreement(paths: list[Path]) -> dict:
@@ -248,11 +216,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--actors", default="4", help="Predictor processes sharing the GPU; a list tries each")
     parser.add_argument("--json", type=Path, default=Path("bench/results/gpu.json"))
     args = parser.parse_args()
-    pools = [int(a) for a in args.actors.split(",")]
-    workers = max(max(pools) + 1, os.cpu_count() or 2)
+    workers = max(1, (os.cpu_count() or 2) - 1)
     report: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else platform.processor() or "cpu",
@@ -274,12 +240,10 @@ def main() -> None:
     step("model_only", lambda: model_only(args.batch, compiled=not args.no_compile))
     step("decode_only", lambda: decode_only(datas, workers, 256))
     for leave in (False, True):
-        for actors in pools:
-            step(f"end_to_end_{'device' if leave else 'cpu'}_decode_{actors}_actors",
-                 lambda leave=leave, actors=actors: end_to_end(paths, leave, workers - actors, actors, args.batch, work))
-    best = max(report[f"end_to_end_device_decode_{a}_actors"]["img/s"] for a in pools)
-    report["ratio end-to-end device decode (best pool) / model-only ours eager + channel weights"] = (
-        best / report["model_only"]["ours eager + channel weights"]
+        step(f"end_to_end_{'device' if leave else 'cpu'}_decode",
+             lambda leave=leave: end_to_end(paths, leave, workers, args.batch, work))
+    report["ratio end-to-end device decode / model-only ours eager + channel weights"] = (
+        report["end_to_end_device_decode"]["img/s"] / report["model_only"]["ours eager + channel weights"]
     )
     step("agreement", lambda: agreement(paths[:512]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
