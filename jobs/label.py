@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
-from collections.abc import Sequence
 
+from jobs._command import Command
 from jobs._errors import guarded
 from pipeline.config import DECODERS, MODALITIES, RunConfig, load_toml
 from pipeline.run import RunResult, run_by_modality
@@ -103,34 +102,21 @@ def execute(config: RunConfig) -> int:
     return 0
 
 
-def build_parser(prog: str = "ghostnet-pipeline run") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Label images or audio with GhostNet on Ray Data; write Parquet and commit the run.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_run_arguments(parser)
-    return parser
-
-
 def command(args: argparse.Namespace) -> int:
     return guarded(lambda: execute(config_from_args(args)))
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "run", help="label inputs once (ad hoc)", description=build_parser().description,
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_run_arguments(parser)
-    parser.set_defaults(handler=command)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return command(build_parser("python -m jobs.label").parse_args(argv))
-
+COMMAND = Command(
+    name="run",
+    help="label inputs once (ad hoc)",
+    description="Label images or audio with GhostNet on Ray Data; write Parquet and commit the run.",
+    example=EXAMPLE,
+    add_arguments=add_run_arguments,
+    handler=command,
+)
+build_parser = COMMAND.build_parser
+register = COMMAND.register
+main = COMMAND.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

@@ -7,10 +7,9 @@ Exit codes: 0 committed or nothing to add, 1 failed (nothing committed), 2 usage
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Sequence
 
+from jobs._command import Command
 from jobs._errors import guarded
 from jobs.label import add_run_arguments, config_from_args, print_summary
 from pipeline.nightly import nightly
@@ -44,31 +43,17 @@ def command(args: argparse.Namespace) -> int:
     return guarded(lambda: execute(args))
 
 
-def build_parser(prog: str = "ghostnet-pipeline nightly") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Label what is new or changed since the committed runs; idempotent per --date.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return parser
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "nightly", help="incremental scheduled run, idempotent per date",
-        description=build_parser().description, epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=command)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return command(build_parser("python -m jobs.nightly").parse_args(argv))
-
+COMMAND = Command(
+    name="nightly",
+    help="incremental scheduled run, idempotent per date",
+    description="Label what is new or changed since the committed runs; idempotent per --date.",
+    example=EXAMPLE,
+    add_arguments=add_arguments,
+    handler=command,
+)
+build_parser = COMMAND.build_parser
+register = COMMAND.register
+main = COMMAND.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

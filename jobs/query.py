@@ -13,13 +13,13 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 
 import duckdb
 
+from jobs._command import Command
 from pipeline import storage
 from pipeline.analytics import VIEWS, QueryResult, query
 
@@ -130,30 +130,17 @@ def _plain(value: Any) -> Any:
 WRITERS = {"table": write_table, "csv": write_csv, "json": write_json}
 
 
-def build_parser(prog: str = "ghostnet-pipeline query") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Run one SQL query with DuckDB over an output's committed runs.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return parser
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "query", help="SQL over an output (DuckDB)", description=build_parser().description,
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=execute)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return execute(build_parser("python -m jobs.query").parse_args(argv))
-
+COMMAND = Command(
+    name="query",
+    help="SQL over an output (DuckDB)",
+    description="Run one SQL query with DuckDB over an output's committed runs.",
+    example=EXAMPLE,
+    add_arguments=add_arguments,
+    handler=execute,
+)
+build_parser = COMMAND.build_parser
+register = COMMAND.register
+main = COMMAND.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

@@ -7,10 +7,9 @@ Exit codes: 0 the page was written, 2 usage error (missing output, no committed 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Sequence
 
+from jobs._command import Command
 from jobs._errors import guarded
 from pipeline.report import write
 
@@ -43,31 +42,18 @@ def command(args: argparse.Namespace) -> int:
     return guarded(lambda: execute(args))
 
 
-def build_parser(prog: str = "ghostnet-pipeline report") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Write one committed run's summary (statuses, labels, scores, timings, "
-        "channel weights, drift) as a self-contained HTML page.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return parser
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "report", help="HTML summary of a run, with plots", description=build_parser().description,
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=command)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return command(build_parser("python -m jobs.report").parse_args(argv))
-
+COMMAND = Command(
+    name="report",
+    help="HTML summary of a run, with plots",
+    description="Write one committed run's summary (statuses, labels, scores, timings, "
+    "channel weights, drift) as a self-contained HTML page.",
+    example=EXAMPLE,
+    add_arguments=add_arguments,
+    handler=command,
+)
+build_parser = COMMAND.build_parser
+register = COMMAND.register
+main = COMMAND.main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main())

@@ -1,0 +1,44 @@
+"""What every subcommand is: a name, its help, its flags and a handler. One place builds the
+parser for ``ghostnet-pipeline NAME`` and for ``python -m jobs.NAME`` from it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    description: str
+    example: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+    def _options(self) -> dict:
+        return {
+            "description": self.description,
+            "epilog": self.example,
+            "formatter_class": argparse.RawDescriptionHelpFormatter,
+        }
+
+    def build_parser(self, prog: str | None = None) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=prog or f"ghostnet-pipeline {self.name}", **self._options())
+        self.add_arguments(parser)
+        return parser
+
+    def register(self, commands: argparse._SubParsersAction) -> None:
+        parser = commands.add_parser(self.name, help=self.help, **self._options())
+        self.add_arguments(parser)
+        parser.set_defaults(handler=self.handler)
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """The entry point of ``python -m jobs.<module>``, which a Ray job runs."""
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        prog = f"python -m {spec.name}" if spec else None
+        return self.handler(self.build_parser(prog).parse_args(argv))
