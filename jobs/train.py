@@ -6,9 +6,10 @@ the saved metadata, so training and inference see the same tensors. Tensors are 
 float16 to keep the shipped files small; they load into the float32 model unchanged, and the
 printed accuracy is measured on the reloaded file.
 
-Regenerating the shipped models (a few minutes each on one CPU core):
+Regenerating the shipped models (5 to 10 minutes each on one shared CPU core):
 
-    ghostnet-pipeline train --modality image --out ghostnet/data/demo_image.safetensors --seed 1
+    ghostnet-pipeline train --modality image --out ghostnet/data/demo_image.safetensors --seed 1 \
+        --lr 0.005 --steps 600 --samples 3000 --batch-size 64
     ghostnet-pipeline train --modality audio --out ghostnet/data/demo_audio.safetensors --seed 2
 """
 
@@ -93,10 +94,11 @@ def _inputs(modality: str, count: int, seed: int, meta: ghostnet.ModelMeta) -> t
     return (image_inputs if modality == "image" else audio_inputs)(count, seed, meta)
 
 
-def _fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, seed: int) -> None:
+def _fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, batch_size: int, lr: float,
+         seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.15)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
     model.train()
     for step in range(steps):
         batch = torch.randint(0, len(y), (batch_size,), generator=generator)
@@ -122,7 +124,7 @@ def _normalised_audio_meta(x: torch.Tensor) -> ghostnet.ModelMeta:
 
 
 def train(modality: str, out: Path, *, seed: int, steps: int = 300, sample_count: int = 2400,
-          batch_size: int = 32, threads: int = 1) -> TrainResult:
+          batch_size: int = 32, lr: float = 3e-3, threads: int = 1) -> TrainResult:
     """Train `ARCHITECTURE` on `sample_count` generated samples for `steps` steps and save it to `out`."""
     started = time.monotonic()
     torch.set_num_threads(threads)
@@ -134,7 +136,7 @@ def train(modality: str, out: Path, *, seed: int, steps: int = 300, sample_count
         x = (x - meta.mean[0]) / meta.std[0]
     model = ghostnet.create_model(ARCHITECTURE, num_classes=meta.num_classes, modality=modality)
     model.meta = meta
-    _fit(model, x, y, steps, batch_size, seed)
+    _fit(model, x, y, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     ghostnet.save_weights(model.half(), out, meta)
     reloaded = ghostnet.create_model(ARCHITECTURE, weights=out)
@@ -149,13 +151,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=300, metavar="N", help="optimizer steps (default 300)")
     parser.add_argument("--samples", type=int, default=2400, metavar="N", help="training samples (default 2400)")
     parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="batch size (default 32)")
+    parser.add_argument("--lr", type=float, default=3e-3, metavar="F", help="peak learning rate (default 0.003)")
     # One thread by default: on a shared 2-core machine two torch threads ran 15x slower than one.
     parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1)")
 
 
 def command(args: argparse.Namespace) -> int:
     result = train(args.modality, Path(args.out), seed=args.seed, steps=args.steps, sample_count=args.samples,
-                   batch_size=args.batch_size, threads=args.threads)
+                   batch_size=args.batch_size, lr=args.lr, threads=args.threads)
     print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB) in {result.seconds:.0f} s")
     print(f"accuracy: {result.accuracy:.3f} on {result.eval_samples} fresh samples")
     return 0

@@ -1,0 +1,89 @@
+"""Weights shipped inside the package: two tiny demo models trained on synthetic samples.
+
+They exist so `ghostnet-pipeline demo` labels something meaningful without a network. They know
+only the procedurally generated classes of `jobs.samples` (shapes and textures; synthesized
+sounds) and are no use on real photos or recordings. `jobs.train` regenerates them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .model import GhostNet
+from .registry import create_model
+from .weights import WeightsError
+
+__all__ = ["PRETRAINED", "Pretrained", "create_pretrained", "pretrained_path"]
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    name: str
+    architecture: str
+    modality: str
+    file: str  # under ghostnet/data/
+    sha256: str
+    labels: tuple[str, ...]
+    accuracy: float  # top-1 on 400 fresh generated samples, measured when it was trained
+    command: str  # how it was trained
+
+
+PRETRAINED: dict[str, Pretrained] = {
+    p.name: p
+    for p in (
+        Pretrained(
+            name="demo-image",
+            architecture="ghostnet_050",
+            modality="image",
+            file="demo_image.safetensors",
+            sha256="b08807d8e4bce0b46e3c3f03d4d7ff548d8b040c63c23cdce5d52a36df8175a5",
+            labels=("circle", "square", "triangle", "ring", "cross", "stripes", "checker", "dots"),
+            accuracy=0.895,
+            command="ghostnet-pipeline train --modality image --out ghostnet/data/demo_image.safetensors --seed 1 "
+            "--lr 0.005 --steps 600 --samples 3000 --batch-size 64",
+        ),
+        Pretrained(
+            name="demo-audio",
+            architecture="ghostnet_050",
+            modality="audio",
+            file="demo_audio.safetensors",
+            sha256="47dc9896191aa5018bc2714a0d9de9b527785f4a6c83cf16d9f29d4786c655f4",
+            labels=("tone", "chirp_up", "chirp_down", "white_noise", "brown_noise", "clicks", "am_tone", "fm_tone"),
+            accuracy=0.975,
+            command="ghostnet-pipeline train --modality audio --out ghostnet/data/demo_audio.safetensors --seed 2",
+        ),
+    )
+}
+
+
+def _entry(name: str) -> Pretrained:
+    try:
+        return PRETRAINED[name]
+    except KeyError:
+        raise ValueError(f"no shipped weights named {name!r}; shipped: {', '.join(PRETRAINED)}") from None
+
+
+def pretrained_path(name: str) -> Path:
+    """Local path of a shipped checkpoint, after checking its sha256 against the pin.
+
+    Raises:
+        ValueError: unknown name.
+        WeightsError: the file is missing or its digest differs from the pin.
+    """
+    entry = _entry(name)
+    path = Path(str(resources.files("ghostnet").joinpath("data", entry.file)))
+    if not path.is_file():
+        raise WeightsError(f"shipped weights {name!r} are missing: {path} (reinstall the package)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != entry.sha256:
+        raise WeightsError(f"shipped weights {name!r} at {path} have sha256 {digest}, expected {entry.sha256}")
+    return path
+
+
+def create_pretrained(name: str) -> GhostNet:
+    """The shipped model `name`, with its labels and preprocessing as `model.meta`."""
+    entry = _entry(name)
+    return create_model(entry.architecture, weights=pretrained_path(name), weights_sha256=entry.sha256)
