@@ -1,6 +1,7 @@
 """The training utility regenerates a demo model from scratch (reduced setting, clearly above chance).
 
-The full settings in `jobs/train.py`'s docstring made the shipped weights; see `ghostnet.pretrained.PRETRAINED` for their accuracy.
+The full settings in `jobs/train.py`'s docstring made the shipped weights; their accuracy is in
+`ghostnet.pretrained.PRETRAINED`.
 """
 
 from __future__ import annotations
