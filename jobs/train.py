@@ -81,11 +81,19 @@ def image_inputs(count: int, seed: int, meta: ghostnet.ModelMeta) -> tuple[torch
     return ghostnet.normalize(torch.from_numpy(np.stack(pixels)), meta), y
 
 
+def _window_of_clip(kind: str, rng: random.Random, frontend: AudioFrontend) -> torch.Tensor:
+    """One model window of a demo-like clip (1 to 2 s), at one of the offsets the pipeline cuts."""
+    clip = samples.make_sound(kind, rng, rng.choice(samples.AUDIO_DURATIONS_S))
+    size, hop = ghostnet.audio.window_samples(frontend), ghostnet.audio.hop_samples(frontend)
+    start = hop * rng.randrange((len(clip) - size) // hop + 1)
+    return torch.from_numpy(clip[start : start + size])
+
+
 def audio_inputs(count: int, seed: int, meta: ghostnet.ModelMeta) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` 1 s clips as log-mel model inputs (with `meta`'s normalisation), and their classes."""
+    """`count` windows of generated clips as log-mel model inputs (`meta`'s normalisation), and their classes."""
     rng = random.Random(seed)
     y = _labels(count, len(meta.labels))
-    waves = torch.stack([torch.from_numpy(samples.make_sound(meta.labels[i], rng)) for i in y.tolist()])
+    waves = torch.stack([_window_of_clip(meta.labels[i], rng, meta.audio) for i in y.tolist()])
     with torch.no_grad():
         return ghostnet.LogMel(meta)(waves), y
 
