@@ -10,7 +10,10 @@ the driver publishes:
 
 A run is committed when its record exists. A driver killed before step 2 leaves nothing
 visible; one killed during step 3 leaves an intent that :func:`recover` (run at the start of
-every run on the same output) rolls forward, so no published row is ever orphaned.
+every run on the same output) rolls forward, so no published row is ever orphaned. Prediction
+files move last, so a run whose rows fit in one file (``--rows-per-file``, default 100,000)
+becomes visible in ``predictions/`` with one rename; a larger run can be seen partly published
+for the moments its renames take if its driver dies among them, until the next run finishes it.
 """
 
 from __future__ import annotations
@@ -159,16 +162,19 @@ def publish(layout: Layout, run_id: str, run_date: str, channel_stats: pa.Table,
     """Steps 1-4 of the protocol; returns the commit record as written."""
     stats_uri = storage.join(layout.staging(run_id), "channel_stats.parquet")
     _write_table(stats_uri, channel_stats)
-    moves = []
+    stats_move = (stats_uri, storage.join(layout.channel_stats(run_date), f"{run_id}-00000.parquet"))
     staged = storage.list_files(layout.staged_predictions(run_id), ".parquet")
-    for n, src in enumerate(staged):
-        moves.append((src, storage.join(layout.predictions(run_date), f"{run_id}-{n:05d}.parquet")))
-    moves.append((stats_uri, storage.join(layout.channel_stats(run_date), f"{run_id}-00000.parquet")))
+    prediction_moves = [
+        (src, storage.join(layout.predictions(run_date), f"{run_id}-{n:05d}.parquet")) for n, src in enumerate(staged)
+    ]
+    # Predictions move last: a run that fits in one file (up to --rows-per-file rows) appears
+    # in predictions/ with a single rename.
+    moves = [stats_move, *prediction_moves]
     record = {
         **record,
         "files": {
-            "predictions": [dst for _, dst in moves[:-1]],
-            "channel_stats": [moves[-1][1]],
+            "predictions": [dst for _, dst in prediction_moves],
+            "channel_stats": [stats_move[1]],
         },
     }
     intent = {"run_id": run_id, "moves": moves, "record": record}
