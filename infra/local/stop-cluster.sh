@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stop the cluster that start-cluster.sh recorded in --state-dir, and nothing else: SIGTERM to
 # each of its processes by PID (raylets, then the rest, then the GCS), a grace period for each,
-# then SIGKILL to what is left. Never `ray stop`, which would stop every Ray on the machine.
+# then SIGKILL to what is left. Never Ray's own stop-all command, which would stop every Ray on the machine.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
