@@ -39,11 +39,11 @@ PRETRAINED: dict[str, Pretrained] = {
             architecture="ghostnet_050",
             modality="image",
             file="demo_image.safetensors",
-            sha256="0beee4e777e4af58441ba802607bb9b06585e7f4ce52cbb47b87715620631d44",
+            sha256="3d362a01f374df146deccb6b7e5fd4173385769a994685abe9bb888486804ebd",
             labels=("circle", "square", "triangle", "ring", "cross", "stripes", "checker", "dots"),
-            accuracy=0.908,
+            accuracy=0.967,
             command="ghostnet-pipeline train --modality image --out ghostnet/data/demo_image.safetensors --seed 1 "
-            "--lr 0.005 --steps 800 --samples 3000 --batch-size 64",
+            "--lr 0.005 --steps 1600 --samples 4000 --batch-size 64",
         ),
         Pretrained(
             name="demo-audio",

@@ -9,7 +9,7 @@ printed accuracy is measured on the reloaded file.
 Regenerating the shipped models (5 to 10 minutes each on one shared CPU core):
 
     ghostnet-pipeline train --modality image --out ghostnet/data/demo_image.safetensors --seed 1 \
-        --lr 0.005 --steps 800 --samples 3000 --batch-size 64
+        --lr 0.005 --steps 1600 --samples 4000 --batch-size 64
     ghostnet-pipeline train --modality audio --out ghostnet/data/demo_audio.safetensors --seed 2
 """
 
