@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 
 from jobs._command import Command
@@ -49,6 +50,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, metavar="N", help="rows per model call (default 256 on GPU, 32 on CPU)")
     add("--actors", type=int, metavar="N", help="model actors (default: one per GPU, or 1)")
     add("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 with GPUs, else 0)")
+    add("--actor-resources", type=_resources, metavar="JSON",
+        help='other Ray resources per actor, e.g. \'{"model_node": 1}\' to place actors on nodes started '
+             'with --resources \'{"model_node": N}\' (default: one actor per unit of it)')
+    add("--compile", action="store_true", default=None,
+        help="torch.compile the model in each actor: faster batches after a start-up cost of seconds")
     add("--topk", type=int, metavar="K", help="top-k predictions per row (default 5)")
     add("--embeddings", action="store_true", default=None, help="also write the 1280-d pooled features")
     add("--run-date", metavar="YYYY-MM-DD", help="partition for the rows (default: today, UTC)")
@@ -60,8 +66,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--reprocess", action="store_true", default=None,
         help="label items again even if this model and weights already labeled them")
     add("--max-pixels", type=int, metavar="N", help="refuse images larger than this when decoded")
-    add("--rows-per-file", type=int, metavar="N", help="target rows per output Parquet file")
+    add("--rows-per-file", type=int, metavar="N",
+        help="rows per output Parquet file, at least (default 100000; a run's last file may hold fewer)")
+    add("--row-group-size", type=int, metavar="N", help="rows per Parquet row group (default 50000)")
     add("--config", metavar="FILE.toml", help="settings file; flags given here win")
+
+
+def _resources(text: str) -> dict[str, float]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}); give e.g. '{{\"model_node\": 1}}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("give a JSON object of resource names and amounts, e.g. '{\"model_node\": 1}'")
+    return value
 
 
 def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:

@@ -36,6 +36,10 @@ class RunConfig:
     actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
     cpus_per_actor: float = 1.0
+    # Ray resources each model actor also needs, e.g. {"model_node": 1} to keep actors on the nodes
+    # that advertise that custom resource; with it and no --actors, one actor per unit in the cluster.
+    actor_resources: dict[str, float] | None = None
+    compile: bool = False  # torch.compile the model in each actor (costs seconds at start)
     topk: int = 5
     embeddings: bool = False
     run_date: str = field(default_factory=lambda: datetime.now(timezone.utc).date().isoformat())
@@ -48,7 +52,8 @@ class RunConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     decode_batch_size: int = 16
-    rows_per_file: int = 100_000
+    rows_per_file: int = 100_000  # each output file holds at least this many rows, except a run's last
+    row_group_size: int = 50_000  # Parquet row group, the unit DuckDB and Spark scan in parallel
     torch_threads: int | None = None
     num_cpus: int | None = None  # for the private local Ray only
 
@@ -68,12 +73,18 @@ class RunConfig:
             raise ValueError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
         if self.topk < 1:
             raise ValueError(f"--topk must be at least 1, got {self.topk}")
-        for name in ("batch_size", "actors", "rows_per_file", "decode_batch_size"):
+        for name in ("batch_size", "actors", "rows_per_file", "row_group_size", "decode_batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             raise ValueError(f"--gpus-per-actor must not be negative, got {self.gpus_per_actor}")
+        for name, amount in (self.actor_resources or {}).items():
+            if not isinstance(name, str) or not isinstance(amount, int | float) or amount <= 0:
+                raise ValueError(
+                    f"--actor-resources maps resource names to positive amounts, e.g. '{{\"model_node\": 1}}'; "
+                    f"got {name!r}: {amount!r}"
+                )
 
     def for_modality(self, modality: str) -> RunConfig:
         """The single-model run of one modality of a ``--modality auto`` run, with its own run id."""

@@ -208,9 +208,10 @@ def _committed_night(layout: Layout, run_date: str, spec: ModelSpec) -> str | No
 def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> ray.data.Dataset:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
-    gpus = cluster.cluster_gpus()
-    gpus_per_actor = config.gpus_per_actor if config.gpus_per_actor is not None else (1.0 if gpus else 0.0)
-    actors = config.actors or (max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else 1)
+    gpus_per_actor = config.gpus_per_actor
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if cluster.cluster_gpus() else 0.0
+    actors = config.actors or _default_actors(gpus_per_actor, config.actor_resources)
     batch_size = config.batch_size or (256 if gpus_per_actor else 32)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-items.num_rows // (4 * actors))))
     blocks = [items.slice(i, block_rows) for i in range(0, items.num_rows, block_rows)]
@@ -247,8 +248,24 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
             batch_format="numpy",
             num_gpus=gpus_per_actor,
             num_cpus=config.cpus_per_actor,
+            resources=config.actor_resources,
         )
     )
+
+
+def _default_actors(gpus_per_actor: float, resources: dict[str, float] | None) -> int:
+    """As many actors as the scarcest resource they ask for allows; one where they ask only for CPUs."""
+    available = ray.cluster_resources()
+    wanted = {**(resources or {}), **({"GPU": gpus_per_actor} if gpus_per_actor else {})}
+    missing = sorted(name for name in wanted if available.get(name, 0) < wanted[name])
+    if missing:
+        log.warning(
+            "no node of this Ray cluster offers %s for the model actors yet: one actor waits for an autoscaler "
+            "to add such a node (start nodes with those resources, or change --actor-resources / --gpus-per-actor)",
+            ", ".join(missing),
+        )
+        return 1
+    return max(1, min((int(available[name] // amount) for name, amount in wanted.items()), default=1))
 
 
 def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta, on_device: bool) -> tuple[Callable, dict]:
@@ -267,6 +284,7 @@ def _execute(plan: ray.data.Dataset, config: RunConfig, layout: Layout, run_id: 
     plan.write_parquet(
         layout.staged_predictions(run_id),
         min_rows_per_file=config.rows_per_file,
+        row_group_size=config.row_group_size,
         compression="zstd",
     )
 
