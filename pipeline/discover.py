@@ -1,19 +1,29 @@
 """Turn ``--input`` URIs into the table of items a run labels: one row per object.
 
-An input is a folder or object-store prefix (listed recursively), a glob (a URI with ``*``),
-or a manifest file (``.txt`` with one URI per line, ``.csv``/``.parquet`` with a ``uri``
-column). Objects whose extension is not an input extension are not items.
+An input is a folder or object-store prefix (listed recursively), a glob (a URI with ``*``, ``**``
+crossing folders), or a manifest file (``.txt`` with one URI per line, ``.csv``/``.parquet`` with
+a ``uri`` column). Objects whose extension is not an input extension are not items.
+
+Listings stream into Arrow: each page of a listing (at most 1,000 objects on S3, one folder
+elsewhere) becomes a record batch at once, so the driver never holds a Python object per item.
+An S3 prefix is split by its sub-prefixes, a level or two down, and the parts are listed
+concurrently; other filesystems are walked folder by folder on a thread pool. Manifests are read
+in batches; one with ``etag`` and ``size_bytes`` (or ``size``) columns, like an S3 Inventory
+report, is taken as it is, otherwise each URI is looked up, concurrently.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import fsspec.asyn
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline import storage
@@ -30,17 +40,16 @@ ITEMS = pa.schema(
         pa.field("modality", pa.string(), nullable=False),
     ]
 )
+LISTING = pa.schema([pa.field("uri", pa.string()), pa.field("etag", pa.string()), pa.field("size_bytes", pa.int64())])
+
+CONCURRENCY = 32  # listing requests (S3) or folder walks (elsewhere) in flight at once
+SPLIT_LEVELS = 2  # how far down an S3 prefix is split into sub-prefixes listed side by side
+MANIFEST_BATCH_ROWS = 65_536
+PAGE_ROWS = 1000  # an S3 listing page
 
 
 class InputError(ValueError):
     """An ``--input`` that names nothing usable."""
-
-
-@dataclass(frozen=True)
-class _Entry:
-    uri: str
-    etag: str | None
-    size: int | None
 
 
 def modality_of(uri: str) -> str | None:
@@ -57,40 +66,72 @@ def discover(inputs: Iterable[str], *, modality: str = "image") -> pa.Table:
 
     ``modality`` is ``image``, ``audio`` or ``auto`` (both, chosen by extension).
     """
-    wanted = {"image", "audio"} if modality == "auto" else {modality}
-    entries: dict[str, _Entry] = {}
-    for uri in inputs:
-        for entry in _expand(uri):
-            entries.setdefault(entry.uri, entry)
-    rows = sorted(
-        ((e, m) for e in entries.values() if (m := modality_of(e.uri)) in wanted),
-        key=lambda row: row[0].uri,
-    )
-    return pa.table(
-        {
-            "uri": [e.uri for e, _ in rows],
-            "etag": [e.etag for e, _ in rows],
-            "size_bytes": [e.size for e, _ in rows],
-            "modality": [m for _, m in rows],
-        },
-        schema=ITEMS,
-    )
+    wanted = ["image", "audio"] if modality == "auto" else [modality]
+    batches = [batch for uri in inputs for batch in _expand(uri)]
+    listing = pa.Table.from_batches(batches, schema=LISTING)
+    listing = listing.append_column("modality", _modalities(listing["uri"]))
+    items = listing.filter(pc.is_in(listing["modality"], pa.array(wanted)))
+    return _first_per_uri(items.sort_by("uri")).cast(ITEMS)
 
 
-def _expand(uri: str) -> list[_Entry]:
+def _modalities(uris: pa.ChunkedArray) -> pa.ChunkedArray:
+    def ending_in(extensions: frozenset[str]) -> pa.ChunkedArray:
+        alternatives = "|".join(re.escape(e) for e in sorted(extensions))
+        return pc.match_substring_regex(uris, f"({alternatives})$", ignore_case=True)
+
+    image, audio = ending_in(IMAGE_EXTENSIONS), ending_in(AUDIO_EXTENSIONS)
+    return pc.if_else(image, "image", pc.if_else(audio, "audio", pa.scalar(None, pa.string())))
+
+
+def _first_per_uri(items: pa.Table) -> pa.Table:
+    """Of rows sorted by URI, the first for each URI (the same object named by two inputs)."""
+    if items.num_rows < 2:
+        return items
+    uris = items["uri"]
+    repeated = pc.equal(uris.slice(1), uris.slice(0, items.num_rows - 1))
+    keep = pa.chunked_array([pa.array([True]), *pc.invert(repeated).chunks])
+    return items.filter(keep)
+
+
+def _expand(uri: str) -> list[pa.RecordBatch]:
     fs, path = storage.filesystem(uri)
     if "*" in path:
-        found = storage.with_retries(lambda: fs.glob(path, detail=True))
-        return [_entry(fs, p, info) for p, info in found.items() if info.get("type") == "file"]
+        return _glob(fs, path)
     info = _info(fs, path)
     if info is None:
         raise InputError(f"input {storage.redact_uri(uri)!r} does not exist; check the path or prefix")
     if info.get("type") == "directory":
-        found = storage.with_retries(lambda: fs.find(path, detail=True))
-        return [_entry(fs, p, i) for p, i in found.items()]
+        return list_tree(fs, path)
     if os.path.splitext(path.lower())[1] in MANIFEST_EXTENSIONS:
-        return _from_manifest(uri)
-    return [_entry(fs, path, info)]
+        return list(_from_manifest(uri))
+    return [_batch(fs, [info])]
+
+
+def list_tree(fs: fsspec.AbstractFileSystem, root: str, max_depth: int | None = None) -> list[pa.RecordBatch]:
+    """Every object below ``root`` (at most ``max_depth`` folders down), as batches of (uri, etag, size_bytes)."""
+    root = root.rstrip("/")
+    if getattr(fs, "async_impl", False) and hasattr(fs, "_iterdir"):
+        return fsspec.asyn.sync(fs.loop, _list_s3, fs, root, max_depth)
+    return _walk(fs, root, max_depth)
+
+
+def _glob(fs: fsspec.AbstractFileSystem, pattern: str) -> list[pa.RecordBatch]:
+    """Objects matching ``pattern``: the folder above its first wildcard, listed, then matched in Arrow."""
+    root = pattern[: pattern.index("*")].rsplit("/", 1)[0]
+    if _info(fs, root) is None:
+        return []
+    depth = None if "**" in pattern else pattern[len(root) + 1 :].count("/") + 1
+    listing = pa.Table.from_batches(list_tree(fs, root, depth), schema=LISTING)
+    paths = pc.replace_substring_regex(listing["uri"], "^[a-z0-9+]+://", "") if not storage.is_local(fs) else None
+    matched = pc.match_substring_regex(paths if paths is not None else listing["uri"], _glob_regex(pattern))
+    return listing.filter(matched).to_batches()
+
+
+def _glob_regex(pattern: str) -> str:
+    """``**`` crosses folders, ``*`` and ``?`` stay within one (fsspec's and the shell's meaning)."""
+    parts = re.split(r"(\*\*/?|\*|\?)", pattern.lstrip("/"))
+    wildcard = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return "^/?" + "".join(wildcard.get(p, re.escape(p)) for p in parts) + "$"
 
 
 def _info(fs, path: str) -> dict | None:
@@ -100,8 +141,17 @@ def _info(fs, path: str) -> dict | None:
         return None
 
 
-def _entry(fs, path: str, info: dict) -> _Entry:
-    return _Entry(storage.to_uri(fs, path), _etag(info), info.get("size"))
+def _batch(fs, infos: list[dict]) -> pa.RecordBatch:
+    """One page of listing dicts as a record batch; the dicts are dropped right after."""
+    files = [i for i in infos if i.get("type", "file") == "file"]
+    return pa.record_batch(
+        [
+            pa.array([storage.to_uri(fs, i["name"]) for i in files], pa.string()),
+            pa.array([_etag(i) for i in files], pa.string()),
+            pa.array([i.get("size") for i in files], pa.int64()),
+        ],
+        schema=LISTING,
+    )
 
 
 def _etag(info: dict) -> str | None:
@@ -115,28 +165,157 @@ def _etag(info: dict) -> str | None:
     return f"mtime-{int(stamp * 1e9)}"
 
 
-def _from_manifest(uri: str) -> list[_Entry]:
-    data = storage.read_bytes(uri)
-    ext = os.path.splitext(uri.lower())[1]
-    if ext == ".parquet":
-        table = pq.read_table(io.BytesIO(data))
-        if "uri" not in table.column_names:
-            raise InputError(f"manifest {uri!r} has no 'uri' column (columns: {table.column_names})")
-        uris = table.column("uri").to_pylist()
-    elif ext == ".csv":
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
-        if reader.fieldnames is None or "uri" not in reader.fieldnames:
-            raise InputError(f"manifest {uri!r} has no 'uri' column (header: {reader.fieldnames})")
-        uris = [row["uri"] for row in reader]
-    else:
-        uris = [line.strip() for line in data.decode("utf-8").splitlines()]
-    return [_stat(u) for u in uris if u and not u.startswith("#")]
+# --- S3: paged listings of sub-prefixes, side by side ---------------------------------------------
 
 
-def _stat(uri: str) -> _Entry:
-    """A manifest entry; one that does not exist stays an item and becomes a read_error row."""
+async def _list_s3(fs, root: str, max_depth: int | None) -> list[pa.RecordBatch]:
+    bucket, key, _ = fs.split_path(root)
+    prefixes, batches = [key + "/" if key else ""], []
+    limit = asyncio.Semaphore(CONCURRENCY)
+    for _ in range(max_depth or SPLIT_LEVELS):
+        if max_depth is None and len(prefixes) >= CONCURRENCY:
+            break
+        levels = await asyncio.gather(*(_retrying(limit, _list_level, fs, bucket, p) for p in prefixes))
+        prefixes = [sub for files, subs in levels for sub in subs]
+        batches += [batch for files, _ in levels for batch in files]
+    if max_depth is not None:
+        return batches
+    flat = await asyncio.gather(*(_retrying(limit, _list_flat, fs, bucket, p) for p in prefixes))
+    return batches + [batch for part in flat for batch in part]
+
+
+async def _list_level(fs, bucket: str, prefix: str) -> tuple[list[pa.RecordBatch], list[str]]:
+    """The objects directly under ``prefix`` and its sub-prefixes (a delimited listing)."""
+    subs = []
+
+    def is_object(info: dict) -> bool:
+        if info["type"] == "directory":
+            subs.append(info["name"].split("/", 1)[1] + "/")
+            return False
+        return True
+
+    return await _paged(fs, fs._iterdir(bucket, prefix=prefix, delimiter="/"), is_object), subs
+
+
+async def _list_flat(fs, bucket: str, prefix: str) -> list[pa.RecordBatch]:
+    # Keys ending in "/" are the folder markers some tools create.
+    infos = fs._iterdir(bucket, prefix=prefix, delimiter="")
+    return await _paged(fs, infos, lambda info: not info["name"].endswith("/"))
+
+
+async def _paged(fs, infos: AsyncIterator[dict], keep: Callable[[dict], bool]) -> list[pa.RecordBatch]:
+    page, batches = [], []
+    async for info in infos:
+        if keep(info):
+            page.append(info)
+        if len(page) == PAGE_ROWS:
+            batches.append(_batch(fs, page))
+            page = []
+    return [*batches, _batch(fs, page)]
+
+
+async def _retrying(limit: asyncio.Semaphore, list_part: Callable, *args, attempts: int = 5):
+    """List one part again from its start when a transient error ends it early."""
+    async with limit:
+        for attempt in range(attempts):
+            try:
+                return await list_part(*args)
+            except Exception as exc:
+                if attempt == attempts - 1 or not storage.is_transient(exc):
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+
+
+# --- Other filesystems: one folder per task ----------------------------------------------------
+
+
+def _walk(fs, root: str, max_depth: int | None) -> list[pa.RecordBatch]:
+    batches, folders, depth = [], [root], 0
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        while folders and (max_depth is None or depth < max_depth):
+            depth += 1
+            listed = list(pool.map(lambda f: storage.with_retries(lambda: fs.ls(f, detail=True)), folders))
+            folders = [i["name"] for infos in listed for i in infos if i.get("type") == "directory"]
+            batches += [_batch(fs, infos) for infos in listed]
+    return batches
+
+
+# --- Manifests ----------------------------------------------------------------------------------
+
+
+def _from_manifest(uri: str) -> Iterator[pa.RecordBatch]:
     fs, path = storage.filesystem(uri)
-    info = _info(fs, path)
-    if info is None:
-        return _Entry(storage.to_uri(fs, path), None, None)
-    return _entry(fs, path, info)
+    ext = os.path.splitext(path.lower())[1]
+    with fs.open(path, "rb") as f:
+        if ext == ".parquet":
+            batches = _parquet_manifest(uri, f)
+        elif ext == ".csv":
+            batches = _csv_manifest(uri, f)
+        else:
+            batches = _text_manifest(f)
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            for batch in batches:
+                yield batch if batch.schema.equals(LISTING) else _stat(pool, batch.column(0))
+
+
+def _parquet_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
+    manifest = pq.ParquetFile(f)
+    columns = manifest.schema_arrow.names
+    _require_uri(uri, columns)
+    size = next((c for c in ("size_bytes", "size") if c in columns), None)
+    if "etag" not in columns or size is None:
+        yield from manifest.iter_batches(MANIFEST_BATCH_ROWS, columns=["uri"])
+        return
+    for batch in manifest.iter_batches(MANIFEST_BATCH_ROWS, columns=["uri", "etag", size]):
+        yield _as_listing(batch)
+
+
+def _csv_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
+    as_text = pacsv.ConvertOptions(column_types={"uri": pa.string(), "etag": pa.string()})
+    reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=as_text)
+    columns = reader.schema.names
+    _require_uri(uri, columns)
+    size = next((c for c in ("size_bytes", "size") if c in columns), None)
+    for batch in reader:
+        if "etag" in columns and size is not None:
+            yield _as_listing(batch.select(["uri", "etag", size]))
+        else:
+            yield batch.select(["uri"])
+
+
+def _text_manifest(f) -> Iterator[pa.RecordBatch]:
+    lines = []
+    for raw in f:
+        line = raw.decode("utf-8").strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+        if len(lines) == MANIFEST_BATCH_ROWS:
+            yield pa.record_batch([pa.array(lines, pa.string())], names=["uri"])
+            lines = []
+    yield pa.record_batch([pa.array(lines, pa.string())], names=["uri"])
+
+
+def _require_uri(uri: str, columns: list[str]) -> None:
+    if "uri" not in columns:
+        raise InputError(f"manifest {storage.redact_uri(uri)!r} has no 'uri' column (columns: {columns})")
+
+
+def _as_listing(batch: pa.RecordBatch) -> pa.RecordBatch:
+    uri, etag, size = batch.columns
+    return pa.record_batch([uri.cast(pa.string()), etag.cast(pa.string()), size.cast(pa.int64())], schema=LISTING)
+
+
+def _stat(pool: ThreadPoolExecutor, uris: pa.Array) -> pa.RecordBatch:
+    """Look each URI up; one that does not exist stays an item and becomes a read_error row."""
+
+    def one(uri: str) -> tuple[str, str | None, int | None]:
+        fs, path = storage.filesystem(uri)
+        info = _info(fs, path)
+        if info is None:
+            return storage.to_uri(fs, path), None, None
+        return storage.to_uri(fs, path), _etag(info), info.get("size")
+
+    found = list(pool.map(one, (u for u in uris.to_pylist() if u)))
+    return pa.record_batch(
+        [pa.array([c[i] for c in found], t) for i, t in enumerate(LISTING.types)], schema=LISTING
+    )

@@ -1,0 +1,130 @@
+"""Discovery on real storage (moto S3, local disk): prefixes, globs, manifests, paging, duplicates."""
+
+from __future__ import annotations
+
+import secrets
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import discover
+from pipeline.discover import InputError
+
+
+def uris(table: pa.Table) -> list[str]:
+    return table["uri"].to_pylist()
+
+
+BIG = [f"big/x/img{i:04d}.jpg" for i in range(1100)]  # one part listed in two pages
+SMALL = [f"{d // 5}/{d}/img{i:04d}.jpg" for d in range(13) for i in range(10)]  # 13 parts, two levels down
+
+
+@pytest.fixture(scope="module")
+def s3_tree(s3fs_client) -> str:
+    """1,230 images under sub-prefixes, plus files that are not items."""
+    bucket = "discover-" + secrets.token_hex(4)
+    s3fs_client.mkdir(bucket)
+    files = {f"{bucket}/in/{name}": b"x" for name in BIG + SMALL}
+    files |= {f"{bucket}/in/top.PNG": b"png", f"{bucket}/in/notes.txt": b"no", f"{bucket}/in/0/a.wav": b"wav"}
+    s3fs_client.pipe(files)
+    return f"s3://{bucket}/in"
+
+
+def test_s3_prefix_is_listed_completely_in_parallel_parts(s3fs_client, s3_tree):
+    table = discover.discover([s3_tree])
+
+    expected = [f"{s3_tree}/{name}" for name in BIG + SMALL]
+    assert uris(table) == sorted([*expected, f"{s3_tree}/top.PNG"])
+    assert table.schema.equals(discover.ITEMS)
+    info = s3fs_client.info(expected[0])
+    row = table.filter(pc.equal(table["uri"], expected[0])).to_pylist()[0]
+    assert row == {"uri": expected[0], "etag": info["ETag"].strip('"'), "size_bytes": 1, "modality": "image"}
+
+
+def test_auto_modality_and_overlapping_inputs_give_each_object_once(s3_tree):
+    table = discover.discover([s3_tree, f"{s3_tree}/0", f"{s3_tree}/0/a.wav"], modality="auto")
+
+    assert table.num_rows == len(BIG) + len(SMALL) + 2
+    assert len(set(uris(table))) == table.num_rows
+    assert table.filter(pc.equal(table["modality"], "audio"))["uri"].to_pylist() == [f"{s3_tree}/0/a.wav"]
+
+
+def test_globs_on_s3_and_local_disk(s3_tree, tmp_path):
+    one_level = discover.discover([f"{s3_tree}/2/*/img000*.jpg"])
+    assert uris(one_level) == [f"{s3_tree}/2/{d}/img{i:04d}.jpg" for d in (10, 11, 12) for i in range(10)]
+    assert discover.discover([f"{s3_tree}/big/*/img1*.jpg"]).num_rows == 100
+    assert discover.discover([f"{s3_tree}/*.png"]).num_rows == 0  # case matters in names, as on S3
+    assert uris(discover.discover([f"{s3_tree}/*.PNG"])) == [f"{s3_tree}/top.PNG"]
+
+    for path in ("a/x.jpg", "a/b/y.jpg", "a/b/c/z.png", "w.jpg"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"x")
+    assert uris(discover.discover([f"{tmp_path}/a/*.jpg"])) == [f"{tmp_path}/a/x.jpg"]
+    assert uris(discover.discover([f"{tmp_path}/a/**/*.jpg"])) == [f"{tmp_path}/a/b/y.jpg", f"{tmp_path}/a/x.jpg"]
+    assert discover.discover([f"{tmp_path}/**"]).num_rows == 4
+    assert discover.discover([f"{tmp_path}/nothing/*.jpg"]).num_rows == 0
+
+
+def test_local_folder_walk_matches_the_files_on_disk(tmp_path):
+    expected = []
+    for d in range(40):
+        for i in range(5):
+            path = tmp_path / f"d{d % 4}" / f"e{d}" / f"{i}.jpeg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"y" * i)
+            expected.append(str(path))
+
+    table = discover.discover([str(tmp_path)])
+
+    assert uris(table) == sorted(expected)
+    assert table["size_bytes"].to_pylist() == [int(u[-6]) for u in sorted(expected)]
+    assert all(e.startswith("mtime-") for e in table["etag"].to_pylist())
+
+
+def test_manifests_text_csv_and_parquet(s3fs_client, s3_tree, tmp_path):
+    some = [f"{s3_tree}/1/{d}/img{i:04d}.jpg" for d in (5, 6) for i in range(3)]
+    missing = f"{s3_tree}/gone.jpg"
+    (tmp_path / "list.txt").write_text("# made by hand\n\n" + "\n".join([*some, missing]) + "\n")
+    (tmp_path / "list.csv").write_text("uri,note\n" + "".join(f"{u},x\n" for u in some))
+    pq.write_table(pa.table({"uri": some}), tmp_path / "plain.parquet")
+
+    for name in ("list.txt", "list.csv", "plain.parquet"):
+        table = discover.discover([str(tmp_path / name)])
+        assert uris(table) == sorted(some + ([missing] if name == "list.txt" else [])), name
+        looked_up = table.filter(pc.equal(table["uri"], some[0])).to_pylist()[0]
+        assert looked_up["etag"] == s3fs_client.info(some[0])["ETag"].strip('"')
+    gone = discover.discover([str(tmp_path / "list.txt")]).to_pylist()[-1]
+    assert gone == {"uri": missing, "etag": None, "size_bytes": None, "modality": "image"}
+
+
+def test_inventory_style_manifest_is_taken_as_it_is(s3fs_client, s3_tree, tmp_path):
+    bucket = s3_tree.split("/")[2]
+    # 200k entries with etag and size: no lookups (none of these objects exist), read in batches.
+    n = 200_000
+    ids = pa.array(range(n)).cast(pa.string())
+    names = pc.binary_join_element_wise(f"s3://{bucket}/huge/", ids, ".jpg", "")
+    inventory = pa.table({"uri": names, "etag": ids, "size": pa.array(range(n), pa.int32()), "other": ids})
+    pq.write_table(inventory, tmp_path / "inventory.parquet", row_group_size=50_000)
+    s3fs_client.put(str(tmp_path / "inventory.parquet"), f"{bucket}/inventory.parquet")
+    pacsv.write_csv(inventory.select(["uri", "etag", "size"]), tmp_path / "inventory.csv")
+
+    for manifest in (f"s3://{bucket}/inventory.parquet", str(tmp_path / "inventory.csv")):
+        table = discover.discover([manifest])
+        assert table.num_rows == n
+        assert uris(table) == sorted(names.to_pylist())
+        first = table.slice(0, 1).to_pylist()[0]
+        assert first == {"uri": f"s3://{bucket}/huge/0.jpg", "etag": "0", "size_bytes": 0, "modality": "image"}
+
+
+def test_unusable_inputs_say_what_to_fix(bucket, tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        discover.discover([f"s3://{bucket}/no-such-prefix"])
+    pq.write_table(pa.table({"path": ["a.jpg"]}), tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match="no 'uri' column"):
+        discover.discover([str(tmp_path / "bad.parquet")])
+    (tmp_path / "bad.csv").write_text("path\na.jpg\n")
+    with pytest.raises(InputError, match="no 'uri' column"):
+        discover.discover([str(tmp_path / "bad.csv")])
