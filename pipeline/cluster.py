@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -72,3 +73,29 @@ def _private_temp_dir() -> str:
 
 def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def tasks_per_node(executed: ray.data.Dataset) -> dict[str, dict[str, int]]:
+    """For each operator of an executed plan, how many of its tasks ran on each node (by node IP).
+
+    Read from Ray Data's own block statistics (what ``Dataset.stats()`` sums up as "Tasks per
+    node"); an actor pool's calls count as its tasks. Empty when this Ray keeps no such statistics.
+    """
+    executed = getattr(executed, "_write_ds", None) or executed
+    executor = getattr(executed, "_current_executor", None)
+    try:
+        stats = executor.get_stats() if executor else executed._raw_stats()
+    except AttributeError:
+        return {}
+    address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    placement: dict[str, dict[str, int]] = {}
+    pending = [stats]
+    while pending:
+        level = pending.pop()
+        pending += level.parents
+        for operator, blocks in level.metadata.items():
+            tasks = {(b.exec_stats.node_id, b.exec_stats.task_idx) for b in blocks if b.exec_stats}
+            nodes = Counter(address.get(node, node) for node, task in tasks if task is not None)
+            if nodes:
+                placement[operator] = dict(sorted(nodes.items()))
+    return placement

@@ -144,6 +144,7 @@ def run(config: RunConfig, *, kind: str = "run", listed: pa.Table | None = None)
         log.info("running on %s", where)
         plan = _plan(config, spec, meta, items, layout, run_id)
         _execute(plan, config, layout, run_id)
+        placement = cluster.tasks_per_node(plan)
     timings["inference_s"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -177,6 +178,7 @@ def run(config: RunConfig, *, kind: str = "run", listed: pa.Table | None = None)
         "top_errors": _top_errors(staged),
         "timings": timings,
         "items_per_s": items.num_rows / timings["inference_s"],
+        "tasks_per_node": placement,
         "config": _safe_config(config),
         "versions": _versions(),
     }

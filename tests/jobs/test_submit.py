@@ -21,12 +21,14 @@ from tests.jobs import cluster as local_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_ARGS = ["--model", "ghostnet_050", "--weights", "random", "--num-classes", "4"]
+MODEL_NODE = "model_node"
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory) -> Iterator[local_cluster.LocalCluster]:
-    with local_cluster.running(tmp_path_factory.mktemp("cluster"), workers=1, num_cpus=1,
-                               object_store_mb=256) as running:
+    # Three nodes; only the first worker advertises the custom resource the model actors ask for.
+    with local_cluster.running(tmp_path_factory.mktemp("cluster"), workers=2, num_cpus=2, object_store_mb=256,
+                               worker_resources=json.dumps({MODEL_NODE: 1})) as running:
         yield running
 
 
@@ -51,25 +53,31 @@ def job_count(address: str) -> int:
 # --- against the cluster ------------------------------------------------------------------------
 
 @pytest.mark.cluster
-def test_cluster_has_two_nodes_on_loopback(ray_cluster):
-    assert ray_cluster.node_ips == ("127.0.0.3", "127.0.0.4")
+def test_cluster_has_three_nodes_on_loopback(ray_cluster):
+    assert ray_cluster.node_ips == ("127.0.0.3", "127.0.0.4", "127.0.0.5")
     nodes = sorted(list_nodes(address=ray_cluster.dashboard_url), key=lambda n: n.node_ip)
     assert [(n.node_ip, n.state, n.is_head_node) for n in nodes] == [
-        ("127.0.0.3", "ALIVE", True), ("127.0.0.4", "ALIVE", False)]
+        ("127.0.0.3", "ALIVE", True), ("127.0.0.4", "ALIVE", False), ("127.0.0.5", "ALIVE", False)]
     for node in nodes:
-        assert node.resources_total["CPU"] == 1
+        assert node.resources_total["CPU"] == 2
         assert node.resources_total["object_store_memory"] == 256 * 2**20
+    assert [n.resources_total.get(MODEL_NODE) for n in nodes] == [None, 1, None]
     # pids: "PID <start time, 5 words> COMMAND ARGS..." per recorded process
     programs = [line.split()[6] for line in (ray_cluster.state_dir / "pids").read_text().splitlines()]
     assert sum(p.endswith("/gcs_server") for p in programs) == 1
-    assert sum(p.endswith("/raylet") for p in programs) == 2
+    assert sum(p.endswith("/raylet") for p in programs) == 3
 
 
 @pytest.mark.cluster
-def test_submitted_run_labels_and_commits(ray_cluster, images, tmp_path):
+def test_submitted_run_decodes_on_every_node_and_predicts_on_the_model_node(ray_cluster, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(96):
+        Image.new("RGB", (40 + i, 36), color=(2 * i, 200 - 2 * i, 90)).save(images / f"img_{i:02d}.png")
     output = tmp_path / "out"
     done = run_cli("submit", "--address", ray_cluster.dashboard_url, "--",
-                   "run", "--input", str(images), "--output", str(output), *MODEL_ARGS)
+                   "run", "--input", str(images), "--output", str(output), *MODEL_ARGS,
+                   "--actor-resources", json.dumps({MODEL_NODE: 1}))
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     job_id = lines[0]
@@ -78,7 +86,15 @@ def test_submitted_run_labels_and_commits(ray_cluster, images, tmp_path):
 
     records = list((output / "_runs").glob("*.json"))
     assert len(records) == 1
-    assert json.loads(records[0].read_text())  # a commit record, readable
+    record = json.loads(records[0].read_text())
+    assert record["rows_per_status"] == {"ok": 96}
+    # Ray Data's per-node task counts, as the run recorded them: decode tasks on all three nodes,
+    # model calls only on the node with the custom resource.
+    placement = record["tasks_per_node"]
+    decode = next(tasks for op, tasks in placement.items() if "read_and_decode" in op)
+    model = next(tasks for op, tasks in placement.items() if "Predictor" in op)
+    assert sorted(decode) == list(ray_cluster.node_ips), placement
+    assert list(model) == ["127.0.0.4"], placement
     info = JobSubmissionClient(ray_cluster.dashboard_url).get_job_info(job_id)
     assert info.entrypoint.startswith("python -m jobs.label --input ")
     assert info.runtime_env["working_dir"].startswith("gcs://")  # the project travelled with the job

@@ -126,7 +126,7 @@ def test_driver_killed_mid_run_leaves_nothing_visible_and_rerun_completes_once(t
     assert predictions(output) is None or predictions(output).num_rows == 0
     assert not list(output.glob("_runs/*.json"))
     second = cli(*args, env=env, start_new_session=True)
-    out, err = second.communicate(timeout=900)
+    _, err = second.communicate(timeout=900)
     assert second.returncode == 0, err[-3000:]
     assert_exactly_once(output, IMAGES)
     assert len(list(output.glob("_runs/*.json"))) == 1
@@ -141,7 +141,7 @@ def test_throttling_5xx_and_vanished_objects_on_s3(ray_tmp, s3_endpoint, s3fs_cl
         done = cli("run", "--input", f"s3://{bucket}/in", "--output", f"s3://{bucket}/out",
                    "--model", "ghostnet_050", "--weights", "random", "--num-classes", "3",
                    "--max-error-rate", "0.5", env={"AWS_ENDPOINT_URL": proxy.endpoint, "TMPDIR": ray_tmp})
-        out, err = done.communicate(timeout=900)
+        _, err = done.communicate(timeout=900)
     finally:
         proxy.stop()
 
