@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import RunConfig
@@ -84,6 +85,26 @@ def test_duckdb_reads_the_output_and_rerun_adds_nothing(tmp_path):
         f"SELECT count(*), count(DISTINCT uri) FROM read_parquet('{glob}', hive_partitioning=true)"
     ).fetchall()
     assert count == distinct == 6
+
+
+def test_output_files_hold_rows_per_file_in_row_groups_of_row_group_size(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    for i in range(70):
+        corpus.gradient(40 + i, 30, seed=i).save(images / f"g{i:02d}.jpg")
+    config = RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_050",
+                       weights="random", num_classes=4, batch_size=8, rows_per_file=32, row_group_size=16)
+
+    result = run(config)
+
+    files = [pq.ParquetFile(tmp_path / "out" / f.split("/out/", 1)[1]).metadata
+             for f in result.record["files"]["predictions"]]
+    rows = sorted((m.num_rows for m in files), reverse=True)
+    assert sum(rows) == 70
+    assert len(rows) < 70 // 8  # fewer files than model batches: blocks were bundled
+    assert all(r >= 32 for r in rows[:-1]), rows  # only the last may be short
+    groups = [m.row_group(g).num_rows for m in files for g in range(m.num_row_groups)]
+    assert max(groups) == 16 and sum(groups) == 70, groups
 
 
 def test_error_rate_over_the_limit_commits_nothing(tmp_path):
