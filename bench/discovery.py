@@ -125,7 +125,7 @@ def _in_fresh_process(*args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--files", type=int, default=200_000, help="files in the local folder tree")
     parser.add_argument("--step", nargs=3, metavar=("STEP", "ROOT", "ARG"), help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=Path("bench/results/discovery.json"))

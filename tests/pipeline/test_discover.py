@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -81,7 +82,8 @@ def test_local_folder_walk_matches_the_files_on_disk(tmp_path):
 
     assert uris(table) == sorted(expected)
     assert table["size_bytes"].to_pylist() == [int(u[-6]) for u in sorted(expected)]
-    assert all(e.startswith("mtime-") for e in table["etag"].to_pylist())
+    local = fsspec.filesystem("file")
+    assert table["etag"].to_pylist() == [discover._etag(local.info(u)) for u in sorted(expected)]
 
 
 def test_manifests_text_csv_and_parquet(s3fs_client, s3_tree, tmp_path):
