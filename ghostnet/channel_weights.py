@@ -18,7 +18,7 @@ from torch import nn
 
 from .layers import GhostModule, SqueezeExcite
 
-__all__ = ["InferenceOutput", "capture_channel_weights", "channel_weight_names"]
+__all__ = ["InferenceOutput", "capture_channel_weights", "channel_weight_names", "traceable_forward_all"]
 
 
 @dataclass
@@ -65,6 +65,31 @@ def capture_channel_weights(model: nn.Module) -> Iterator[dict[str, torch.Tensor
     finally:
         for handle in handles:
             handle.remove()
+
+
+def traceable_forward_all(model: nn.Module, *, embeddings: bool) -> Callable[[torch.Tensor], InferenceOutput]:
+    """`model.forward_all` as one function `torch.compile` captures whole: gates, features and head.
+
+    `forward_all` registers its hooks per call, which `torch.compile` cannot trace (a graph break);
+    here they are registered once, for the life of `model`, and the capture dict is empty again
+    when each call returns, so a compiled graph's guards hold from one call to the next. Give it a
+    model of its own: every forward of `model` fills the dict, which a later call would then see.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    for name, gate in _gates(model):
+        gate.register_forward_hook(_recorder(captured, name))
+
+    def forward_all(x: torch.Tensor) -> InferenceOutput:
+        embedding = model.forward_head(model.forward_features(x), pre_logits=True)
+        channel_weights = dict(captured)
+        captured.clear()
+        return InferenceOutput(
+            logits=model.classifier(embedding),
+            embedding=embedding if embeddings else None,
+            channel_weights=channel_weights,
+        )
+
+    return forward_all
 
 
 Hook = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]
