@@ -114,14 +114,15 @@ def check_exactly_once(staged: pa.Table, items: pa.Table) -> None:
             f"{staged.num_rows - distinct.num_rows} duplicate rows staged "
             f"(e.g. {dupes['uri'][0].as_py()!r}); nothing was committed"
         )
-    staged_uris = set(pc.unique(staged["uri"]).to_pylist())
-    wanted = set(items["uri"].to_pylist())
-    missing, extra = wanted - staged_uris, staged_uris - wanted
-    if missing or extra:
-        sample = sorted(missing or extra)[0]
+    staged_uris = distinct.select(["uri"]).group_by("uri").aggregate([])
+    wanted = items.select(["uri"])
+    missing = wanted.join(staged_uris, "uri", join_type="left anti")
+    extra = staged_uris.join(wanted, "uri", join_type="left anti")
+    if missing.num_rows or extra.num_rows:
+        sample = pc.min((missing if missing.num_rows else extra)["uri"]).as_py()
         raise CommitError(
-            f"staged rows do not match the inputs: {len(missing)} items without a row, "
-            f"{len(extra)} unexpected (e.g. {sample!r}); nothing was committed"
+            f"staged rows do not match the inputs: {missing.num_rows} items without a row, "
+            f"{extra.num_rows} unexpected (e.g. {sample!r}); nothing was committed"
         )
 
 
