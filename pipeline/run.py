@@ -33,6 +33,7 @@ from pipeline.schema import Status
 log = logging.getLogger("ghostnet_pipeline")
 
 DECODE_TASK_MEMORY = 512 * 2**20
+MAX_INPUT_BLOCKS = 10_000
 
 
 class RunFailed(RuntimeError):
@@ -216,6 +217,8 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
     actors = config.actors or _default_actors(gpus_per_actor, config.actor_resources)
     batch_size = config.batch_size or (256 if gpus_per_actor else 32)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-items.num_rows // (4 * actors))))
+    # Millions of items: bigger blocks, so the driver does not put a million tiny tables in the object store.
+    block_rows = max(block_rows, -(-items.num_rows // MAX_INPUT_BLOCKS))
     blocks = [items.slice(i, block_rows) for i in range(0, items.num_rows, block_rows)]
     on_device = meta.modality == "image" and (
         config.decode == "device" or (config.decode == "auto" and gpus_per_actor > 0)
