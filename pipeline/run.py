@@ -247,6 +247,8 @@ def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> r
                 "torch_threads": config.torch_threads,
                 "decode_on_device": on_device,
                 "max_pixels": config.max_pixels,
+                "compile": config.compile,
+                "batch_size": batch_size,
             },
             compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=batch_size,
