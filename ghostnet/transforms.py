@@ -14,7 +14,7 @@ from PIL import Image
 
 from .meta import ModelMeta
 
-__all__ = ["normalize", "resize_crop", "resize_crop_tensor"]
+__all__ = ["normalize", "resize_crop", "resize_crop_tensor", "to_device"]
 
 _PIL_MODES = {1: "L", 3: "RGB"}
 
@@ -70,7 +70,7 @@ def normalize(
 ) -> torch.Tensor:
     """Turn a uint8 NHWC batch into a normalised float NCHW tensor on `device`.
 
-    The uint8 batch is moved first (4x less to copy), then scaled to [0, 1] and normalised with
+    The uint8 batch is moved first (4x less to copy; see `to_device`), then scaled to [0, 1] and normalised with
     `meta.mean` / `meta.std` in float32 before casting to `dtype`.
 
     Raises:
@@ -82,11 +82,28 @@ def normalize(
             f"expected a uint8 batch of shape (N, H, W, {meta.in_chans}), "
             f"got {pixels.dtype} with shape {tuple(pixels.shape)}"
         )
-    x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    x = to_device(pixels, device).permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(meta.mean, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(meta.std, device=x.device).view(1, -1, 1, 1)
     x = x.sub_(mean).div_(std).to(dtype)
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`tensor` on `device`; a host-to-GPU copy goes from pinned memory and does not block the host.
+
+    From pageable memory `non_blocking=True` is synchronous (the driver stages the copy), so a host
+    tensor bound for CUDA is first copied into page-locked memory (PyTorch's caching host allocator
+    reuses those buffers and keeps each one until its copy has finished). The copy is queued on the
+    current stream, so the kernels that use the result on that stream wait for it. Any other move,
+    CPU to CPU included, is a plain `.to(device)`: nothing changes there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        if not tensor.is_pinned():
+            tensor = tensor.pin_memory()
+        return tensor.to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def resize_crop_tensor(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:

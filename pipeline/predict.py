@@ -89,7 +89,7 @@ def model_input(
     log_mel = ghostnet.LogMel(meta, min_frames=min_size).to(device)
 
     def spectrogram(waveform: np.ndarray) -> torch.Tensor:
-        x = log_mel(torch.as_tensor(waveform).to(device, non_blocking=True))
+        x = log_mel(ghostnet.transforms.to_device(torch.as_tensor(waveform), device))
         return x.to(dtype).contiguous(memory_format=torch.channels_last)
 
     return "waveform", spectrogram

@@ -14,6 +14,7 @@ from timm.data import create_transform, resolve_data_config
 from timm.data.transforms_factory import transforms_imagenet_eval
 
 from ghostnet import ModelMeta, create_model, normalize, resize_crop
+from ghostnet.transforms import to_device
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -89,3 +90,18 @@ def test_normalize_layout_dtype_and_validation(meta: ModelMeta) -> None:
         normalize(batch.astype(np.float32), meta)
     with pytest.raises(ValueError, match="uint8 batch of shape"):
         normalize(batch[0], meta)
+
+
+def test_to_device_leaves_cpu_tensors_alone() -> None:
+    pixels = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
+    assert to_device(pixels, "cpu") is pixels
+    assert not pixels.is_pinned()
+
+
+def test_to_device_copies_to_cuda_from_pinned_memory_without_blocking(monkeypatch) -> None:
+    """The CUDA branch's calls, recorded on a machine without a GPU: pin first, then an async copy."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append(("pin",)) or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *args, **kwargs: calls.append(("to", args, kwargs)) or self)
+    to_device(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.device("cuda"))
+    assert calls == [("pin",), ("to", (torch.device("cuda"),), {"non_blocking": True})]
