@@ -4,6 +4,7 @@
 2. decode only: Pillow in N processes vs the device path (nvJPEG + resize on the GPU);
 3. end to end, files on local disk -> Parquet, through the real decode stage and the real
    `Predictor` actor class: CPU decode vs device decode, against model-only in the same run;
+   then device decode with 1, 2 and 4 actor processes sharing the GPU, eager and compiled;
 4. agreement of device decode with the Pillow path (pixels, logits, top-1).
 
     python bench/gpu.py --images 8192 --json bench/results/gpu.json
@@ -187,6 +188,45 @@ def end_to_end(paths: list[Path], leave_jpegs: bool, workers: int, batch: int, o
             "decode workers": workers, "batch": batch}
 
 
+def end_to_end_actors(paths: list[Path], actors: int, batch: int, compiled: bool, out: Path) -> dict:
+    """Device decode in ``actors`` processes sharing the GPU, as ``--gpus-per-actor 1/actors`` gives.
+
+    Each process is one actor: the real ``Predictor`` (loaded, and compiled when asked, before the
+    clock starts), fed by a thread that reads the next files (what Ray's CPU tasks do for device
+    decode). All start together at a barrier; throughput is all rows over the slowest actor's time.
+    """
+    import multiprocessing as mp
+
+    uris = [str(p) for p in paths]
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(actors)
+        jobs = [(uris[i::actors], batch, compiled, str(out / f"actor-{i}"), barrier) for i in range(actors)]
+        with ProcessPoolExecutor(actors, mp_context=ctx) as pool:
+            results = list(pool.map(_actor, jobs))
+    start, end = min(r["start"] for r in results), max(r["end"] for r in results)
+    rows = sum(r["rows"] for r in results)
+    return {"actors": actors, "compiled": compiled, "batch": batch, "rows": rows, "img/s": rows / (end - start),
+            "actor start s (load + compile)": max(r["ready_s"] for r in results)}
+
+
+def _actor(job: tuple) -> dict:
+    uris, batch, compiled, out, barrier = job
+    started = time.perf_counter()
+    predictor = Predictor(ModelSpec(MODEL, "random"), run_id="bench", partials_uri=f"{out}/partials",
+                          decode_on_device=True, compile=compiled, batch_size=batch)
+    chunks = [(uris[i : i + batch], True) for i in range(0, len(uris), batch)]
+    ready_s = time.perf_counter() - started
+    barrier.wait()
+    start = time.perf_counter()
+    rows = 0
+    with ThreadPoolExecutor(2) as reader:
+        for decoded in reader.map(_decode_chunk, chunks):
+            rows += predictor(decoded).num_rows
+    sync()
+    return {"rows": rows, "start": start, "end": time.perf_counter(), "ready_s": ready_s}
+
+
 def agreement(paths: list[Path]) -> dict:
     model = ghostnet.create_model(MODEL)
     ghostnet.init_random(model, 0)
@@ -216,6 +256,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--actors", type=int, nargs="*", default=[1, 2, 4],
+                        help="model processes sharing the GPU in the multi-actor end-to-end step")
     parser.add_argument("--json", type=Path, default=Path("bench/results/gpu.json"))
     args = parser.parse_args()
     workers = max(1, (os.cpu_count() or 2) - 1)
@@ -242,6 +284,10 @@ def main() -> None:
     for leave in (False, True):
         step(f"end_to_end_{'device' if leave else 'cpu'}_decode",
              lambda leave=leave: end_to_end(paths, leave, workers, args.batch, work))
+    for actors in args.actors:
+        for compiled in (False, True) if not args.no_compile else (False,):
+            step(f"end_to_end_device_decode_{actors}_actors{'_compiled' if compiled else ''}",
+                 lambda a=actors, c=compiled: end_to_end_actors(paths, a, args.batch, c, work))
     report["ratio end-to-end device decode / model-only ours eager + channel weights"] = (
         report["end_to_end_device_decode"]["img/s"] / report["model_only"]["ours eager + channel weights"]
     )
