@@ -32,7 +32,8 @@ from pipeline.schema import Status
 
 log = logging.getLogger("ghostnet_pipeline")
 
-DECODE_TASK_MEMORY = 512 * 2**20
+# Ray measured decode workers at up to 570 MiB (Python, torch and a batch of images); it warns below that.
+DECODE_TASK_MEMORY = 768 * 2**20
 MAX_INPUT_BLOCKS = 10_000
 
 
