@@ -48,6 +48,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="where JPEGs are decoded: device (nvJPEG on the actor's GPU), cpu (Pillow in tasks), "
              "auto (default: device when actors have GPUs)")
     add("--batch-size", type=int, metavar="N", help="rows per model call (default 256 on GPU, 32 on CPU)")
+    add("--decode-batch-size", type=int, metavar="N", help="items per decode task call (default 32)")
     add("--actors", type=int, metavar="N", help="model actors (default: one per GPU, or 1)")
     add("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 with GPUs, else 0)")
     add("--actor-resources", type=_resources, metavar="JSON",

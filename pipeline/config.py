@@ -51,7 +51,8 @@ class RunConfig:
     reprocess: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    decode_batch_size: int = 16
+    # Items per decode call; 32 gave a 6-10% higher end-to-end rate than 16 on 2 CPUs (bench/RESULTS.md).
+    decode_batch_size: int = 32
     rows_per_file: int = 100_000  # each output file holds at least this many rows, except a run's last
     row_group_size: int = 50_000  # Parquet row group, the unit DuckDB and Spark scan in parallel
     torch_threads: int | None = None

@@ -77,7 +77,7 @@ def test_submitted_run_decodes_on_every_node_and_predicts_on_the_model_node(ray_
     output = tmp_path / "out"
     done = run_cli("submit", "--address", ray_cluster.dashboard_url, "--",
                    "run", "--input", str(images), "--output", str(output), *MODEL_ARGS,
-                   "--actor-resources", json.dumps({MODEL_NODE: 1}))
+                   "--actor-resources", json.dumps({MODEL_NODE: 1}), "--decode-batch-size", "8")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     job_id = lines[0]
