@@ -14,7 +14,6 @@ import os
 import pickle
 import re
 import struct
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,8 +299,9 @@ def _parse_torch(uri: str, data: bytes) -> dict[str, torch.Tensor]:
                 f"({detail}); convert it to safetensors in a trusted environment"
             ) from err
         raise WeightsError(f"{uri} is neither a safetensors nor a loadable torch checkpoint ({detail})") from err
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise WeightsError(f"{uri} is neither a safetensors nor a torch checkpoint: {err}") from err
+    except Exception as err:  # on garbage the unpickler fails in many ways (IndexError, KeyError, ...)
+        kind = type(err).__name__
+        raise WeightsError(f"{uri} is neither a safetensors nor a torch checkpoint: {kind}: {err}") from err
     if not isinstance(loaded, Mapping):
         raise WeightsError(f"{uri} holds a {type(loaded).__name__}, not a state_dict mapping")
     return checkpoint_filter_fn(loaded)
