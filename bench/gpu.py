@@ -8,6 +8,7 @@
 4. agreement of device decode with the Pillow path (pixels, logits, top-1).
 
     python bench/gpu.py --images 8192 --json bench/results/gpu.json
+    python bench/gpu.py --images 8192 --steps model_only actors --actors 1 4   # what is left to measure
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pipeline.predict import ModelSpec, Predictor
 from tests.corpus import photos
 
 MODEL = "ghostnet_100"
+STEPS = ("model_only", "decode_only", "end_to_end", "actors", "agreement")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: a smoke run of the script
 
 
@@ -258,6 +260,8 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--actors", type=int, nargs="*", default=[1, 2, 4],
                         help="model processes sharing the GPU in the multi-actor end-to-end step")
+    parser.add_argument("--steps", nargs="*", choices=STEPS, default=list(STEPS),
+                        help="which measurements (default all; a device call has 10 minutes)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/gpu.json"))
     args = parser.parse_args()
     workers = max(1, (os.cpu_count() or 2) - 1)
@@ -279,19 +283,25 @@ def main() -> None:
     step("images", lambda: {"count": len(make_jpegs(work / "jpegs", args.images))})
     paths = sorted((work / "jpegs").glob("*.jpg"))
     datas = [p.read_bytes() for p in paths]
-    step("model_only", lambda: model_only(args.batch, compiled=not args.no_compile))
-    step("decode_only", lambda: decode_only(datas, workers, 256))
-    for leave in (False, True):
-        step(f"end_to_end_{'device' if leave else 'cpu'}_decode",
-             lambda leave=leave: end_to_end(paths, leave, workers, args.batch, work))
-    for actors in args.actors:
-        for compiled in (False, True) if not args.no_compile else (False,):
-            step(f"end_to_end_device_decode_{actors}_actors{'_compiled' if compiled else ''}",
-                 lambda a=actors, c=compiled: end_to_end_actors(paths, a, args.batch, c, work))
-    report["ratio end-to-end device decode / model-only ours eager + channel weights"] = (
-        report["end_to_end_device_decode"]["img/s"] / report["model_only"]["ours eager + channel weights"]
-    )
-    step("agreement", lambda: agreement(paths[:512]))
+    if "model_only" in args.steps:
+        step("model_only", lambda: model_only(args.batch, compiled=not args.no_compile))
+    if "decode_only" in args.steps:
+        step("decode_only", lambda: decode_only(datas, workers, 256))
+    if "end_to_end" in args.steps:
+        for leave in (False, True):
+            step(f"end_to_end_{'device' if leave else 'cpu'}_decode",
+                 lambda leave=leave: end_to_end(paths, leave, workers, args.batch, work))
+    if "actors" in args.steps:
+        for actors in args.actors:
+            for compiled in (False, True) if not args.no_compile else (False,):
+                step(f"end_to_end_device_decode_{actors}_actors{'_compiled' if compiled else ''}",
+                     lambda a=actors, c=compiled: end_to_end_actors(paths, a, args.batch, c, work))
+    if "model_only" in report and "end_to_end_device_decode" in report:
+        report["ratio end-to-end device decode / model-only ours eager + channel weights"] = (
+            report["end_to_end_device_decode"]["img/s"] / report["model_only"]["ours eager + channel weights"]
+        )
+    if "agreement" in args.steps:
+        step("agreement", lambda: agreement(paths[:512]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
