@@ -1,0 +1,42 @@
+"""``run`` flags that are checked before anything starts: placement and output-file settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs import cli, label
+
+BASE = ["run", "--input", "/data/in", "--output", "/data/out", "--model", "ghostnet_050"]
+
+
+def config_of(*flags: str):
+    args = cli.build_parser().parse_args([*BASE, *flags])
+    return label.config_from_args(args)
+
+
+def test_scale_flags_reach_the_run_config():
+    config = config_of("--actor-resources", '{"model_node": 1, "accel": 0.5}', "--rows-per-file", "250000",
+                       "--row-group-size", "65536", "--decode-batch-size", "64", "--compile")
+    assert config.actor_resources == {"model_node": 1, "accel": 0.5}
+    assert (config.rows_per_file, config.row_group_size, config.decode_batch_size) == (250_000, 65_536, 64)
+    assert config.compile is True
+    defaults = config_of()
+    assert (defaults.actor_resources, defaults.compile, defaults.decode_batch_size) == (None, False, 32)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--actor-resources", "model_node=1"], "not JSON"),
+        (["--actor-resources", "[1]"], "JSON object of resource names"),
+        (["--actor-resources", '{"model_node": 0}'], "positive amounts"),
+        (["--row-group-size", "0"], "--row-group-size must be at least 1"),
+    ],
+)
+def test_bad_values_are_usage_errors_that_say_what_to_write(flags, message, capsys):
+    try:
+        code = cli.main([*BASE, *flags])
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
