@@ -29,6 +29,26 @@ class InferenceOutput:
     embedding: torch.Tensor | None
     channel_weights: dict[str, torch.Tensor]
 
+    def head(self, n: int) -> InferenceOutput:
+        """The outputs of the first ``n`` inputs of the batch."""
+        return InferenceOutput(
+            logits=self.logits[:n],
+            embedding=None if self.embedding is None else self.embedding[:n],
+            channel_weights={name: gates[:n] for name, gates in self.channel_weights.items()},
+        )
+
+    @staticmethod
+    def cat(outputs: list[InferenceOutput]) -> InferenceOutput:
+        """The outputs of consecutive batches as those of one batch."""
+        first = outputs[0]
+        return InferenceOutput(
+            logits=torch.cat([o.logits for o in outputs]),
+            embedding=None if first.embedding is None else torch.cat([o.embedding for o in outputs]),
+            channel_weights={
+                name: torch.cat([o.channel_weights[name] for o in outputs]) for name in first.channel_weights
+            },
+        )
+
 
 def _gates(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     for name, module in model.named_modules():

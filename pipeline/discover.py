@@ -123,8 +123,9 @@ def _glob(fs: fsspec.AbstractFileSystem, pattern: str) -> list[pa.RecordBatch]:
         return []
     depth = None if "**" in pattern else pattern[len(root) + 1 :].count("/") + 1
     listing = pa.Table.from_batches(list_tree(fs, root, depth), schema=LISTING)
-    paths = pc.replace_substring_regex(listing["uri"], "^[a-z0-9+]+://", "") if not storage.is_local(fs) else None
-    matched = pc.match_substring_regex(paths if paths is not None else listing["uri"], _glob_regex(pattern))
+    uris = listing["uri"]
+    paths = uris if storage.is_local(fs) else pc.replace_substring_regex(uris, "^[a-z0-9+]+://", "")
+    matched = pc.match_substring_regex(paths, _glob_regex(pattern))
     return listing.filter(matched).to_batches()
 
 

@@ -176,11 +176,10 @@ class Predictor:
             outputs, rows = self._forward_one_by_one(inputs, ok, status, error)
         if not rows:
             return _Predicted.none()
-        logits = torch.cat([o.logits for o in outputs])
-        gates = {name: torch.cat([o.channel_weights[name] for o in outputs]) for name in outputs[0].channel_weights}
-        embedding = torch.cat([o.embedding for o in outputs]) if self.embeddings else None
+        output = ghostnet.InferenceOutput.cat(outputs)
+        gates, embedding = output.channel_weights, output.embedding
         self._write_partials([self._key(batch, i) for i in rows], gates)
-        probs = torch.softmax(logits.float(), dim=1)
+        probs = torch.softmax(output.logits.float(), dim=1)
         scores, ids = probs.topk(self.topk, dim=1)
         return _Predicted(
             rows=rows,
@@ -260,23 +259,8 @@ class Predictor:
                 padded = padded.contiguous(memory_format=torch.channels_last)
                 padded[:n] = piece
                 piece = padded
-            out = self._compiled(piece)
-            pieces.append(
-                ghostnet.InferenceOutput(
-                    logits=out.logits[:n],
-                    embedding=None if out.embedding is None else out.embedding[:n],
-                    channel_weights={name: gates[:n] for name, gates in out.channel_weights.items()},
-                )
-            )
-        if len(pieces) == 1:
-            return pieces[0]
-        return ghostnet.InferenceOutput(
-            logits=torch.cat([p.logits for p in pieces]),
-            embedding=None if pieces[0].embedding is None else torch.cat([p.embedding for p in pieces]),
-            channel_weights={
-                name: torch.cat([p.channel_weights[name] for p in pieces]) for name in pieces[0].channel_weights
-            },
-        )
+            pieces.append(self._compiled(piece).head(n))
+        return pieces[0] if len(pieces) == 1 else ghostnet.InferenceOutput.cat(pieces)
 
     def _rows(self, batch, status: list[str], error: list[str | None], predicted: _Predicted) -> pa.Table:
         """One output row per input row, built column by column (no per-row Python objects)."""
