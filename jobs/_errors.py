@@ -9,24 +9,20 @@ from collections.abc import Callable
 
 from ghostnet import WeightsError
 from pipeline import storage
-from pipeline.commit import CommitError
 from pipeline.discover import InputError
-from pipeline.lock import LockHeld
-from pipeline.run import RunFailed
+from pipeline.errors import InternalError, RunFailed, UsageError
 
 FAILED = 1
 USAGE = 2
-LOCKED = 3
 
-# Ordered: subclasses before their bases.
+# Ordered: subclasses before their bases. A user's wrong weights file is a usage error like a
+# wrong input; an InternalError is ours, and says so.
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [
-    (LockHeld, LOCKED),
     (InputError, USAGE),
-    (WeightsError, FAILED),
+    (UsageError, USAGE),
+    (WeightsError, USAGE),
     (RunFailed, FAILED),
-    (CommitError, FAILED),
-    (FileNotFoundError, USAGE),
-    (ValueError, USAGE),
+    (InternalError, FAILED),
 ]
 
 
@@ -35,12 +31,16 @@ def guarded(fn: Callable[[], int]) -> int:
     try:
         return fn()
     except KeyboardInterrupt:
-        print("interrupted: nothing was committed by this run", file=sys.stderr)
+        print("interrupted: shards committed before stay committed; the same command again goes on from there",
+              file=sys.stderr)
         return 130
     except Exception as exc:
         for kind, code in _EXIT_CODES:
             if isinstance(exc, kind):
                 print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
+                if isinstance(exc, InternalError):
+                    print("this is a bug in ghostnet-pipeline, not a problem with your inputs: please report it "
+                          "with the message above", file=sys.stderr)
                 if os.environ.get("GHOSTNET_DEBUG"):
                     logging.getLogger("ghostnet_pipeline").exception("traceback")
                 else:

@@ -15,14 +15,17 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 
 from ghostnet.pretrained import PRETRAINED, pretrained_path
 from jobs import samples
 from jobs._errors import guarded
 from jobs.label import print_summary
+from pipeline import tables
 from pipeline.config import RunConfig
-from pipeline.run import RunResult, run_by_modality
+from pipeline.errors import UsageError
+from pipeline.record import RunRecord
+from pipeline.run import run_by_modality
 
 MODALITIES = ("image", "audio", "both")
 NOTE = (
@@ -73,10 +76,11 @@ def run_config(samples_dir: Path, output: Path, modality: str) -> RunConfig:
     )
 
 
-def predictions(result: RunResult) -> pa.Table:
-    files = result.record.get("files", {}).get("predictions", [])
+def predictions(output: Path, record: RunRecord) -> pa.Table:
+    """The committed rows of one run, read through the predictions table's log."""
+    table = tables.open_table(tables.OutputLayout.of(str(output)).table("predictions"), "predictions")
     columns = ["uri", "modality", "segment", "status", "label"]
-    return pa.concat_tables([pq.read_table(f.removeprefix("file://"), columns=columns) for f in files])
+    return table.to_pyarrow_dataset().to_table(columns=columns, filter=pads.field("run_id") == record.run_id)
 
 
 def accuracy(table: pa.Table) -> dict[str, float]:
@@ -92,9 +96,9 @@ def accuracy(table: pa.Table) -> dict[str, float]:
     return {"windows": sum(hits) / len(hits), "files": sum(majority) / len(majority)}
 
 
-def report(result: RunResult) -> dict[str, float]:
-    print_summary(result)
-    table = predictions(result)
+def report(output: Path, record: RunRecord) -> dict[str, float]:
+    print_summary(record, str(output))
+    table = predictions(output, record)
     scores = accuracy(table)
     modality = table["modality"][0].as_py()
     if modality == "image":
@@ -120,15 +124,12 @@ def print_queries(output: Path) -> None:
 def run_demo(root: Path, modality: str = "both", count: int = 48, seed: int = 2026) -> dict[str, float]:
     """Generate, label and score; returns the accuracies, e.g. {"image_items": 0.98, "audio_files": 1.0}."""
     if count < 1:
-        raise ValueError(f"--count must be at least 1, got {count}")
+        raise UsageError(f"--count must be at least 1, got {count}")
     samples_dir, output = root / "samples", root / "output"
     write_samples(samples_dir, modality, count, seed)
     scores: dict[str, float] = {}
-    for result in run_by_modality(run_config(samples_dir, output, modality)):
-        if result.committed:
-            scores |= report(result)
-        else:
-            print(result.message)
+    for record in run_by_modality(run_config(samples_dir, output, modality)):
+        scores |= report(output, record)
     print_queries(output)
     print(f"\n{NOTE}")
     return scores

@@ -1,7 +1,7 @@
 """``ghostnet-pipeline run`` / ``python -m jobs.label``: an ad-hoc labeling run.
 
-Exit codes: 0 committed (or nothing left to label), 1 failed with nothing committed,
-2 usage error.
+Exit codes: 0 committed (or nothing left to label), 1 failed (shards committed before the
+failure stay committed; the same command again labels only the rest), 2 usage error.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import sys
 from jobs._command import Command
 from jobs._errors import guarded
 from pipeline.config import DECODERS, MODALITIES, RunConfig, load_toml
-from pipeline.run import RunResult, run_by_modality
+from pipeline.errors import UsageError
+from pipeline.record import RunRecord
+from pipeline.run import PlanSummary, plan_by_modality, run_by_modality
 
 EXAMPLE = """example:
   ghostnet-pipeline run --input s3://photos/2026/ --output s3://labels/photos \\
@@ -66,10 +68,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, metavar="N", help="seed for --weights random (default 0)")
     add("--reprocess", action="store_true", default=None,
         help="label items again even if this model and weights already labeled them")
+    add("--resume", metavar="RUN_ID",
+        help="continue that run (its id, date and rows): with --reprocess, what it committed is not labeled again")
     add("--max-pixels", type=int, metavar="N", help="refuse images larger than this when decoded")
     add("--rows-per-file", type=int, metavar="N",
         help="rows per output Parquet file, at least (default 100000; a run's last file may hold fewer)")
     add("--row-group-size", type=int, metavar="N", help="rows per Parquet row group (default 50000)")
+    add("--shard-size", type=int, metavar="N",
+        help="items per shard, the unit of commit (default 500000: a few minutes of a GPU); a crash loses "
+             "at most the shards in flight")
+    add("--dry-run", action="store_true", default=False,
+        help="list, diff and print the plan (items, shards, estimated output); start nothing, write nothing")
+    add("--format", choices=("text", "json"), default="text", help="with --dry-run: text (default) or json")
     add("--config", metavar="FILE.toml", help="settings file; flags given here win")
 
 
@@ -83,7 +93,7 @@ def _resources(text: str) -> dict[str, float]:
     return value
 
 
-def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
+def config_from_args(args: argparse.Namespace, **overrides: object) -> RunConfig:
     """Merge --config (if any) and flags; flags win. Raises ValueError for missing essentials."""
     settings = load_toml(args.config) if args.config else {}
     for f in dataclasses.fields(RunConfig):
@@ -95,34 +105,65 @@ def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
     missing = [name for name in ("inputs", "output", "model") if not settings.get(name)]
     if missing:
         flags = ", ".join("--" + ("input" if m == "inputs" else m) for m in missing)
-        raise ValueError(f"missing {flags} (on the command line or in --config)")
+        raise UsageError(f"missing {flags} (on the command line or in --config)")
     settings["inputs"] = tuple(settings["inputs"])
     return RunConfig(**settings)
 
 
-def print_summary(result: RunResult) -> None:
-    if not result.committed:
-        print(result.message)
+def print_summary(record: RunRecord, output: str) -> None:
+    if record.error and record.status == "committed":  # nothing was left to do
+        print(record.error)
         return
-    statuses = " · ".join(f"{k} {v}" for k, v in result.rows_per_status.items())
-    skipped = result.items_listed - result.items
-    print(f"{result.message} to {result.output}")
-    print(f"  items:  {result.items} labeled ({result.items_listed} listed, {skipped} already labeled)")
-    print(f"  rows:   {result.rows} ({statuses})")
-    print(f"  speed:  {result.items_per_s:.1f} items/s, {result.elapsed_s:.1f} s elapsed")
-    files = result.record.get("files", {}).get("predictions", [])
-    where = files[0].rsplit("/", 1)[0] if files else result.output
-    print(f"  output: {where}/ (run record: _runs/{result.run_id}.json)")
+    if record.items == 0:
+        print(f"nothing to label: all {record.items_listed} items are already labeled by this model and weights"
+              if record.items_listed else "nothing to label: the inputs hold no image or audio files")
+        _print_not_items(record)
+        return
+    statuses = " · ".join(f"{k} {v}" for k, v in record.rows_per_status.items())
+    print(f"committed run {record.run_id} to {output}")
+    print(f"  items:  {record.items} labeled ({record.items_listed} listed, {record.items_skipped} already labeled"
+          f"{f', {record.duplicates} duplicates dropped' if record.duplicates else ''})")
+    print(f"  shards: {record.shards_committed} of {record.shards_total} committed")
+    print(f"  rows:   {record.rows} ({statuses})")
+    print(f"  speed:  {record.items_per_s:.1f} items/s, {record.timings.get('total_s', 0):.1f} s elapsed")
+    _print_not_items(record)
+    print(f"  output: {output} (run record: _runs/{record.run_id}.json)")
 
 
-def execute(config: RunConfig) -> int:
-    for result in run_by_modality(config):
-        print_summary(result)
+def _print_not_items(record: RunRecord) -> None:
+    if record.not_items:
+        skipped = ", ".join(f"{ext} {n}" for ext, n in record.not_items.items())
+        print(f"  not items (no row): {sum(record.not_items.values())} files ({skipped})")
+
+
+def print_plan(summaries: list[PlanSummary], fmt: str) -> None:
+    if fmt == "json":
+        plans = [dataclasses.asdict(s) for s in summaries]
+        print(json.dumps(plans[0] if len(plans) == 1 else {"plans": plans}, indent=2))
+        return
+    for s in summaries:
+        print(f"plan ({s.modality}, {s.model}, weights {s.weights_sha256[:16]}) for {s.output}")
+        print(f"  listed:          {s.objects_listed} objects, {s.items_listed} items"
+              f"{f' ({s.duplicates} duplicates dropped)' if s.duplicates else ''}")
+        if s.not_items:
+            print(f"  not items:       {', '.join(f'{k} {v}' for k, v in s.not_items.items())}")
+        print(f"  already labeled: {s.already_labeled}")
+        print(f"  to label:        {s.to_label} in {s.shards} shards of at most {s.shard_size}")
+        print(f"  estimated:       {s.estimated_files} files, {s.estimated_bytes / 2**20:.1f} MiB")
+    print("dry run: nothing was started or written")
+
+
+def execute(config: RunConfig, *, dry_run: bool = False, fmt: str = "text") -> int:
+    if dry_run:
+        print_plan(plan_by_modality(config), fmt)
+        return 0
+    for record in run_by_modality(config):
+        print_summary(record, config.output)
     return 0
 
 
 def command(args: argparse.Namespace) -> int:
-    return guarded(lambda: execute(config_from_args(args)))
+    return guarded(lambda: execute(config_from_args(args), dry_run=args.dry_run, fmt=args.format))
 
 
 COMMAND = Command(

@@ -1,7 +1,7 @@
 """``ghostnet-pipeline nightly`` / ``python -m jobs.nightly``: the scheduled incremental run.
 
-Exit codes: 0 committed or nothing to add, 1 failed (nothing committed), 2 usage error,
-3 another nightly run holds the output.
+Exit codes: 0 committed or nothing to add, 1 failed (what committed stays; running it again goes
+on from there), 2 usage error.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import sys
 
 from jobs._command import Command
 from jobs._errors import guarded
-from jobs.label import add_run_arguments, config_from_args, print_summary
-from pipeline.nightly import nightly
+from jobs.label import add_run_arguments, config_from_args, print_plan, print_summary
+from pipeline.errors import UsageError
+from pipeline.nightly import nightly, nightly_plan
 
 EXAMPLE = """example (crontab, every night at 02:00 UTC):
   ghostnet-pipeline nightly --input s3://photos/ --output s3://labels/photos \\
@@ -23,19 +24,21 @@ EXAMPLE = """example (crontab, every night at 02:00 UTC):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     parser.add_argument("--date", metavar="YYYY-MM-DD", help="the night to label into (required)")
-    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait this long for another nightly run on the output to finish (default: exit 3)")
 
 
 def execute(args: argparse.Namespace) -> int:
     if not args.date:
-        raise ValueError("missing --date YYYY-MM-DD (the night to label)")
+        raise UsageError("missing --date YYYY-MM-DD (the night to label)")
     if args.run_date and args.run_date != args.date:
-        raise ValueError("--run-date and --date disagree; nightly takes --date only")
+        raise UsageError("--run-date and --date disagree; nightly takes --date only")
     if args.reprocess:
-        raise ValueError("--reprocess does not apply to nightly runs; use `run --reprocess`")
-    for result in nightly(config_from_args(args, run_date=args.date), wait_s=args.wait):
-        print_summary(result)
+        raise UsageError("--reprocess does not apply to nightly runs; use `run --reprocess`")
+    config = config_from_args(args, run_date=args.date)
+    if args.dry_run:
+        print_plan(nightly_plan(config), args.format)
+        return 0
+    for record in nightly(config):
+        print_summary(record, config.output)
     return 0
 
 

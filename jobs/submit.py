@@ -29,7 +29,8 @@ from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
 from jobs import label, nightly
 from pipeline import storage
-from pipeline.commit import validate_run_date
+from pipeline.errors import UsageError
+from pipeline.record import validate_run_date
 
 EXAMPLE = """examples:
   ghostnet-pipeline submit --address http://head:8265 -- \\
@@ -57,10 +58,6 @@ PROJECT_EXCLUDES = [
 _CREDENTIAL_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.I)
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
 _POLL_S = 1.0
-
-
-class UsageError(ValueError):
-    """Something the user can fix on the command line; nothing was submitted."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -1,18 +1,17 @@
-"""SQL over one output with DuckDB, showing committed runs only.
+"""SQL over one output with DuckDB, showing committed data only.
 
 :func:`connect` opens an in-memory DuckDB connection with four views:
 
-- ``predictions``: the rows of committed runs (the files their commit records list), plus
-  the ``run_date`` partition;
-- ``channel_stats``: the per-(run, layer, channel) statistics of committed runs, plus ``run_date``;
-- ``runs``: one row per commit record, flattened (:data:`RUNS`);
-- ``channel_drift``: per layer, each run against the previous committed run of the same model
-  and weights (:data:`CHANNEL_DRIFT`, distances from :func:`layer_drift`).
+- ``predictions``: every committed row, through the predictions table's Delta log, plus
+  ``run_date``;
+- ``channel_stats``: per (run, layer, channel) channel-weight statistics, the committed shards'
+  sums added up, plus ``run_date``;
+- ``runs``: one row per run record, flattened (:data:`RUNS`), running and failed runs included;
+- ``channel_drift``: per layer, each committed run against the previous committed run of the
+  same model and weights (:data:`CHANNEL_DRIFT`, distances from :func:`layer_drift`).
 
-Files in ``_staging/`` and files under ``predictions/`` whose run has no commit record are
-never read. Local outputs are read by DuckDB directly; any other fsspec URI (``s3://...``) goes
-through the fsspec filesystem registered with the connection, since DuckDB's httpfs extension
-is not assumed to be installed.
+Files a run wrote but did not commit are never read: the tables are read through their logs
+(deltalake's Arrow datasets, which DuckDB scans), local or on S3.
 """
 
 from __future__ import annotations
@@ -28,9 +27,12 @@ import numpy as np
 import pyarrow as pa
 from duckdb.sqltypes import BOOLEAN, DOUBLE
 
+from pipeline import record as records
 from pipeline import storage
-from pipeline.commit import Layout, committed_runs
-from pipeline.schema import CHANNEL_STATS, PARTITION, PREDICTIONS, STATUSES
+from pipeline.errors import UsageError
+from pipeline.record import RunRecord
+from pipeline.schema import STATUSES
+from pipeline.tables import OutputLayout, open_table, table_schema
 
 __all__ = [
     "CHANNEL_DRIFT",
@@ -52,7 +54,7 @@ VIEWS = ("predictions", "channel_stats", "runs", "channel_drift")
 # vectors exceeds this many bits. Chosen from measurements recorded in docs/analytics.md.
 JS_SHIFT_BITS = 0.001
 
-TIMINGS = ("discover_s", "model_check_s", "inference_s", "commit_s")
+TIMINGS = ("plan_s", "inference_s", "total_s")
 
 RUNS = pa.schema(
     [
@@ -87,7 +89,14 @@ RUNS = pa.schema(
         ),
         *(pa.field(name, pa.float64()) for name in TIMINGS),
         pa.field("items_per_s", pa.float64()),
+        pa.field("shard_size", pa.int64()),
+        pa.field("shards_total", pa.int64()),
+        pa.field("shards_committed", pa.int64()),
+        pa.field("conflicts", pa.int64()),
         pa.field("prediction_files", pa.int64()),
+        pa.field("not_items", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
         pa.field("config", pa.string()),
         pa.field("versions", pa.string()),
     ],
@@ -114,8 +123,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "run_id": "the run",
         "kind": "`run` (ad hoc) or `nightly`",
         "run_date": "the partition the run wrote into",
-        "status": "`committed`",
-        "committed_at": "when the commit record was written (UTC)",
+        "status": "`running`, `committed` (every shard) or `failed` (its committed shards stay)",
+        "committed_at": "when the run ended (UTC); null while it runs",
         "model": "the model architecture name",
         "weights": "the weights URI (credentials redacted) or `random`",
         "weights_sha256": "sha256 of the weights file (or `random-seed-N`)",
@@ -128,12 +137,18 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "rows": "rows this run wrote",
         **{f"rows_{s}": f"rows with status `{s}`" for s in STATUSES},
         "top_errors": "the most frequent (status, error) pairs with a count and one example uri",
-        "discover_s": "seconds spent listing the inputs",
-        "model_check_s": "seconds spent checking the weights on the driver",
-        "inference_s": "seconds from scheduling to the last staged row",
-        "commit_s": "seconds spent checking and publishing (null when the record does not hold it)",
+        "plan_s": "seconds spent diffing the listing against the tables and cutting shards",
+        "inference_s": "seconds from scheduling to the last shard committed",
+        "total_s": "seconds from start to end",
         "items_per_s": "items labeled per second of inference",
-        "prediction_files": "number of prediction files the run published",
+        "shard_size": "the run's --shard-size",
+        "shards_total": "shards with items to label",
+        "shards_committed": "shards committed",
+        "conflicts": "shards whose items another run labeled first (planned again)",
+        "prediction_files": "number of prediction files the run committed",
+        "not_items": "objects of the inputs that are not items (no row), by extension, as JSON",
+        "error": "why the run failed, or what it says when there was nothing to do",
+        "started_at": "when the run started (UTC)",
         "config": "the run's settings, as JSON",
         "versions": "package versions the run used, as JSON",
     },
@@ -202,28 +217,30 @@ def _cosine_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(min(1.0, max(0.0, 1.0 - similarity)))  # rounding can step just outside [0, 1]
 
 
-def runs_table(records: Sequence[dict]) -> pa.Table:
-    """Commit records flattened into :data:`RUNS` rows (missing keys become nulls)."""
+def runs_table(records: Sequence[RunRecord]) -> pa.Table:
+    """Run records flattened into :data:`RUNS` rows."""
     return pa.Table.from_pylist([_run_row(r) for r in records], schema=RUNS)
 
 
 _COPIED = ("run_id", "kind", "status", "model", "weights", "weights_sha256", "modality", "labels", "inputs",
-           "items_listed", "items_skipped", "items", "rows", "top_errors", "items_per_s")
+           "items_listed", "items_skipped", "items", "rows", "top_errors", "items_per_s", "shard_size",
+           "shards_total", "shards_committed", "conflicts", "error")
 
 
-def _run_row(record: dict) -> dict:
-    per_status = record.get("rows_per_status") or {}
-    timings = record.get("timings") or {}
+def _run_row(record: RunRecord) -> dict:
+    per_status = record.rows_per_status
+    ended = record.finished_at if record.status != "running" else None
     return {
-        **{k: record.get(k) for k in _COPIED},
-        "run_date": date.fromisoformat(record["run_date"]) if record.get("run_date") else None,
-        "committed_at": (datetime.fromisoformat(record["committed_at"])
-                         if record.get("committed_at") else None),
+        **{k: getattr(record, k) for k in _COPIED},
+        "run_date": date.fromisoformat(record.run_date) if record.run_date else None,
+        "committed_at": datetime.fromisoformat(ended) if ended else None,
+        "started_at": datetime.fromisoformat(record.started_at),
         **{f"rows_{s}": int(per_status.get(s, 0)) for s in STATUSES},
-        **{name: timings.get(name) for name in TIMINGS},
-        "prediction_files": len((record.get("files") or {}).get("predictions", [])),
-        "config": json.dumps(record.get("config"), sort_keys=True) if "config" in record else None,
-        "versions": json.dumps(record.get("versions"), sort_keys=True) if "versions" in record else None,
+        **{name: record.timings.get(name) for name in TIMINGS},
+        "prediction_files": sum(s.files for s in record.shards),
+        "not_items": json.dumps(record.not_items, sort_keys=True),
+        "config": json.dumps(record.config, sort_keys=True),
+        "versions": json.dumps(record.versions, sort_keys=True),
     }
 
 
@@ -247,25 +264,50 @@ def connect(output: str) -> duckdb.DuckDBPyConnection:
         output: the output root the runs wrote to (local path or fsspec URI).
 
     Raises:
-        FileNotFoundError: ``output`` does not exist.
+        UsageError: ``output`` does not exist.
     """
     fs, path = storage.filesystem(output)
     if not storage.with_retries(lambda: fs.exists(path)):
-        raise FileNotFoundError(f"output {storage.redact_uri(output)} does not exist")
-    root = storage.to_uri(fs, path.rstrip("/"))
+        raise UsageError(f"output {storage.redact_uri(output)} does not exist; check the path or URI")
+    layout = OutputLayout.of(output)
     con = duckdb.connect()
-    if not storage.is_local(fs):
-        con.register_filesystem(fs)
-    records = committed_runs(Layout(root))
-    con.register("runs", runs_table(records))
-    _create_file_view(con, "predictions", PREDICTIONS, _committed_files(records, "predictions", root))
-    _create_file_view(con, "channel_stats", CHANNEL_STATS, _committed_files(records, "channel_stats", root))
+    con.register("runs", runs_table(records.load_all(layout.runs)))
+    _register_table(con, "predictions", layout)
+    _register_table(con, "_channel_stats_shards", layout)
+    con.execute(_CHANNEL_STATS_SQL)
     con.create_function(
         "_layer_drift", _drift_udf, [duckdb.list_type(DOUBLE), duckdb.list_type(DOUBLE)],
         duckdb.struct_type({"js_divergence": DOUBLE, "cosine_distance": DOUBLE, "shifted": BOOLEAN}),
     )
     con.execute(_CHANNEL_DRIFT_SQL)
     return con
+
+
+def _register_table(con: duckdb.DuckDBPyConnection, view: str, layout: OutputLayout) -> None:
+    name = view.removeprefix("_").removesuffix("_shards")
+    table = open_table(layout.table(name), name)
+    dataset = table.to_pyarrow_dataset() if table is not None else table_schema(name).empty_table()
+    con.register(view, dataset)
+
+
+# The per-shard sums of channel_stats added up per run; files adopted from the old layout hold a
+# run's mean and std instead of sums, from which the sums follow.
+_CHANNEL_STATS_SQL = """
+CREATE VIEW channel_stats AS
+WITH totals AS (
+    SELECT run_id, any_value(model) AS model, any_value(weights_sha256) AS weights_sha256, layer, channel,
+           sum(count) AS count,
+           sum(coalesce(sum, mean * count)) AS total,
+           sum(coalesce(sum_sq, (std * std + mean * mean) * count)) AS total_sq,
+           min(min) AS min, max(max) AS max, any_value(run_date) AS run_date
+    FROM _channel_stats_shards
+    GROUP BY run_id, layer, channel
+)
+SELECT run_id, model, weights_sha256, layer, channel, CAST(count AS BIGINT) AS count,
+       total / count AS mean, sqrt(greatest(total_sq / count - (total / count) ^ 2, 0)) AS std,
+       min, max, run_date
+FROM totals
+"""
 
 
 def query(output: str, sql: str) -> QueryResult:
@@ -283,33 +325,6 @@ def query(output: str, sql: str) -> QueryResult:
         return QueryResult(list(relation.columns), relation.fetchall())
     finally:
         con.close()
-
-
-def _committed_files(records: Sequence[dict], table: str, root: str) -> list[str]:
-    # A record holds the URIs its run wrote; the output may since have been moved or be
-    # spelled differently (relative path, s3a://), so only the part below the root is kept.
-    return [
-        storage.join(root, *uri.rsplit("/", 3)[-3:])
-        for record in records
-        for uri in (record.get("files") or {}).get(table, [])
-    ]
-
-
-def _create_file_view(
-    con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema, files: list[str]
-) -> None:
-    if not files:
-        con.register(name, schema.append(pa.field(PARTITION, pa.date32())).empty_table())
-        return
-    listed = ", ".join(_sql_string(f) for f in files)
-    con.execute(
-        f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
-        f"hive_types = {{'{PARTITION}': DATE}}, union_by_name = true)"
-    )
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _drift_udf(previous: list[float | None], current: list[float | None]) -> dict:
@@ -334,7 +349,7 @@ paired AS (
            lag(run_id) OVER (PARTITION BY model, weights_sha256 ORDER BY committed_at, run_id)
                AS previous_run_id
     FROM runs
-    WHERE run_id IN (SELECT DISTINCT run_id FROM channel_stats)
+    WHERE status = 'committed' AND run_id IN (SELECT DISTINCT run_id FROM channel_stats)
 ),
 scored AS (
     SELECT paired.run_id, paired.previous_run_id, paired.model, paired.weights_sha256,

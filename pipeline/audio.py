@@ -36,7 +36,7 @@ import soxr
 from ghostnet import AudioFrontend
 from ghostnet.audio import hop_samples, window_samples
 from pipeline import storage
-from pipeline.schema import Status
+from pipeline.schema import DECODED, ITEMS, LAST, SHARD, Status
 
 DEFAULT_WINDOWS_PER_BATCH = 64
 READ_FRAMES = 1 << 15
@@ -72,21 +72,33 @@ def read_and_decode_audio(
     *,
     frontend: AudioFrontend,
     windows_per_batch: int = DEFAULT_WINDOWS_PER_BATCH,
-) -> Iterator[dict[str, np.ndarray]]:
-    """The decode stage (Ray tasks): items in, batches of at most ``windows_per_batch`` rows out.
+) -> Iterator[pa.Table]:
+    """The decode stage (Ray tasks): items in, tables of at most ``windows_per_batch`` rows of
+    :data:`pipeline.schema.DECODED` out, each window's float32 samples as its ``encoded`` bytes.
 
     A generator, so that one long file becomes many small blocks instead of one huge one.
     """
-    width = window_samples(frontend)
-    rows: list[tuple[dict, Window]] = []
-    for item in batch.select(["uri", "etag", "size_bytes", "modality"]).to_pylist():
-        for window in item_windows(item["uri"], frontend, hold=windows_per_batch, size=item["size_bytes"]):
-            rows.append((item, window))
+    rows: list[tuple[dict, Window, bool]] = []
+    for item in batch.select([*ITEMS.names, SHARD]).to_pylist():
+        windows = item_windows(item["uri"], frontend, hold=windows_per_batch, size=item["size_bytes"])
+        for window, last in _marking_last(windows):
+            rows.append((item, window, last))
             if len(rows) == windows_per_batch:
-                yield _to_batch(rows, width)
+                yield _to_table(rows)
                 rows = []
     if rows:
-        yield _to_batch(rows, width)
+        yield _to_table(rows)
+
+
+def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:
+    """Each row with whether it is its item's last, one window behind the decoder."""
+    previous = None
+    for window in windows:
+        if previous is not None:
+            yield previous, False
+        previous = window
+    if previous is not None:
+        yield previous, True
 
 
 def item_windows(uri: str, frontend: AudioFrontend, *, hold: int, size: int | None = None) -> Iterator[Window]:
@@ -214,29 +226,28 @@ def _window(segment: int, start: int, waveform: np.ndarray, bad: np.ndarray, rat
     return Window(segment, status, error, start / rate, end / rate, waveform)
 
 
-def _to_batch(rows: list[tuple[dict, Window]], width: int) -> dict[str, np.ndarray]:
-    waveform = np.zeros((len(rows), width), dtype=np.float32)
-    for i, (_, window) in enumerate(rows):
-        if window.waveform is not None:
-            waveform[i] = window.waveform
+def _to_table(rows: list[tuple[dict, Window, bool]]) -> pa.Table:
+    def item_column(name: str) -> list:
+        return [item[name] for item, _, _ in rows]
 
-    def item_column(name: str) -> np.ndarray:
-        return np.asarray([item[name] for item, _ in rows], dtype=object)
+    windows = [w for _, w, _ in rows]
+    return pa.table(
+        {
+            **{name: item_column(name) for name in ITEMS.names},
+            "segment": [w.segment for w in windows],
+            "start_s": [w.start_s for w in windows],
+            "end_s": [w.end_s for w in windows],
+            "status": [w.status.value for w in windows],
+            "error": [w.error for w in windows],
+            "encoding": ["raw" if w.waveform is not None else None for w in windows],
+            "encoded": [None if w.waveform is None else w.waveform.astype(np.float32).tobytes() for w in windows],
+            SHARD: item_column(SHARD),
+            LAST: [last for _, _, last in rows],
+        },
+        schema=DECODED,
+    )
 
-    def window_times(name: str) -> np.ndarray:
-        values = (getattr(w, name) for _, w in rows)
-        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float32)
 
-    return {
-        "uri": item_column("uri"),
-        "etag": item_column("etag"),
-        "size_bytes": np.asarray([-1 if item["size_bytes"] is None else item["size_bytes"] for item, _ in rows],
-                                 dtype=np.int64),
-        "modality": item_column("modality"),
-        "segment": np.asarray([w.segment for _, w in rows], dtype=np.int32),
-        "start_s": window_times("start_s"),
-        "end_s": window_times("end_s"),
-        "status": np.asarray([w.status.value for _, w in rows], dtype=object),
-        "error": np.asarray([w.error for _, w in rows], dtype=object),
-        "waveform": waveform,
-    }
+def raw_waveforms(encoded: list[bytes]) -> np.ndarray:
+    """Windows travelled as float32 bytes (``encoding`` ``raw``), as one (n, samples) array."""
+    return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.float32).reshape(len(encoded), -1)

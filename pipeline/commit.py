@@ -1,218 +1,323 @@
-"""The output layout and its commit protocol.
+"""Committing a run shard by shard, as the write stage reports the files it wrote.
 
-Workers write only under ``OUTPUT/_staging/<run_id>/``. When every item is accounted for,
-the driver publishes:
+A shard is complete when every one of its items has all its rows in files: the manifests say how
+many items finished (their last row) and how many rows those items have in all. Then:
 
-1. reduce the channel partial sums into one ``channel_stats`` file (still in staging);
-2. write ``_staging/<run_id>/_publish.json``, the list of renames about to happen;
-3. rename each staged file into ``predictions/run_date=D/`` and ``channel_stats/run_date=D/``;
-4. write ``_runs/<run_id>.json``, the commit record; then delete the staging folder.
+1. its rows are checked: each item of the shard, nothing else, each (uri, segment) once, every
+   audio file's segments 0..n-1 with no gap;
+2. its failure rate is checked against ``--max-error-rate``;
+3. its channel statistics are added up, reconciled with its ``ok`` rows and written;
+4. its prediction files are added to the predictions table in one Delta transaction, then its
+   statistics file to the channel_stats table in another.
 
-A run is committed when its record exists. A driver killed before step 2 leaves nothing
-visible; one killed during step 3 leaves an intent that :func:`recover` (run at the start of
-every run on the same output) rolls forward, so no published row is ever orphaned. Prediction
-files move last, so a run whose rows fit in one file (``--rows-per-file``, default 100,000)
-becomes visible in ``predictions/`` with one rename; a larger run can be seen partly published
-for the moments its renames take if its driver dies among them, until the next run finishes it.
+Both transactions carry the application id ``ghostnet-pipeline:<run>:<shard>:<digest>``, read
+before committing: a shard already committed (a retried call, a resumed run) is not committed
+twice. A run that does not reprocess also checks, just before committing, that no other run of
+the same model and weights labeled any of the shard's items since the plan, and its transaction
+carries one more id per hash partition of its items, so two such runs committing the same items
+at once collide and the loser checks again. A shard another run labeled first is dropped (its
+files deleted) and its items are planned again.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
-from datetime import date
+import hashlib
+import io
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.schema import CHANNEL_STATS, PARTITION, PREDICTIONS
+from pipeline import channel_stats, storage, tables
+from pipeline.errors import InternalError, RunFailed
+from pipeline.plan import Plan, ShardPlan, read_shard
+from pipeline.record import ShardRecord, now
+from pipeline.schema import PARTITION, Status
+from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+__all__ = ["CommitOutcome", "RunIdentity", "ShardCommitter", "check_rows"]
 
+log = logging.getLogger("ghostnet_pipeline")
 
-class CommitError(RuntimeError):
-    """The staged output does not account for every item exactly once; nothing was committed."""
-
-
-def validate_run_id(run_id: str) -> str:
-    if not RUN_ID.match(run_id) or ".." in run_id:
-        raise ValueError(
-            f"run id {run_id!r} is not allowed: use letters, digits, '_', '.' and '-' "
-            "(at most 128, starting with a letter or digit)"
-        )
-    return run_id
-
-
-def validate_run_date(value: str) -> str:
-    try:
-        return date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise ValueError(f"run date {value!r} is not a date: use YYYY-MM-DD") from None
+COMMIT_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where everything of one output lives."""
+class RunIdentity:
+    """Who writes: the run, its date, and the model identity its rows carry."""
 
-    root: str
-
-    def predictions(self, run_date: str | None = None) -> str:
-        base = storage.join(self.root, "predictions")
-        return storage.join(base, f"{PARTITION}={run_date}") if run_date else base
-
-    def channel_stats(self, run_date: str | None = None) -> str:
-        base = storage.join(self.root, "channel_stats")
-        return storage.join(base, f"{PARTITION}={run_date}") if run_date else base
+    run_id: str
+    run_date: str
+    model: str
+    weights_sha256: str
+    reprocess: bool
 
     @property
-    def runs(self) -> str:
-        return storage.join(self.root, "_runs")
-
-    def run_record(self, run_id: str) -> str:
-        return storage.join(self.runs, f"{run_id}.json")
-
-    def staging(self, run_id: str | None = None) -> str:
-        base = storage.join(self.root, "_staging")
-        return storage.join(base, run_id) if run_id else base
-
-    def staged_predictions(self, run_id: str) -> str:
-        return storage.join(self.staging(run_id), "predictions")
-
-    def staged_partials(self, run_id: str) -> str:
-        return storage.join(self.staging(run_id), "channel_partials")
-
-    def intent(self, run_id: str) -> str:
-        return storage.join(self.staging(run_id), "_publish.json")
+    def model_key(self) -> str:
+        return hashlib.sha256(f"{self.model}\0{self.weights_sha256}".encode()).hexdigest()[:16]
 
 
-def committed_runs(layout: Layout) -> list[dict]:
-    """Every commit record of this output, oldest first."""
-    records = [json.loads(storage.read_bytes(u)) for u in storage.list_files(layout.runs, ".json")]
-    return sorted(records, key=lambda r: (r.get("committed_at", ""), r["run_id"]))
+@dataclass
+class _Pending:
+    plan: ShardPlan
+    files: list[dict] = field(default_factory=list)
+    rows: int = 0
+    items_done: int = 0
+    rows_expected: int = 0
+    partials: list[pa.Table] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.items_done >= self.plan.items and self.rows >= self.rows_expected
 
 
-def read_staged(layout: Layout, run_id: str, columns: list[str]) -> pa.Table:
-    files = storage.list_files(layout.staged_predictions(run_id), ".parquet")
-    if not files:
-        return PREDICTIONS.empty_table().select(columns)
-    fs, _ = storage.filesystem(files[0])
-    paths = [storage.filesystem(f)[1] for f in files]
-    return pads.dataset(paths, filesystem=fs, format="parquet", schema=PREDICTIONS).to_table(columns=columns)
+@dataclass(frozen=True)
+class CommitOutcome:
+    shard: int
+    committed: bool  # False: another run labeled some of its items first; they are planned again
+    record: ShardRecord | None = None
+    errors: tuple[tuple[str, str, int, str], ...] = ()  # (status, error, count, example uri)
 
 
-def check_exactly_once(staged: pa.Table, items: pa.Table) -> None:
-    """Every item has rows, each (uri, segment) appears once, and nothing else appears."""
-    keys = pa.table({"uri": staged["uri"], "segment": staged["segment"]})
-    distinct = keys.group_by(["uri", "segment"]).aggregate([([], "count_all")])
-    if distinct.num_rows != staged.num_rows:
-        dupes = distinct.filter(pc.greater(distinct["count_all"], 1))
-        raise CommitError(
-            f"{staged.num_rows - distinct.num_rows} duplicate rows staged "
-            f"(e.g. {dupes['uri'][0].as_py()!r}); nothing was committed"
+class ShardCommitter:
+    """Takes manifests from the write stage; commits each shard once all its files are in."""
+
+    def __init__(
+        self,
+        layout: OutputLayout,
+        plan: Plan,
+        identity: RunIdentity,
+        *,
+        max_error_rate: float,
+        known_files: frozenset[str],
+        on_outcome: Callable[[CommitOutcome], None],
+        started: float,
+        before_commit: Callable[[int], object] = lambda n: None,
+    ) -> None:
+        self.layout, self.plan, self.identity = layout, plan, identity
+        self.max_error_rate = max_error_rate
+        self.known_files = known_files
+        self.on_outcome = on_outcome
+        self.started = started
+        self.pending = {s.index: _Pending(s) for s in plan.shards}
+        self.written: dict[int, float] = {}
+        self.before_commit = before_commit  # called with the ordinal of each shard about to commit
+        self.commits = 0
+
+    def add(self, manifests: pa.Table) -> None:
+        for manifest in manifests.to_pylist():
+            pending = self.pending.get(manifest["shard"])
+            if pending is None:
+                raise InternalError(f"the write stage reported a file of shard {manifest['shard']}, "
+                                    "which this run has no items for")
+            pending.files.append(manifest)
+            pending.rows += manifest["rows"]
+            pending.items_done += manifest["items_done"]
+            pending.rows_expected += manifest["rows_expected"]
+            pending.partials.append(channel_stats.from_bytes(manifest["partials"]))
+            if pending.complete:
+                del self.pending[manifest["shard"]]
+                self.written[pending.plan.index] = time.monotonic() - self.started
+                self.on_outcome(self._commit(pending))
+
+    def finish(self) -> None:
+        """The stream ended: every shard must have been committed (or dropped for a conflict)."""
+        if self.pending:
+            shard = next(iter(self.pending.values()))
+            raise InternalError(
+                f"the run ended with {len(self.pending)} shards incomplete (shard {shard.plan.index}: "
+                f"{shard.items_done} of {shard.plan.items} items, {shard.rows} of {shard.rows_expected} rows "
+                "written); nothing of them was committed"
+            )
+
+    def uncommitted_files(self) -> list[str]:
+        return [f["path"] for pending in self.pending.values() for f in pending.files]
+
+    def _commit(self, pending: _Pending) -> CommitOutcome:
+        started = time.monotonic()
+        shard = pending.plan
+        where = f"shard {shard.index} of run {self.identity.run_id}"
+        rows = self._read_rows(pending)
+        items = pa.concat_tables(read_shard(shard.path, max(1, shard.items)))
+        check_rows(rows, items["uri"], where=where)
+        self._check_error_rate(rows, shard)
+        ok_rows = int(pc.sum(pc.equal(rows["status"], Status.OK.value)).as_py() or 0)
+        total = channel_stats.add(pending.partials)
+        channel_stats.check_counts(total, ok_rows, where=where)
+        stats_file = self._write_channel_stats(total, shard)
+        prediction_files = [FileStats(f["path"], f["size"], f["rows"], f["stats"]) for f in pending.files]
+        self.commits += 1
+        self.before_commit(self.commits)
+        if not self._commit_predictions(shard, prediction_files, items):
+            self._delete(pending, stats_file)
+            return CommitOutcome(shard.index, committed=False)
+        self._commit_channel_stats(shard, stats_file)
+        record = ShardRecord(
+            shard=shard.index, items=shard.items, rows=rows.num_rows, rows_per_status=_count(rows["status"]),
+            files=len(prediction_files), bytes=sum(f.size for f in prediction_files),
+            written_s=round(self.written[shard.index], 3), commit_s=round(time.monotonic() - started, 3),
+            committed_at=now(),
         )
-    staged_uris = distinct.select(["uri"]).group_by("uri").aggregate([])
-    wanted = items.select(["uri"])
-    missing = wanted.join(staged_uris, "uri", join_type="left anti")
-    extra = staged_uris.join(wanted, "uri", join_type="left anti")
+        return CommitOutcome(shard.index, True, record, _errors(rows))
+
+    def _read_rows(self, pending: _Pending) -> pa.Table:
+        table_uri = self.layout.table("predictions")
+        columns = ("uri", "segment", "status", "error")
+        return pa.Table.from_batches(
+            list(tables.scan(table_uri, [f["path"] for f in pending.files], columns)),
+        ) if pending.files else pa.table({c: [] for c in columns})
+
+    def _check_error_rate(self, rows: pa.Table, shard: ShardPlan) -> None:
+        failed = rows.filter(pc.not_equal(rows["status"], Status.OK.value)).group_by("uri").aggregate([])
+        rate = failed.num_rows / max(1, shard.items)
+        if rate > self.max_error_rate:
+            examples = "; ".join(f"{e[3]} ({e[0]}: {e[1]})" for e in _errors(rows)[:3])
+            raise RunFailed(
+                f"{failed.num_rows} of the {shard.items} items of shard {shard.index} failed ({rate:.1%}), "
+                f"over --max-error-rate {self.max_error_rate:.1%}; the shard was not committed "
+                f"(shards committed before it stay). Examples: {examples}. Fix the inputs and run the same "
+                "command again (it labels only what is not committed), or raise --max-error-rate if this is "
+                "expected."
+            )
+
+    def _write_channel_stats(self, total: pa.Table, shard: ShardPlan) -> FileStats:
+        identity = self.identity
+        rows = channel_stats.shard_rows(total, run_id=identity.run_id, shard=shard.index,
+                                        model=identity.model, weights_sha256=identity.weights_sha256)
+        relative = f"{PARTITION}={identity.run_date}/{identity.run_id}-{shard.index:05d}-{shard.digest}.parquet"
+        sink = io.BytesIO()
+        pq.write_table(rows, sink, compression="zstd")
+        storage.write_bytes(self.layout.data_file("channel_stats", relative), sink.getvalue())
+        return FileStats(relative, sink.tell(), rows.num_rows, tables.delta_stats(rows))
+
+    def _commit_predictions(self, shard: ShardPlan, files: list[FileStats], items: pa.Table) -> bool:
+        """Add the shard's files to the predictions table; False if another run labeled its items first."""
+        identity = self.identity
+        app = shard_app_id(identity.run_id, shard)
+        app_ids = [app]
+        if not identity.reprocess:
+            app_ids += [tables.app_id(identity.model_key, "partition", p) for p in shard.partitions]
+        for _ in range(COMMIT_ATTEMPTS):
+            table = tables.open_table(self.layout.table("predictions"), "predictions", create=True)
+            if tables.is_committed(table, app):
+                return True
+            if not identity.reprocess and self._labeled_meanwhile(table, shard, items):
+                return False
+            try:
+                tables.append(table, "predictions", [f.action(identity.run_date) for f in files], app_ids=app_ids,
+                              metadata={"run_id": identity.run_id, "shard": str(shard.index)})
+                return True
+            except ConcurrentCommit:
+                continue
+        raise RunFailed(f"shard {shard.index} could not be committed: {COMMIT_ATTEMPTS} attempts met concurrent "
+                        "commits of the same items; run the same command again")
+
+    def _labeled_meanwhile(self, table, shard: ShardPlan, items: pa.Table) -> bool:
+        """Did another run of this model and weights commit any of these items since the plan?"""
+        actions = tables.file_actions(table)
+        actions = tables.files_where(actions, model=self.identity.model, weights_sha256=self.identity.weights_sha256)
+        actions = tables.files_overlapping(actions, shard.uri_min, shard.uri_max)
+        paths = [p for p in actions["path"].to_pylist() if p not in self.known_files
+                 and not p.rsplit("/", 1)[-1].startswith(f"{self.identity.run_id}-")]
+        if not paths:
+            return False
+        keys = ["uri", "etag", "size_bytes"]
+        mine = items.select(keys)
+        for batch in tables.scan(self.layout.table("predictions"), paths, keys):
+            theirs = pa.Table.from_batches([batch])
+            if _join_keys(mine).join(_join_keys(theirs), keys=["_u", "_e", "_s"], join_type="left semi").num_rows:
+                log.warning("shard %d: another run of this model committed some of its items first; "
+                            "dropping it and planning its items again", shard.index)
+                return True
+        return False
+
+    def _commit_channel_stats(self, shard: ShardPlan, stats_file: FileStats) -> None:
+        commit_channel_stats(self.layout, self.identity.run_id, self.identity.run_date, shard_app_id(
+            self.identity.run_id, shard), stats_file, shard.index)
+
+    def _delete(self, pending: _Pending, stats_file: FileStats) -> None:
+        for f in pending.files:
+            storage.remove_file(self.layout.data_file("predictions", f["path"]))
+        storage.remove_file(self.layout.data_file("channel_stats", stats_file.path))
+
+
+def shard_app_id(run_id: str, shard: ShardPlan) -> str:
+    return tables.app_id(run_id, shard.index, shard.digest)
+
+
+def commit_channel_stats(layout: OutputLayout, run_id: str, run_date: str, app: str, stats_file: FileStats,
+                         shard: int) -> None:
+    """Add a shard's statistics file to the channel_stats table, once."""
+    for _ in range(COMMIT_ATTEMPTS):
+        table = tables.open_table(layout.table("channel_stats"), "channel_stats", create=True)
+        if tables.is_committed(table, app):
+            return
+        try:
+            tables.append(table, "channel_stats", [stats_file.action(run_date)], app_ids=[app],
+                          metadata={"run_id": run_id, "shard": str(shard)})
+            return
+        except ConcurrentCommit:
+            continue
+    raise RunFailed(f"the channel statistics of shard {shard} could not be committed; run the same command again")
+
+
+def check_rows(rows: pa.Table, items: pa.Array | pa.ChunkedArray, *, where: str) -> None:
+    """Every item has rows, nothing else does, and each item's segments are 0..n-1 exactly once."""
+    per_uri = rows.group_by("uri").aggregate(
+        [("segment", "count"), ("segment", "count_distinct"), ("segment", "min"), ("segment", "max")]
+    )
+    repeated = per_uri.filter(pc.not_equal(per_uri["segment_count"], per_uri["segment_count_distinct"]))
+    if repeated.num_rows:
+        raise InternalError(f"{where}: {repeated.num_rows} items have a segment twice "
+                            f"(e.g. {repeated['uri'][0].as_py()!r}); it was not committed")
+    gapped = per_uri.filter(pc.or_(
+        pc.not_equal(per_uri["segment_min"], 0),
+        pc.not_equal(pc.add(per_uri["segment_max"], 1), per_uri["segment_count"]),
+    ))
+    if gapped.num_rows:
+        raise InternalError(f"{where}: {gapped.num_rows} items miss a segment between 0 and their last "
+                            f"(e.g. {gapped['uri'][0].as_py()!r}); it was not committed")
+    wanted = pa.table({"uri": items})
+    missing = wanted.join(per_uri.select(["uri"]), "uri", join_type="left anti")
+    extra = per_uri.select(["uri"]).join(wanted, "uri", join_type="left anti")
     if missing.num_rows or extra.num_rows:
-        sample = pc.min((missing if missing.num_rows else extra)["uri"]).as_py()
-        raise CommitError(
-            f"staged rows do not match the inputs: {missing.num_rows} items without a row, "
-            f"{extra.num_rows} unexpected (e.g. {sample!r}); nothing was committed"
-        )
+        sample = (missing if missing.num_rows else extra)["uri"][0].as_py()
+        raise InternalError(f"{where}: its rows do not match its items: {missing.num_rows} items without a row, "
+                            f"{extra.num_rows} rows of items it does not have (e.g. {sample!r}); it was not committed")
 
 
-def reduce_partials(layout: Layout, run_id: str, *, model: str, weights_sha256: str) -> pa.Table:
-    """Sum the per-batch partials into per-(layer, channel) statistics."""
-    files = storage.list_files(layout.staged_partials(run_id), ".parquet")
-    if not files:
-        return CHANNEL_STATS.empty_table()
-    fs, _ = storage.filesystem(files[0])
-    table = pads.dataset([storage.filesystem(f)[1] for f in files], filesystem=fs).to_table()
-    agg = table.group_by(["layer", "channel"]).aggregate(
-        [("count", "sum"), ("sum", "sum"), ("sum_sq", "sum"), ("min", "min"), ("max", "max")]
-    )
-    count = agg["count_sum"]
-    mean = pc.divide(agg["sum_sum"], pc.cast(count, pa.float64()))
-    var = pc.subtract(pc.divide(agg["sum_sq_sum"], pc.cast(count, pa.float64())), pc.multiply(mean, mean))
-    std = pc.sqrt(pc.max_element_wise(var, pa.scalar(0.0)))
-    n = agg.num_rows
-    out = pa.table(
-        {
-            "run_id": [run_id] * n,
-            "model": [model] * n,
-            "weights_sha256": [weights_sha256] * n,
-            "layer": agg["layer"],
-            "channel": agg["channel"],
-            "count": count,
-            "mean": mean,
-            "std": std,
-            "min": agg["min_min"],
-            "max": agg["max_max"],
-        },
-        schema=CHANNEL_STATS,
-    )
-    return out.sort_by([("layer", "ascending"), ("channel", "ascending")])
+def _join_keys(table: pa.Table) -> pa.Table:
+    return pa.table({
+        "_u": table["uri"],
+        "_e": pc.fill_null(table["etag"], ""),
+        "_s": pc.fill_null(table["size_bytes"], -1),
+    })
 
 
-def publish(layout: Layout, run_id: str, run_date: str, channel_stats: pa.Table, record: dict) -> dict:
-    """Steps 1-4 of the protocol; returns the commit record as written."""
-    stats_uri = storage.join(layout.staging(run_id), "channel_stats.parquet")
-    _write_table(stats_uri, channel_stats)
-    stats_move = (stats_uri, storage.join(layout.channel_stats(run_date), f"{run_id}-00000.parquet"))
-    staged = storage.list_files(layout.staged_predictions(run_id), ".parquet")
-    prediction_moves = [
-        (src, storage.join(layout.predictions(run_date), f"{run_id}-{n:05d}.parquet")) for n, src in enumerate(staged)
-    ]
-    # Predictions move last: a run that fits in one file (up to --rows-per-file rows) appears
-    # in predictions/ with a single rename.
-    moves = [stats_move, *prediction_moves]
-    record = {
-        **record,
-        "files": {
-            "predictions": [dst for _, dst in prediction_moves],
-            "channel_stats": [stats_move[1]],
-        },
-    }
-    intent = {"run_id": run_id, "moves": moves, "record": record}
-    storage.write_bytes(layout.intent(run_id), json.dumps(intent).encode())
-    _roll_forward(layout, intent)
-    return record
+def _count(status: pa.ChunkedArray) -> dict[str, int]:
+    return dict(sorted((c["values"], c["counts"]) for c in pc.value_counts(status).to_pylist()))
 
 
-def recover(layout: Layout) -> list[str]:
-    """Finish any publish a killed driver left half done; returns the run ids it committed."""
-    finished = []
-    for intent_uri in storage.list_files(layout.staging(), "_publish.json"):
-        intent = json.loads(storage.read_bytes(intent_uri))
-        _roll_forward(layout, intent)
-        finished.append(intent["run_id"])
-    return finished
+def _errors(rows: pa.Table, limit: int = 10) -> tuple[tuple[str, str, int, str], ...]:
+    bad = rows.filter(pc.not_equal(rows["status"], Status.OK.value))
+    if bad.num_rows == 0:
+        return ()
+    grouped = bad.group_by(["status", "error"]).aggregate([("uri", "count"), ("uri", "min")])
+    grouped = grouped.sort_by([("uri_count", "descending")]).slice(0, limit)
+    return tuple((r["status"], r["error"], r["uri_count"], r["uri_min"]) for r in grouped.to_pylist())
 
 
-def _roll_forward(layout: Layout, intent: dict) -> None:
-    for src, dst in intent["moves"]:
-        _move(src, dst)
-    record = intent["record"]
-    storage.write_bytes(layout.run_record(intent["run_id"]), json.dumps(record, indent=2).encode())
-    storage.remove_tree(layout.staging(intent["run_id"]))
+def merge_errors(found: Counter, examples: dict, errors: tuple[tuple[str, str, int, str], ...]) -> None:
+    for status, error, count, uri in errors:
+        found[(status, error)] += count
+        examples.setdefault((status, error), uri)
 
 
-def _move(src: str, dst: str) -> None:
-    fs, src_path = storage.filesystem(src)
-    _, dst_path = storage.filesystem(dst)
-    if not storage.with_retries(lambda: fs.exists(src_path)):
-        return  # moved before the driver died
-    if storage.is_local(fs):
-        fs.makedirs(dst_path.rsplit("/", 1)[0], exist_ok=True)
-    storage.with_retries(lambda: fs.mv(src_path, dst_path))
+def top_errors(found: Counter, examples: dict, limit: int = 10) -> list[dict]:
+    return [{"status": s, "error": e, "count": n, "uri": examples[(s, e)]} for (s, e), n in found.most_common(limit)]
 
-
-def _write_table(uri: str, table: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    storage.write_bytes(uri, sink.getvalue().to_pybytes())

@@ -10,7 +10,10 @@ from typing import Any
 
 import tomllib
 
-from pipeline.decode import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+from pipeline.errors import UsageError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_FILE_BYTES = 1 << 30
 
 MODALITIES = ("image", "audio", "auto")
 DECODERS = ("auto", "cpu", "device")
@@ -53,36 +56,42 @@ class RunConfig:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     # Items per decode call; 32 gave a 6-10% higher end-to-end rate than 16 on 2 CPUs (bench/RESULTS.md).
     decode_batch_size: int = 32
-    rows_per_file: int = 100_000  # each output file holds at least this many rows, except a run's last
+    # Items per shard, the unit of commit: at 2,000-8,000 images/s per GPU, 500,000 items commit
+    # every 1-4 minutes on one GPU (faster with more); a crash loses at most the shards in flight.
+    shard_size: int = 500_000
+    resume: str | None = None  # the run id to continue (its rows are not labeled again)
+    rows_per_file: int = 100_000  # output files hold at least this many rows, except a shard's last
     row_group_size: int = 50_000  # Parquet row group, the unit DuckDB and Spark scan in parallel
     torch_threads: int | None = None
     num_cpus: int | None = None  # for the private local Ray only
 
     def __post_init__(self) -> None:
         if not self.inputs:
-            raise ValueError("at least one --input is required")
+            raise UsageError("at least one --input is required")
         if self.modality not in MODALITIES:
-            raise ValueError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+            raise UsageError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
         if self.decode not in DECODERS:
-            raise ValueError(f"--decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
+            raise UsageError(f"--decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
         if self.modality != "auto" and any(getattr(self, k) != v for k, v in _NO_AUDIO_MODEL.items()):
-            raise ValueError(
+            raise UsageError(
                 "--audio-model, --audio-weights and --audio-weights-sha256 are for --modality auto; "
                 "with --modality audio, --model and --weights name the audio model"
             )
         if not 0.0 <= self.max_error_rate <= 1.0:
-            raise ValueError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
+            raise UsageError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
         if self.topk < 1:
-            raise ValueError(f"--topk must be at least 1, got {self.topk}")
-        for name in ("batch_size", "actors", "rows_per_file", "row_group_size", "decode_batch_size"):
+            raise UsageError(f"--topk must be at least 1, got {self.topk}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise UsageError(f"--num-classes must be at least 1, got {self.num_classes}")
+        for name in ("batch_size", "actors", "rows_per_file", "row_group_size", "decode_batch_size", "shard_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
-            raise ValueError(f"--gpus-per-actor must not be negative, got {self.gpus_per_actor}")
+            raise UsageError(f"--gpus-per-actor must not be negative, got {self.gpus_per_actor}")
         for name, amount in (self.actor_resources or {}).items():
             if not isinstance(name, str) or not isinstance(amount, int | float) or amount <= 0:
-                raise ValueError(
+                raise UsageError(
                     f"--actor-resources maps resource names to positive amounts, e.g. '{{\"model_node\": 1}}'; "
                     f"got {name!r}: {amount!r}"
                 )
@@ -96,7 +105,7 @@ class RunConfig:
         }
         if modality == "audio":
             if not self.audio_model:
-                raise ValueError(
+                raise UsageError(
                     "the inputs hold audio files: give --audio-model (and --audio-weights) for them, "
                     "or use --modality image to label only the images"
                 )
@@ -118,7 +127,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(RunConfig)} | {"input"}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+        raise UsageError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
     if "input" in table:
         table = {**table, "inputs": table.pop("input")}
     if isinstance(table.get("inputs"), str):

@@ -22,15 +22,14 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from ghostnet import ModelMeta
 from ghostnet.transforms import resize_crop, resize_crop_tensor
 from pipeline import storage
-from pipeline.schema import Status
+from pipeline.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+from pipeline.schema import DECODED, ITEMS, LAST, SHARD, Status
 
 # We check the decoded size ourselves, after JPEG draft scaling, so PIL's blanket limit
 # (which would refuse a large JPEG that draft mode decodes cheaply) is switched off here.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-DEFAULT_MAX_PIXELS = 100_000_000
-DEFAULT_MAX_FILE_BYTES = 1 << 30
 # JPEGs whose shorter side is at least this many times the resize target are decoded at a
 # reduced DCT scale (PIL draft mode); smaller ones decode in full, exactly as timm does.
 DRAFT_FACTOR = 4
@@ -148,12 +147,12 @@ def read_and_decode(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     read_threads: int = 8,
     leave_jpegs: bool = False,
-) -> dict[str, np.ndarray]:
-    """The decode stage (Ray tasks): items in, one row per item with status and pixels out.
+) -> pa.Table:
+    """The decode stage (Ray tasks): items in, one row of :data:`DECODED` per item out.
 
-    With ``leave_jpegs`` (GPU actors), JPEGs the device decodes are only checked here and
-    travel encoded: the output has ``encoded`` bytes (the JPEG file, or the raw uint8 crop of
-    anything decoded here) and ``encoding`` (``jpeg``/``raw``/empty) instead of ``pixels``.
+    An item decoded here travels as its raw uint8 crop (``encoding`` ``raw``). With
+    ``leave_jpegs`` (GPU actors), a JPEG the device decodes as Pillow would is only checked
+    here and travels as the file itself (``encoding`` ``jpeg``), for :func:`decode_on_device`.
     """
     uris = batch["uri"].to_pylist()
     sizes = batch["size_bytes"].to_pylist()
@@ -164,42 +163,43 @@ def read_and_decode(
     with ThreadPoolExecutor(max_workers=read_threads) as pool:
         decoded = list(pool.map(one, uris, sizes))
     n = len(uris)
-    return {
-        "uri": np.asarray(uris, dtype=object),
-        "etag": np.asarray(batch["etag"].to_pylist(), dtype=object),
-        "size_bytes": np.asarray([-1 if s is None else s for s in sizes], dtype=np.int64),
-        "modality": np.asarray(batch["modality"].to_pylist(), dtype=object),
-        "segment": np.zeros(n, dtype=np.int32),
-        "start_s": np.full(n, np.nan, dtype=np.float32),
-        "end_s": np.full(n, np.nan, dtype=np.float32),
-        "status": np.asarray([d.status.value for d in decoded], dtype=object),
-        "error": np.asarray([d.error for d in decoded], dtype=object),
-        **(_encoded_columns(decoded) if leave_jpegs else {"pixels": _pixel_column(decoded, meta)}),
-    }
+    encoding, encoded = _encoded(decoded)
+    return pa.table(
+        {
+            **{name: batch[name] for name in ITEMS.names},
+            "segment": pa.array(np.zeros(n, np.int32)),
+            "start_s": pa.nulls(n, pa.float32()),
+            "end_s": pa.nulls(n, pa.float32()),
+            "status": pa.array([d.status.value for d in decoded], pa.string()),
+            "error": pa.array([d.error for d in decoded], pa.string()),
+            "encoding": encoding,
+            "encoded": encoded,
+            SHARD: batch[SHARD],
+            LAST: pa.array(np.ones(n, bool)),
+        },
+        schema=DECODED,
+    )
 
 
-def _pixel_column(decoded: list[Decoded], meta: ModelMeta) -> np.ndarray:
-    h, w = meta.input_size[1:]
-    pixels = np.zeros((len(decoded), h, w, 3), dtype=np.uint8)
-    for i, d in enumerate(decoded):
-        if d.pixels is not None:
-            pixels[i] = d.pixels
-    return pixels
-
-
-def _encoded_columns(decoded: list[Decoded]) -> dict[str, np.ndarray]:
-    encoded, encoding = [], []
+def _encoded(decoded: list[Decoded]) -> tuple[pa.Array, pa.Array]:
+    encoding, encoded = [], []
     for d in decoded:
         if d.jpeg is not None:
-            encoded.append(d.jpeg)
             encoding.append("jpeg")
+            encoded.append(d.jpeg)
         elif d.pixels is not None:
-            encoded.append(np.ascontiguousarray(d.pixels).tobytes())
             encoding.append("raw")
+            encoded.append(np.ascontiguousarray(d.pixels).tobytes())
         else:
-            encoded.append(b"")
-            encoding.append("")
-    return {"encoded": np.asarray(encoded, dtype=object), "encoding": np.asarray(encoding, dtype=object)}
+            encoding.append(None)
+            encoded.append(None)
+    return pa.array(encoding, pa.string()), pa.array(encoded, pa.binary())
+
+
+def raw_pixels(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
+    """Raw uint8 crops (``encoding`` ``raw``) as one (n, H, W, 3) array."""
+    h, w = meta.input_size[1:]
+    return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.uint8).reshape(len(encoded), h, w, 3)
 
 
 def _read_and_decode_one(

@@ -28,20 +28,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline import storage
+from pipeline.errors import UsageError
+from pipeline.schema import ITEMS, KEYS
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
 MANIFEST_EXTENSIONS = frozenset({".txt", ".csv", ".parquet"})
 
-ITEMS = pa.schema(
-    [
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("etag", pa.string()),
-        pa.field("size_bytes", pa.int64()),
-        pa.field("modality", pa.string(), nullable=False),
-    ]
-)
-LISTING = pa.schema([pa.field("uri", pa.string()), pa.field("etag", pa.string()), pa.field("size_bytes", pa.int64())])
+LISTING = KEYS
 
 CONCURRENCY = 32  # listing requests (S3) or folder walks (elsewhere) in flight at once
 SPLIT_LEVELS = 2  # how far down an S3 prefix is split into sub-prefixes listed side by side
@@ -49,7 +43,7 @@ MANIFEST_BATCH_ROWS = 65_536
 PAGE_ROWS = 1000  # an S3 listing page
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """An ``--input`` that names nothing usable."""
 
 
@@ -62,20 +56,28 @@ def modality_of(uri: str) -> str | None:
     return None
 
 
-def discover(inputs: Iterable[str], *, modality: str = "image") -> pa.Table:
-    """List every item named by ``inputs``, sorted by URI, without duplicates.
+def list_inputs(inputs: Iterable[str]) -> Iterator[pa.RecordBatch]:
+    """Every object named by ``inputs`` as batches of (uri, etag, size_bytes), in input order.
 
-    ``modality`` is ``image``, ``audio`` or ``auto`` (both, chosen by extension).
+    Objects that are not items are listed too (the planner counts them); an input that names
+    nothing raises :class:`InputError` when it is reached.
     """
+    for uri in inputs:
+        yield from _expand(uri)
+
+
+def discover(inputs: Iterable[str], *, modality: str = "image") -> pa.Table:
+    """The items named by ``inputs``, sorted by URI, each once: a whole listing in memory, for
+    small listings and tests (a run streams :func:`list_inputs` into :mod:`pipeline.plan`)."""
     wanted = ["image", "audio"] if modality == "auto" else [modality]
-    batches = [batch for uri in inputs for batch in _expand(uri)]
-    listing = pa.Table.from_batches(batches, schema=LISTING)
-    listing = listing.append_column("modality", _modalities(listing["uri"]))
+    listing = pa.Table.from_batches(list(list_inputs(inputs)), schema=LISTING)
+    listing = listing.append_column("modality", modality_column(listing["uri"]))
     items = listing.filter(pc.is_in(listing["modality"], pa.array(wanted)))
     return _first_per_uri(items.sort_by("uri")).cast(ITEMS)
 
 
-def _modalities(uris: pa.ChunkedArray) -> pa.ChunkedArray:
+def modality_column(uris: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """``image``, ``audio`` or null for each URI, by its extension."""
     def ending_in(extensions: frozenset[str]) -> pa.ChunkedArray:
         alternatives = "|".join(re.escape(e) for e in sorted(extensions))
         return pc.match_substring_regex(uris, f"({alternatives})$", ignore_case=True)

@@ -1,23 +1,21 @@
-"""The scheduled run: incremental, idempotent per date, resumable, never two at once."""
+"""The scheduled run: incremental, idempotent per date, resuming its date after a crash.
+
+Two nightly runs of the same model and weights may run at once (a slow night and the next one, a
+scheduler that fires twice): the table's transactions keep each item labeled once.
+"""
 
 from __future__ import annotations
 
-from pipeline import commit, lock, storage
 from pipeline.config import RunConfig
-from pipeline.run import RunResult, new_run_id, run_by_modality
+from pipeline.record import RunRecord, validate_run_date
+from pipeline.run import PlanSummary, plan_by_modality, run_by_modality
 
 
-def lock_uri(output: str) -> str:
-    return storage.join(output.rstrip("/"), "_locks", "nightly.json")
+def nightly(config: RunConfig) -> list[RunRecord]:
+    """Label what is new or changed since the committed runs of this model and weights, into
+    ``run_date=config.run_date``. One record per modality labeled (``--modality auto`` may label two)."""
+    return run_by_modality(config.replace(run_date=validate_run_date(config.run_date)), kind="nightly")
 
 
-def nightly(config: RunConfig, *, wait_s: float = 0.0) -> list[RunResult]:
-    """Label what is new or changed since the committed runs, into ``run_date=config.run_date``.
-
-    One result per modality labeled (``--modality auto`` may label two). Raises
-    :class:`pipeline.lock.LockHeld` when another nightly run holds the output.
-    """
-    night = commit.validate_run_date(config.run_date)
-    config = config.replace(run_id=config.run_id or f"nightly-{night}-{new_run_id().split('-')[-1]}")
-    with lock.acquire(lock_uri(config.output), wait_s=wait_s):
-        return run_by_modality(config, kind="nightly")
+def nightly_plan(config: RunConfig) -> list[PlanSummary]:
+    return plan_by_modality(config.replace(run_date=validate_run_date(config.run_date)), kind="nightly")

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pipeline import analytics, storage
+from pipeline.errors import UsageError
 from pipeline.schema import STATUSES
 
 __all__ = ["Report", "Section", "build", "render_html", "write"]
@@ -100,7 +101,7 @@ def write(output: str, out: str, *, run_id: str | None = None, png_dir: str | No
 def _pick_run(con: duckdb.DuckDBPyConnection, output: str, run_id: str | None) -> dict:
     records = {r["run_id"]: r for r in _records(con)}
     if not records:
-        raise ValueError(
+        raise UsageError(
             f"{storage.redact_uri(output)} has no committed run to report on "
             "(runs commit when they finish: see `ghostnet-pipeline run --help`)"
         )
@@ -108,7 +109,7 @@ def _pick_run(con: duckdb.DuckDBPyConnection, output: str, run_id: str | None) -
         return list(records.values())[-1]
     if run_id not in records:
         latest = ", ".join(list(records)[-3:])
-        raise ValueError(f"no committed run {run_id!r} in {storage.redact_uri(output)} (latest: {latest})")
+        raise UsageError(f"no committed run {run_id!r} in {storage.redact_uri(output)} (latest: {latest})")
     return records[run_id]
 
 

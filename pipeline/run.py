@@ -1,59 +1,54 @@
 """One labeling run, top to bottom as the data flows:
 
-discover -> skip what is labeled -> read + decode (Ray tasks) -> GhostNet (actor pool)
--> Parquet in staging -> check every item is there once -> commit.
+plan (listing -> shards on local disk -> what is labeled) -> read shards -> decode (Ray tasks)
+-> GhostNet (actor pool) -> write Parquet (tasks) -> commit shard by shard (driver).
 
-A run labels one modality with one model. ``--modality auto`` is :func:`run_by_modality`: the
-items are listed once, split by extension, and each modality is a run of its own (own run id
-and commit record) in the same Ray session.
+One Ray Data execution streams every shard through one actor pool, so the model never waits for
+a commit; the driver commits each shard as soon as the write stage has reported all its files.
+A run labels one modality with one model; ``--modality auto`` is :func:`run_by_modality`: the
+inputs are listed once and each modality is a run of its own, in one Ray session.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import logging
+import os
 import secrets
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
+from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import ray
-
-import ghostnet
-from pipeline import audio, cluster, commit, decode, discover, incremental, storage
-from pipeline.commit import Layout
+from pipeline import discover, plan, recovery, storage, tables
+from pipeline import record as records
+from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter, merge_errors, top_errors
 from pipeline.config import RunConfig
-from pipeline.predict import ModelSpec, Predictor
-from pipeline.schema import Status
+from pipeline.errors import UsageError
+from pipeline.model import ModelSpec
+from pipeline.plan import Listing, Plan
+from pipeline.progress import Progress
+from pipeline.record import RunRecord, validate_run_date, validate_run_id
+from pipeline.tables import OutputLayout
+
+__all__ = ["PlanSummary", "new_run_id", "plan_by_modality", "run", "run_by_modality"]
 
 log = logging.getLogger("ghostnet_pipeline")
 
-# Ray measured decode workers at up to 570 MiB (Python, torch and a batch of images); it warns below that.
-DECODE_TASK_MEMORY = 768 * 2**20
-MAX_INPUT_BLOCKS = 10_000
-
-
-class RunFailed(RuntimeError):
-    """The run finished without committing; the message says why and what to do."""
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    output: str
-    committed: bool
-    message: str
-    items_listed: int = 0
-    items: int = 0
-    rows: int = 0
-    rows_per_status: dict[str, int] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    items_per_s: float = 0.0
-    record: dict = field(default_factory=dict)
+REPLANS = 3  # rounds of planning again the items of shards another run labeled first
+HEARTBEAT_S = 30.0
+BYTES_PER_ROW = 210  # measured: a 100k-item run wrote 19.8 MiB (bench/RESULTS.md, output files)
+BYTES_PER_EMBEDDING = 1280 * 4
+FAULT = "GHOSTNET_PIPELINE_FAULT"  # tests only: "<point>:<n>" kills the driver's process group there
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -61,290 +56,346 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def resolve_model(config: RunConfig) -> tuple[ModelSpec, ghostnet.ModelMeta]:
-    """Check the weights on the driver (digest, shapes) before anything is scheduled."""
-    shape = {"num_classes": config.num_classes, "modality": config.modality}
-    if config.weights in (None, "random"):
-        spec = ModelSpec(config.model, "random", seed=config.seed, **shape)
-        return spec, spec.load().meta
-    unpinned = ModelSpec(config.model, config.weights, config.weights_sha256, **shape)
-    model = unpinned.load()
-    # Actors load the file again themselves; pinning its digest makes them refuse a file that
-    # changed after this check.
-    spec = ModelSpec(config.model, config.weights, model.weights_sha256, **shape)
-    return spec, model.meta
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a run would do: ``--dry-run`` prints it."""
+
+    modality: str
+    model: str
+    weights_sha256: str
+    output: str
+    objects_listed: int
+    not_items: dict[str, int]
+    items_listed: int
+    duplicates: int
+    already_labeled: int
+    to_label: int
+    shard_size: int
+    shards: int
+    estimated_files: int
+    estimated_bytes: int
+
+    @classmethod
+    def of(cls, config: RunConfig, spec: ModelSpec, listing: Listing, planned: Plan) -> PlanSummary:
+        rows_per_file = config.rows_per_file
+        files = sum(-(-s.items // rows_per_file) for s in planned.shards)
+        per_row = BYTES_PER_ROW + (BYTES_PER_EMBEDDING if config.embeddings else 0)
+        return cls(planned.modality, spec.name, spec.identity(), storage.redact_uri(config.output),
+                   listing.listed, dict(sorted(listing.skipped.items())), planned.items_listed, planned.duplicates,
+                   planned.items_labeled, planned.items, planned.shard_size, len(planned.shards), files,
+                   planned.items * per_row)
 
 
-def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunResult]:
-    """``run(config)``, or for ``--modality auto`` one run per modality found, in one Ray session.
+def plan_by_modality(config: RunConfig, *, kind: str = "run") -> list[PlanSummary]:
+    """``--dry-run``: list, diff and cut shards, and say what a run would do. Starts no Ray, loads no
+    model, writes nothing to the output."""
+    with _listed(config) as (listing, work):
+        summaries = []
+        for modality_config in _per_modality(config, listing):
+            spec = model_spec(modality_config)
+            layout = OutputLayout.of(config.output)
+            identity = _identity(modality_config, spec, run_id=config.resume or "dry-run", run_date=config.run_date)
+            planned, _ = _plan(modality_config, layout, listing, identity, work / modality_config.modality)
+            summaries.append(PlanSummary.of(modality_config, spec, listing, planned))
+        return summaries
 
-    Each modality's run is a normal single-model run (``config.for_modality``), so every commit
-    record names one model and one weights digest. Images run first.
-    """
+
+def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
+    """``run(config)``, or for ``--modality auto`` one run per modality found, in one Ray session."""
+    from pipeline import cluster
+
+    with _listed(config) as (listing, work):
+        configs = _per_modality(config, listing)
+        with cluster.connect(config.address, num_cpus=config.num_cpus):
+            return [run(c, kind=kind, listing=listing, work=work / c.modality) for c in configs]
+
+
+@contextlib.contextmanager
+def _listed(config: RunConfig) -> Iterator[tuple[Listing, Path]]:
+    work = Path(tempfile.mkdtemp(prefix="ghostnet-plan-"))
+    try:
+        modalities = ["image", "audio"] if config.modality == "auto" else [config.modality]
+        t = time.monotonic()
+        listing = plan.spill_listing(discover.list_inputs(config.inputs), work / "listing", modalities)
+        log.info("listed %d objects in %.1f s", listing.listed, time.monotonic() - t)
+        yield listing, work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _per_modality(config: RunConfig, listing: Listing) -> list[RunConfig]:
     if config.modality != "auto":
-        return [run(config, kind=kind)]
-    listed = discover.discover(config.inputs, modality="auto")
-    parts = [(m, listed.filter(pc.equal(listed["modality"], m))) for m in ("image", "audio")]
-    parts = [(m, items) for m, items in parts if items.num_rows]
-    if not parts:
-        return [run(config.for_modality("image"), kind=kind, listed=listed)]
-    configs = [(config.for_modality(m), items) for m, items in parts]
-    with cluster.connect(config.address, num_cpus=config.num_cpus):
-        return [run(c, kind=kind, listed=items) for c, items in configs]
+        return [config]
+    found = [m for m in ("image", "audio") if listing.items[m]]
+    return [config.for_modality(m) for m in found] or [config.for_modality("image")]
 
 
-def run(config: RunConfig, *, kind: str = "run", listed: pa.Table | None = None) -> RunResult:
-    """Label every item named by ``config.inputs`` that this model has not labeled yet.
+def model_spec(config: RunConfig) -> ModelSpec:
+    """The model of ``config`` with the weights file's digest pinned (read, not loaded)."""
+    import ghostnet
 
-    ``kind="nightly"`` makes the run idempotent per date: when a nightly run of this model
-    and weights is already committed for ``config.run_date``, nothing is done. ``listed``
-    (a :func:`pipeline.discover.discover` table) skips listing the inputs again.
+    if config.model not in ghostnet.list_models():
+        close = difflib.get_close_matches(config.model, ghostnet.list_models(), n=3)
+        raise UsageError(f"--model {config.model!r} is not a GhostNet variant"
+                         f"{f'; did you mean {close[0]!r}' if close else ''}? See `ghostnet-pipeline models`")
+    spec = ModelSpec(config.model, config.weights, config.weights_sha256, seed=config.seed,
+                     num_classes=config.num_classes, modality=config.modality)
+    if not spec.is_random and not spec.weights.startswith("hf-hub:") and not storage.exists(spec.weights):
+        raise UsageError(f"--weights {storage.redact_uri(spec.weights)} does not exist; check the path or URI")
+    return spec.pinned()
+
+
+def _identity(config: RunConfig, spec: ModelSpec, *, run_id: str, run_date: str) -> RunIdentity:
+    return RunIdentity(run_id, run_date, spec.name, spec.identity(), config.reprocess)
+
+
+def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None, work: Path | None = None) -> RunRecord:
+    """Label every item of ``config.inputs`` that this model and weights have not labeled yet.
+
+    ``kind="nightly"`` makes the run idempotent per date: once a nightly run of this model and
+    weights committed ``config.run_date``, nothing is done; a night whose run stopped early
+    goes on from what it committed.
     """
+    if listing is None or work is None:
+        return run_by_modality(config, kind=kind)[0]
     if config.modality not in ("image", "audio"):
-        raise ValueError(f"a run labels one modality, got {config.modality!r}; use run_by_modality for auto")
+        raise UsageError(f"a run labels one modality, got {config.modality!r}; use run_by_modality for auto")
     started = time.monotonic()
-    timings: dict[str, float] = {}
-    run_id = commit.validate_run_id(config.run_id or new_run_id())
-    run_date = commit.validate_run_date(config.run_date)
-    layout = Layout(config.output.rstrip("/"))
-    for finished in commit.recover(layout):
-        log.warning("finished committing run %s, which an earlier driver left half published", finished)
-
+    layout = OutputLayout.of(config.output)
+    spec = model_spec(config)
+    meta = _check_model(spec)
+    _open_tables(layout)
+    for finished in recovery.recover_dead_runs(layout):
+        log.warning("cleared the files of run %s, whose driver died", finished)
+    run_id, run_date = _run_id_and_date(config, layout, spec, kind)
+    if kind == "nightly" and (night := _committed_night(layout, run_date, spec)):
+        return _nothing(config, spec, run_id, run_date, kind, f"night {run_date} is already committed by run "
+                        f"{night}: nothing to add")
+    identity = _identity(config, spec, run_id=run_id, run_date=run_date)
+    record = _new_record(config, spec, meta, identity, kind, listing)
     t = time.monotonic()
-    if listed is None:
-        listed = discover.discover(config.inputs, modality=config.modality)
-    timings["discover_s"] = time.monotonic() - t
+    planned, known = _plan(config, layout, listing, identity, work)
+    record.timings["plan_s"] = round(time.monotonic() - t, 3)
+    _note_plan(record, planned)
+    if planned.items == 0:
+        record.status = records.COMMITTED
+        record.error = None
+        return _finish(layout, record, started, write=bool(config.resume))
+    records.write(layout.runs, record)
+    with _heartbeat(layout, record):
+        try:
+            for _ in range(REPLANS):
+                conflicts = _execute(config, spec, meta, planned, layout, identity, known, record)
+                if not conflicts:
+                    break
+                planned, known = _plan(config, layout, listing, identity, work)
+                record.conflicts += conflicts
+        except BaseException as exc:
+            _fail(layout, record, exc)
+            raise
+    record.status = records.COMMITTED
+    return _finish(layout, record, started)
 
-    t = time.monotonic()
-    spec, meta = resolve_model(config)
-    timings["model_check_s"] = time.monotonic() - t
+
+def _check_model(spec: ModelSpec):
+    """Load the model once on the driver (digest, shapes), before anything is scheduled."""
+    model = spec.load()
     if spec.is_random:
         log.warning("using random weights (seed %d): predictions are meaningless", spec.seed)
-
-    if kind == "nightly":
-        night = _committed_night(layout, run_date, spec)
-        if night:
-            return RunResult(run_id, config.output, False,
-                             f"night {run_date} is already committed by run {night}: nothing to add",
-                             items_listed=listed.num_rows)
-
-    items = listed
-    if not config.reprocess:
-        done = incremental.labeled(layout, model=spec.name, weights_sha256=spec.provenance())
-        items = incremental.unlabeled(listed, done)
-    skipped = listed.num_rows - items.num_rows
-    if items.num_rows == 0:
-        message = (
-            f"nothing to label: all {listed.num_rows} items are already labeled by this model and weights"
-            if listed.num_rows
-            else "nothing to label: the inputs hold no image or audio files"
-        )
-        return RunResult(run_id, config.output, False, message, items_listed=listed.num_rows)
-
-    t = time.monotonic()
-    with cluster.connect(config.address, num_cpus=config.num_cpus) as where:
-        log.info("running on %s", where)
-        plan = _plan(config, spec, meta, items, layout, run_id)
-        _execute(plan, config, layout, run_id)
-        placement = cluster.tasks_per_node(plan)
-    timings["inference_s"] = time.monotonic() - t
-
-    t = time.monotonic()
-    staged = commit.read_staged(layout, run_id, ["uri", "segment", "status", "error"])
-    rows_per_status = _count(staged["status"])
-    try:
-        _check_error_rate(staged, items.num_rows, config.max_error_rate)
-        commit.check_exactly_once(staged, items)
-    except (RunFailed, commit.CommitError):
-        storage.remove_tree(layout.staging(run_id))
-        raise
-    stats = commit.reduce_partials(layout, run_id, model=spec.name, weights_sha256=spec.provenance())
-    timings["commit_s"] = time.monotonic() - t  # checks and statistics; the publish renames follow
-    record = {
-        "run_id": run_id,
-        "kind": kind,
-        "run_date": run_date,
-        "status": "committed",
-        "committed_at": datetime.now(timezone.utc).isoformat(),
-        "model": spec.name,
-        "weights": storage.redact_uri(config.weights or "random"),
-        "weights_sha256": spec.provenance(),
-        "modality": config.modality,
-        "labels": len(meta.labels),
-        "inputs": [storage.redact_uri(u) for u in config.inputs],
-        "items_listed": listed.num_rows,
-        "items_skipped": skipped,
-        "items": items.num_rows,
-        "rows": staged.num_rows,
-        "rows_per_status": rows_per_status,
-        "top_errors": _top_errors(staged),
-        "timings": timings,
-        "items_per_s": items.num_rows / timings["inference_s"],
-        "tasks_per_node": placement,
-        "config": _safe_config(config),
-        "versions": _versions(),
-    }
-    record = commit.publish(layout, run_id, run_date, stats, record)
-    elapsed = time.monotonic() - started
-    return RunResult(
-        run_id,
-        config.output,
-        True,
-        f"committed run {run_id}",
-        items_listed=listed.num_rows,
-        items=items.num_rows,
-        rows=staged.num_rows,
-        rows_per_status=rows_per_status,
-        elapsed_s=elapsed,
-        items_per_s=items.num_rows / elapsed,
-        record=record,
-    )
+    return model.meta
 
 
-def _committed_night(layout: Layout, run_date: str, spec: ModelSpec) -> str | None:
-    for record in commit.committed_runs(layout):
-        if (record.get("kind") == "nightly" and record.get("run_date") == run_date
-                and record.get("model") == spec.name and record.get("weights_sha256") == spec.provenance()):
-            return record["run_id"]
+def _open_tables(layout: OutputLayout) -> None:
+    """Create the output's tables if they are new: this is also where an unwritable output shows."""
+    for name in tables.TABLES:
+        try:
+            tables.open_table(layout.table(name), name, create=True)
+        except Exception as exc:  # noqa: BLE001 - any failure to create is the output's, reported as such
+            reason = storage.redact(str(exc)).strip()[:300]
+            raise UsageError(
+                f"cannot write to --output {storage.redact_uri(layout.root)}: {reason}. "
+                "Check that the path or bucket exists and that these credentials may write to it"
+            ) from None
+
+
+def _run_id_and_date(config: RunConfig, layout: OutputLayout, spec: ModelSpec, kind: str) -> tuple[str, str]:
+    if not config.resume:
+        run_id = config.run_id or (f"nightly-{config.run_date}-{secrets.token_hex(4)}" if kind == "nightly"
+                                   else new_run_id())
+        return validate_run_id(run_id), validate_run_date(config.run_date)
+    earlier = records.load(layout.runs, config.resume)
+    if earlier is None:
+        raise UsageError(f"--resume {config.resume}: no run with that id on {storage.redact_uri(layout.root)}")
+    if (earlier.model, earlier.weights_sha256) != (spec.name, spec.identity()):
+        raise UsageError(f"--resume {config.resume}: that run used {earlier.model} with weights "
+                         f"{earlier.weights_sha256}, not the model and weights given here")
+    if earlier.status == records.RUNNING and not recovery._is_dead(earlier):
+        raise UsageError(f"--resume {config.resume}: that run is still going (its record was updated "
+                         f"{records.seconds_since_update(earlier):.0f} s ago on {earlier.host})")
+    return earlier.run_id, earlier.run_date
+
+
+def _committed_night(layout: OutputLayout, run_date: str, spec: ModelSpec) -> str | None:
+    for record in records.load_all(layout.runs, prefix=f"nightly-{run_date}-"):
+        if record.committed and record.kind == "nightly" and (record.model, record.weights_sha256) == (
+                spec.name, spec.identity()):
+            return record.run_id
     return None
 
 
-def _plan(config, spec, meta, items: pa.Table, layout: Layout, run_id: str) -> ray.data.Dataset:
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = sys.stderr.isatty()
-    gpus_per_actor = config.gpus_per_actor
-    if gpus_per_actor is None:
-        gpus_per_actor = 1.0 if cluster.cluster_gpus() else 0.0
-    actors = config.actors or _default_actors(gpus_per_actor, config.actor_resources)
-    batch_size = config.batch_size or (256 if gpus_per_actor else 32)
-    block_rows = max(1, min(config.decode_batch_size * 4, -(-items.num_rows // (4 * actors))))
-    # Millions of items: bigger blocks, so the driver does not put a million tiny tables in the object store.
-    block_rows = max(block_rows, -(-items.num_rows // MAX_INPUT_BLOCKS))
-    blocks = [items.slice(i, block_rows) for i in range(0, items.num_rows, block_rows)]
-    on_device = meta.modality == "image" and (
-        config.decode == "device" or (config.decode == "auto" and gpus_per_actor > 0)
-    )
-    decode_fn, decode_kwargs = _decode_stage(config, meta, on_device)
-    return (
-        ray.data.from_arrow(blocks)
-        .map_batches(
-            decode_fn,
-            fn_kwargs=decode_kwargs,
-            batch_size=config.decode_batch_size,
-            batch_format="pyarrow",
-            num_cpus=1,
-            # Reserving memory for a batch of decoded images also keeps Ray from fusing decode
-            # into the model actor, so decoding runs as tasks on every CPU, beside the actors.
-            memory=DECODE_TASK_MEMORY,
-        )
-        .map_batches(
-            Predictor,
-            fn_constructor_args=(spec,),
-            fn_constructor_kwargs={
-                "run_id": run_id,
-                "partials_uri": layout.staged_partials(run_id),
-                "topk": config.topk,
-                "embeddings": config.embeddings,
-                "torch_threads": config.torch_threads,
-                "decode_on_device": on_device,
-                "max_pixels": config.max_pixels,
-                "compile": config.compile,
-                "batch_size": batch_size,
-            },
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            batch_size=batch_size,
-            batch_format="numpy",
-            num_gpus=gpus_per_actor,
-            num_cpus=config.cpus_per_actor,
-            resources=config.actor_resources,
-        )
+def _plan(config: RunConfig, layout: OutputLayout, listing: Listing, identity: RunIdentity,
+          work: Path) -> tuple[Plan, frozenset[str]]:
+    """Cut the shards, without what counts as labeled: rows of this model and weights, or with
+    ``--reprocess --resume`` the rows of the resumed run, or with ``--reprocess`` nothing."""
+    shutil.rmtree(work, ignore_errors=True)
+    table = tables.open_table(layout.table("predictions"), "predictions")
+    actions = tables.file_actions(table) if table is not None else None
+    known = frozenset(actions["path"].to_pylist()) if actions is not None else frozenset()
+    uri_range = listing.uri_range(config.modality)
+    labeled = None
+    if actions is not None and uri_range and (not config.reprocess or config.resume):
+        if config.reprocess:
+            done = tables.files_where(actions, run_id=identity.run_id)
+        else:
+            done = tables.files_where(actions, model=identity.model, weights_sha256=identity.weights_sha256)
+        done = tables.files_overlapping(done, *uri_range)
+        keys = tables.scan(layout.table("predictions"), done["path"].to_pylist())
+        labeled = plan.spill_keys(keys, work / "labeled")
+    planned = plan.cut_shards(listing, labeled, modality=config.modality, shard_size=config.shard_size,
+                              folder=work / "shards")
+    return planned, known
+
+
+def _new_record(config: RunConfig, spec: ModelSpec, meta, identity: RunIdentity, kind: str,
+                listing: Listing) -> RunRecord:
+    return RunRecord(
+        run_id=identity.run_id, kind=kind, run_date=identity.run_date, model=spec.name,
+        weights=storage.redact_uri(config.weights or "random"), weights_sha256=identity.weights_sha256,
+        modality=config.modality, labels=len(meta.labels), inputs=[storage.redact_uri(u) for u in config.inputs],
+        reprocess=config.reprocess, not_items=dict(sorted(listing.skipped.items())), shard_size=config.shard_size,
+        config=_safe_config(config), versions=_versions(),
     )
 
 
-def _default_actors(gpus_per_actor: float, resources: dict[str, float] | None) -> int:
-    """As many actors as the scarcest resource they ask for allows; one where they ask only for CPUs."""
-    available = ray.cluster_resources()
-    wanted = {**(resources or {}), **({"GPU": gpus_per_actor} if gpus_per_actor else {})}
-    missing = sorted(name for name in wanted if available.get(name, 0) < wanted[name])
-    if missing:
-        log.warning(
-            "no node of this Ray cluster offers %s for the model actors yet: one actor waits for an autoscaler "
-            "to add such a node (start nodes with those resources, or change --actor-resources / --gpus-per-actor)",
-            ", ".join(missing),
-        )
-        return 1
-    return max(1, min((int(available[name] // amount) for name, amount in wanted.items()), default=1))
+def _note_plan(record: RunRecord, planned: Plan) -> None:
+    record.items_listed = planned.items_listed
+    record.duplicates = planned.duplicates
+    record.items_skipped = planned.items_labeled
+    record.items = planned.items
+    record.shards_total = len(planned.shards)
 
 
-def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta, on_device: bool) -> tuple[Callable, dict]:
-    """The decode function for the model's modality and its keyword arguments."""
-    if meta.modality == "audio":
-        return audio.read_and_decode_audio, {"frontend": meta.audio}
-    return decode.read_and_decode, {
-        "meta": meta,
-        "max_pixels": config.max_pixels,
-        "max_file_bytes": config.max_file_bytes,
-        "leave_jpegs": on_device,
-    }
+def _nothing(config, spec, run_id, run_date, kind, message) -> RunRecord:
+    return RunRecord(run_id=run_id, kind=kind, run_date=run_date, model=spec.name,
+                     weights=storage.redact_uri(config.weights or "random"), weights_sha256=spec.identity(),
+                     modality=config.modality, status=records.COMMITTED, error=message)
 
 
-def _execute(plan: ray.data.Dataset, config: RunConfig, layout: Layout, run_id: str) -> None:
-    plan.write_parquet(
-        layout.staged_predictions(run_id),
-        min_rows_per_file=config.rows_per_file,
-        row_group_size=config.row_group_size,
-        compression="zstd",
-    )
+def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: OutputLayout, identity: RunIdentity,
+             known: frozenset[str], record: RunRecord) -> int:
+    """Stream the planned shards through Ray Data and commit them; returns the shards dropped
+    because another run labeled their items first."""
+    from pipeline import cluster, stages
+
+    started = time.monotonic()
+    progress = Progress(shards=len(planned.shards), items=planned.items)
+    errors: Counter = Counter()
+    examples: dict = {}
+    conflicts = 0
+    fault = _fault()
+
+    def on_outcome(outcome: CommitOutcome) -> None:
+        nonlocal conflicts
+        if not outcome.committed:
+            conflicts += 1
+            return
+        record.add_shard(outcome.record)
+        merge_errors(errors, examples, outcome.errors)
+        record.top_errors = top_errors(errors, examples)
+        record.items_per_s = round(sum(s.items for s in record.shards) / max(1e-9, time.monotonic() - started), 3)
+        records.write(layout.runs, record)
+        progress.committed(outcome.record)
+        if fault and fault == ("after-commit", record.shards_committed):
+            _die()
+
+    committer = ShardCommitter(layout, planned, identity, max_error_rate=config.max_error_rate, known_files=known,
+                               on_outcome=on_outcome, started=started,
+                               before_commit=lambda n: fault == ("before-commit", n) and _die())
+    dataset = stages.build(config, spec, meta, planned, layout, identity)
+    try:
+        for manifests in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            committer.add(manifests)
+        committer.finish()
+    finally:
+        progress.close()
+        record.timings["inference_s"] = round(record.timings.get("inference_s", 0) + time.monotonic() - started, 3)
+    record.tasks_per_node = cluster.tasks_per_node(dataset)
+    return conflicts
 
 
-def _count(status: pa.ChunkedArray) -> dict[str, int]:
-    counts = pc.value_counts(status).to_pylist()
-    return {c["values"]: c["counts"] for c in sorted(counts, key=lambda c: c["values"])}
+def _fault() -> tuple[str, int] | None:
+    value = os.environ.get(FAULT)
+    if not value:
+        return None
+    point, _, n = value.partition(":")
+    return point, int(n)
 
 
-def _bad_items(staged: pa.Table) -> pa.Table:
-    bad = staged.filter(pc.not_equal(staged["status"], Status.OK.value))
-    return bad.group_by(["uri"]).aggregate([("status", "min")])
+def _die() -> None:
+    sys.stderr.flush()
+    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def _check_error_rate(staged: pa.Table, items: int, max_rate: float) -> None:
-    bad = _bad_items(staged)
-    rate = bad.num_rows / items
-    if rate > max_rate:
-        kinds = ", ".join(f"{k}: {v}" for k, v in _count(bad["status_min"]).items())
-        examples = "; ".join(f"{e['uri']} ({e['error']})" for e in _top_errors(staged)[:3])
-        raise RunFailed(
-            f"{bad.num_rows} of {items} items failed ({rate:.1%}), over --max-error-rate "
-            f"{max_rate:.1%} ({kinds}); nothing was committed. Examples: {examples}. "
-            "Fix the inputs, or raise --max-error-rate if this is expected."
-        )
+@contextlib.contextmanager
+def _heartbeat(layout: OutputLayout, record: RunRecord) -> Iterator[None]:
+    """Rewrite the live record every HEARTBEAT_S seconds, so other runs can tell it is alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception):
+                records.write(layout.runs, record)
+
+    thread = threading.Thread(target=beat, name="run-record-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
-def _top_errors(staged: pa.Table, limit: int = 10) -> list[dict]:
-    bad = staged.filter(pc.not_equal(staged["status"], Status.OK.value))
-    if bad.num_rows == 0:
-        return []
-    grouped = bad.group_by(["status", "error"]).aggregate([("uri", "count"), ("uri", "min")])
-    grouped = grouped.sort_by([("uri_count", "descending")]).slice(0, limit)
-    return [
-        {"status": r["status"], "error": r["error"], "count": r["uri_count"], "uri": r["uri_min"]}
-        for r in grouped.to_pylist()
-    ]
+def _fail(layout: OutputLayout, record: RunRecord, exc: BaseException) -> None:
+    """The run stops: its uncommitted files go, its record says why and what committed."""
+    with contextlib.suppress(Exception):
+        recovery.sweep(layout, record.run_id, record.run_date)
+    record.status = records.FAILED
+    record.error = storage.redact(str(exc)) or type(exc).__name__
+    record.finished_at = records.now()
+    with contextlib.suppress(Exception):
+        records.write(layout.runs, record)
 
 
-def _safe_config(config: RunConfig) -> dict:
-    record = config.to_record()
-    record["inputs"] = [storage.redact_uri(u) for u in config.inputs]
-    record["output"] = storage.redact_uri(config.output)
-    if config.weights:
-        record["weights"] = storage.redact_uri(config.weights)
-    if config.address:
-        record["address"] = storage.redact_uri(config.address)
+def _finish(layout: OutputLayout, record: RunRecord, started: float, *, write: bool = True) -> RunRecord:
+    record.finished_at = records.now()
+    record.timings["total_s"] = round(time.monotonic() - started, 3)
+    if write:
+        records.write(layout.runs, record)
     return record
 
 
+def _safe_config(config: RunConfig) -> dict:
+    values = config.to_record()
+    values["inputs"] = [storage.redact_uri(u) for u in config.inputs]
+    values["output"] = storage.redact_uri(config.output)
+    for name in ("weights", "audio_weights", "address"):
+        if values.get(name):
+            values[name] = storage.redact_uri(values[name])
+    return values
+
+
 def _versions() -> dict[str, str]:
-    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "pillow", "soundfile", "soxr")
+    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "deltalake", "pillow", "soundfile", "soxr")
     found = {}
     for name in names:
         try:
@@ -352,3 +403,4 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+

@@ -1,9 +1,12 @@
-"""The output contract: every column an output consumer can rely on, in one place.
+"""The output contract, and the columns that flow between the stages, in one place.
 
-``OUTPUT/predictions/run_date=YYYY-MM-DD/<run_id>-<n>.parquet`` holds one row per image
-(or per audio window) with :data:`PREDICTIONS`; ``OUTPUT/channel_stats/run_date=.../`` holds
-one row per (run, layer, channel) with :data:`CHANNEL_STATS`. ``run_date`` is the hive
-partition and lives in the directory name, not in the files.
+``OUTPUT/predictions`` (a Delta Lake table, partitioned by ``run_date``) holds one row per image,
+or per audio window, with :data:`PREDICTIONS`; ``OUTPUT/channel_stats`` holds per-shard
+channel-weight sums with :data:`CHANNEL_STATS`. ``run_date`` is the partition column: Delta
+keeps it in the transaction log and the directory name, not in the data files.
+
+Between the stages, rows carry the item columns (:data:`ITEMS`) and a few internal ones whose
+names start with ``_``; those never reach an output file.
 """
 
 from __future__ import annotations
@@ -11,6 +14,23 @@ from __future__ import annotations
 import enum
 
 import pyarrow as pa
+
+__all__ = [
+    "CHANNEL_PARTIALS",
+    "CHANNEL_STATS",
+    "CHANNEL_WEIGHT",
+    "DECODED",
+    "DESCRIPTIONS",
+    "ITEMS",
+    "KEYS",
+    "LAST",
+    "PARTIALS",
+    "PARTITION",
+    "PREDICTIONS",
+    "SHARD",
+    "STATUSES",
+    "Status",
+]
 
 
 class Status(str, enum.Enum):
@@ -29,6 +49,35 @@ class Status(str, enum.Enum):
 
 
 STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+
+PARTITION = "run_date"
+
+# The key of a labeled object version: the diff of a run skips listed items whose key is labeled.
+KEYS = pa.schema([pa.field("uri", pa.string()), pa.field("etag", pa.string()), pa.field("size_bytes", pa.int64())])
+
+# One listed item: what discovery finds and every stage carries along.
+ITEMS = pa.schema([*KEYS, pa.field("modality", pa.string())])
+
+# Internal columns between stages (never written).
+SHARD = "_shard"  # int32: the shard of the run the row belongs to
+LAST = "_last"  # bool: the row is its item's last (images: every row; audio: the last window)
+PARTIALS = "_partials"  # binary: the batch's CHANNEL_PARTIALS for the row's shard, on one row
+
+# What the decode stages (images and audio) hand to the model stage: one row per output row.
+DECODED = pa.schema(
+    [
+        *ITEMS,
+        pa.field("segment", pa.int32()),
+        pa.field("start_s", pa.float32()),
+        pa.field("end_s", pa.float32()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("encoding", pa.string()),  # raw (uint8 crop or float32 waveform), jpeg, or null: not decoded
+        pa.field("encoded", pa.binary()),
+        pa.field(SHARD, pa.int32()),
+        pa.field(LAST, pa.bool_()),
+    ]
+)
 
 CHANNEL_WEIGHT = pa.struct(
     [
@@ -67,14 +116,20 @@ PREDICTIONS = pa.schema(
     metadata={"ghostnet_pipeline.table": "predictions"},
 )
 
+# Per (run, shard, layer, channel) sums: reducible to per-run statistics by adding them up.
+# Files adopted from the old layout (one per run, by `migrate`) hold mean and std, no sums and
+# no shard; the views read both.
 CHANNEL_STATS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32()),
         pa.field("model", pa.string(), nullable=False),
         pa.field("weights_sha256", pa.string(), nullable=False),
         pa.field("layer", pa.string(), nullable=False),
         pa.field("channel", pa.int32(), nullable=False),
         pa.field("count", pa.int64(), nullable=False),
+        pa.field("sum", pa.float64()),
+        pa.field("sum_sq", pa.float64()),
         pa.field("mean", pa.float64()),
         pa.field("std", pa.float64()),
         pa.field("min", pa.float32()),
@@ -83,7 +138,7 @@ CHANNEL_STATS = pa.schema(
     metadata={"ghostnet_pipeline.table": "channel_stats"},
 )
 
-# Per-batch partial sums written by the model actors and reduced at commit into CHANNEL_STATS.
+# Per-batch partial sums, made by the model actors and added up per shard at commit.
 CHANNEL_PARTIALS = pa.schema(
     [
         pa.field("layer", pa.string(), nullable=False),
@@ -96,20 +151,19 @@ CHANNEL_PARTIALS = pa.schema(
     ]
 )
 
-PARTITION = "run_date"
-
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "predictions": {
         "uri": "the input object, as listed (scheme included)",
-        "etag": "the object's ETag (or a content fingerprint for local files) at listing time",
+        "etag": "the object's version at listing time: its ETag on object stores; for local files"
+        " `mtime-<ns>`, the modification time (a touched file is labeled again; listing never reads content)",
         "size_bytes": "the object's size at listing time",
         "modality": "`image` or `audio`",
         "segment": "audio window index 0..n-1; 0 for images",
-        "start_s": "audio window start in seconds; null for images",
-        "end_s": "audio window end in seconds; null for images",
+        "start_s": "audio window start in seconds; null for images and for audio rows that are not a window",
+        "end_s": "audio window end in seconds; null for images and for audio rows that are not a window",
         "status": "one of " + ", ".join(f"`{s}`" for s in STATUSES),
-        "error": "why, when status is not `ok`",
-        "label": "top-1 label",
+        "error": "why, when status is not `ok`; null when it is",
+        "label": "top-1 label; null when status is not `ok`",
         "score": "top-1 softmax probability",
         "topk_ids": "top-k class indices, best first",
         "topk_labels": "top-k labels, best first",
@@ -118,15 +172,16 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "channel_weights": "per SE gate / DFC attention layer: mean, std, min, max and entropy"
         " (nats, of the gates normalized to sum 1) over that layer's channels, for this item",
         "model": "the model architecture name (timm naming)",
-        "weights_sha256": "sha256 of the weights file (or `random-seed-N`)",
-        "run_id": "the run that wrote the row; committed runs are listed in `_runs/`",
+        "weights_sha256": "sha256 of the weights file; for random weights"
+        " `random-seed-<N>:<modality>:<classes>x<in_chans>`",
+        "run_id": "the run that wrote the row; each run has a record in `_runs/`",
         "processed_at": "when the row was produced (UTC)",
-        "run_date": "hive partition: the run's date",
+        "run_date": "partition column: the run's date",
     },
     "channel_stats": {
         "run_id": "the run",
         "model": "the model architecture name",
-        "weights_sha256": "sha256 of the weights file",
+        "weights_sha256": "as in predictions",
         "layer": "SE gate or DFC attention layer name",
         "channel": "channel index within the layer",
         "count": "number of `ok` items (or audio windows) aggregated",
@@ -134,6 +189,6 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "std": "population standard deviation of the gate value",
         "min": "smallest gate value seen",
         "max": "largest gate value seen",
-        "run_date": "hive partition: the run's date",
+        "run_date": "partition column: the run's date",
     },
 }

@@ -126,3 +126,36 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
         return []
     found: Iterable[str] = with_retries(lambda: fs.find(path))
     return sorted(to_uri(fs, p) for p in found if p.endswith(suffix))
+
+
+def remove_file(uri: str) -> None:
+    """Delete one file; nothing happens if it is already gone."""
+    fs, path = filesystem(uri)
+    try:
+        with_retries(lambda: fs.rm_file(path))
+    except FileNotFoundError:
+        pass
+
+
+def list_names(uri: str, prefix: str = "") -> list[str]:
+    """Names of the files directly under ``uri`` that start with ``prefix`` (one listing, no recursion)."""
+    fs, path = filesystem(uri)
+    fs.invalidate_cache(path)
+    try:
+        entries = with_retries(lambda: fs.ls(path, detail=True))
+    except FileNotFoundError:
+        return []
+    names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def list_prefix(uri: str, prefix: str) -> list[str]:
+    """Paths, relative to ``uri``, of the files below it whose relative path starts with ``prefix``."""
+    fs, path = filesystem(uri)
+    base = path.rstrip("/")
+    folder = join(base, prefix.rsplit("/", 1)[0]) if "/" in prefix else base
+    fs.invalidate_cache(folder)
+    if not with_retries(lambda: fs.exists(folder)):
+        return []
+    relative = (p[len(base) + 1 :] for p in with_retries(lambda: fs.find(folder)))
+    return sorted(r for r in relative if r.startswith(prefix))

@@ -1,0 +1,183 @@
+"""The run record: what a run did, readable while it runs and after it ends.
+
+``OUTPUT/_runs/<run_id>.running.json`` while the run goes (rewritten on every shard commit and
+by a heartbeat), ``OUTPUT/_runs/<run_id>.json`` once it ended, committed or failed. A
+``.running.json`` whose heartbeat stopped belongs to a run whose driver died; the next run on
+the output finishes its bookkeeping (:mod:`pipeline.recovery`).
+
+:class:`RunRecord` is the one contract for what a run reports: the CLI summary, the ``runs``
+view and the report read it, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+from pipeline import storage
+from pipeline.errors import UsageError
+
+__all__ = ["RUNNING", "RunRecord", "ShardRecord", "load", "load_all", "running", "validate_run_date",
+           "validate_run_id", "write"]
+
+RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_RUNNING_SUFFIX = ".running.json"
+
+
+def validate_run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id) or ".." in run_id:
+        raise UsageError(
+            f"run id {run_id!r} is not allowed: use letters, digits, '_', '.' and '-' "
+            "(at most 128, starting with a letter or digit)"
+        )
+    return run_id
+
+
+def validate_run_date(value: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise UsageError(f"run date {value!r} is not a date: use YYYY-MM-DD") from None
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class ShardRecord:
+    """One committed shard."""
+
+    shard: int
+    items: int
+    rows: int
+    rows_per_status: dict[str, int]
+    files: int
+    bytes: int
+    written_s: float  # seconds from the start of inference to its last file
+    commit_s: float  # seconds its commit took (checks, statistics, the transactions)
+    committed_at: str
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    kind: str  # "run" or "nightly"
+    run_date: str
+    model: str
+    weights: str  # the weights URI, credentials redacted, or "random"
+    weights_sha256: str
+    modality: str
+    labels: int = 0  # classes of the model head
+    inputs: list[str] = field(default_factory=list)
+    status: str = RUNNING  # running, committed or failed
+    error: str | None = None  # why it failed
+    reprocess: bool = False
+    items_listed: int = 0  # distinct items the inputs held
+    duplicates: int = 0  # further copies of listed items, dropped
+    not_items: dict[str, int] = field(default_factory=dict)  # objects that are not items, by extension
+    items_skipped: int = 0  # already labeled by this model and weights
+    items: int = 0  # items this run set out to label
+    shard_size: int = 0
+    shards_total: int = 0  # shards with items to label
+    shards_committed: int = 0
+    shards: list[ShardRecord] = field(default_factory=list)
+    conflicts: int = 0  # shards another run labeled first; their items were planned again
+    rows: int = 0  # rows committed
+    rows_per_status: dict[str, int] = field(default_factory=dict)
+    top_errors: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    items_per_s: float = 0.0
+    tasks_per_node: dict[str, dict[str, int]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started_at: str = field(default_factory=now)
+    updated_at: str = field(default_factory=now)
+    finished_at: str | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.status == COMMITTED
+
+    def add_shard(self, shard: ShardRecord) -> None:
+        self.shards.append(shard)
+        self.shards_committed += 1
+        self.rows += shard.rows
+        for status, count in shard.rows_per_status.items():
+            self.rows_per_status[status] = self.rows_per_status.get(status, 0) + count
+        self.rows_per_status = dict(sorted(self.rows_per_status.items()))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """A record as written by any version: unknown keys are dropped, missing ones defaulted.
+        Records of the old layout (one commit at the end) were committed when written."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["shards"] = [ShardRecord(**s) for s in data.get("shards") or []]
+        values.setdefault("status", COMMITTED)
+        for name in ("model", "weights", "weights_sha256", "modality", "kind", "run_date"):
+            values.setdefault(name, "")
+        return cls(**values)
+
+
+def _path(runs: str, run_id: str, *, live: bool) -> str:
+    return storage.join(runs, f"{run_id}{_RUNNING_SUFFIX if live else '.json'}")
+
+
+def write(runs: str, record: RunRecord) -> None:
+    """Save ``record``: as the live record while it runs, as the final one (the live one removed) after."""
+    record.updated_at = now()
+    live = record.status == RUNNING
+    storage.write_bytes(_path(runs, record.run_id, live=live), record.to_json().encode())
+    if not live:
+        storage.remove_file(_path(runs, record.run_id, live=True))
+
+
+def load(runs: str, run_id: str) -> RunRecord | None:
+    """The final record of ``run_id``, else its live one, else None."""
+    for live in (False, True):
+        try:
+            return RunRecord.from_dict(json.loads(storage.read_bytes(_path(runs, run_id, live=live))))
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def load_all(runs: str, prefix: str = "") -> list[RunRecord]:
+    """Every record under ``runs`` whose run id starts with ``prefix``, oldest first; a run with a
+    final record is listed once."""
+    names = storage.list_names(runs, prefix)
+    final = {n.removesuffix(".json") for n in names if n.endswith(".json") and not n.endswith(_RUNNING_SUFFIX)}
+    live = {n.removesuffix(_RUNNING_SUFFIX) for n in names if n.endswith(_RUNNING_SUFFIX)} - final
+    records = [load(runs, run_id) for run_id in sorted(final | live)]
+    return sorted((r for r in records if r), key=lambda r: (r.started_at, r.run_id))
+
+
+def running(runs: str) -> list[RunRecord]:
+    """The live records: runs going on now, or whose driver died."""
+    names = storage.list_names(runs, "")
+    ids = sorted(n.removesuffix(_RUNNING_SUFFIX) for n in names if n.endswith(_RUNNING_SUFFIX))
+    records = []
+    for run_id in ids:
+        try:
+            records.append(RunRecord.from_dict(json.loads(storage.read_bytes(_path(runs, run_id, live=True)))))
+        except FileNotFoundError:
+            continue  # it ended while we listed
+    return records
+
+
+def seconds_since_update(record: RunRecord) -> float:
+    return time.time() - datetime.fromisoformat(record.updated_at).timestamp()

@@ -1,0 +1,146 @@
+"""The Ray Data plan of a run, as the data flows:
+
+read shards (driver's node) -> decode (tasks on every node) -> GhostNet (actor pool)
+-> write Parquet (tasks) -> manifests back to the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pyarrow as pa
+import ray
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+import ghostnet
+from pipeline import audio, cluster, decode, plan, sink
+from pipeline.commit import RunIdentity
+from pipeline.config import RunConfig
+from pipeline.model import ModelSpec
+from pipeline.plan import Plan, ShardPlan
+from pipeline.predict import Predictor
+from pipeline.tables import OutputLayout
+
+__all__ = ["ShardSource", "build"]
+
+log = logging.getLogger("ghostnet_pipeline")
+
+DECODE_TASK_MEMORY = 768 * 2**20  # Ray measured decode workers at up to 570 MiB and warns below that
+READ_CONCURRENCY = 2  # shards read at once
+WRITE_TASK_CPUS = 0.25  # writing is mostly waiting on storage; it must not hold a core from decoding
+ITEM_BYTES = 128  # an item row of the shard files, roughly
+
+
+class ShardSource(Datasource):
+    """The planned shards, each one read task. The shard files are on the driver's local disk, so
+    the reads run on the driver's node."""
+
+    def __init__(self, shards: tuple[ShardPlan, ...], block_rows: int) -> None:
+        super().__init__()
+        self.shards, self.block_rows = shards, block_rows
+
+    @property
+    def supports_distributed_reads(self) -> bool:
+        return False
+
+    def estimate_inmemory_data_size(self) -> int:
+        return sum(s.items for s in self.shards) * ITEM_BYTES
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: object | None = None) -> list[ReadTask]:
+        return [ReadTask(_reader(s.path, self.block_rows),
+                         BlockMetadata(num_rows=s.items, size_bytes=s.items * ITEM_BYTES, input_files=None,
+                                       exec_stats=None))
+                for s in self.shards]
+
+
+def _reader(path: str, block_rows: int) -> Callable[[], list[pa.Table]]:
+    return lambda: plan.read_shard(path, block_rows)
+
+
+def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
+          identity: RunIdentity) -> ray.data.Dataset:
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the run shows its own progress, per committed shard
+    gpus_per_actor = config.gpus_per_actor
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if cluster.cluster_gpus() else 0.0
+    actors = config.actors or _default_actors(gpus_per_actor, config.actor_resources)
+    batch_size = config.batch_size or (256 if gpus_per_actor else 32)
+    block_rows = max(1, min(config.decode_batch_size * 4, -(-planned.items // (4 * actors))))
+    on_device = meta.modality == "image" and (
+        config.decode == "device" or (config.decode == "auto" and gpus_per_actor > 0)
+    )
+    decode_fn, decode_kwargs = _decode_stage(config, meta, on_device)
+    return (
+        ray.data.read_datasource(ShardSource(planned.shards, block_rows),
+                                 concurrency=min(READ_CONCURRENCY, len(planned.shards)), num_cpus=0)
+        .map_batches(
+            decode_fn,
+            fn_kwargs=decode_kwargs,
+            batch_size=config.decode_batch_size,
+            batch_format="pyarrow",
+            num_cpus=1,
+            # Reserving memory for a batch of decoded images also keeps Ray from fusing decode
+            # into the model actor, so decoding runs as tasks on every CPU, beside the actors.
+            memory=DECODE_TASK_MEMORY,
+        )
+        .map_batches(
+            Predictor,
+            fn_constructor_args=(spec,),
+            fn_constructor_kwargs={
+                "run_id": identity.run_id,
+                "topk": config.topk,
+                "embeddings": config.embeddings,
+                "torch_threads": config.torch_threads,
+                "decode_on_device": on_device,
+                "max_pixels": config.max_pixels,
+                "compile": config.compile,
+                "batch_size": batch_size,
+            },
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            num_gpus=gpus_per_actor,
+            num_cpus=config.cpus_per_actor,
+            resources=config.actor_resources,
+        )
+        .map_batches(
+            sink.write_files,
+            fn_kwargs={"table_uri": layout.table("predictions"), "run_id": identity.run_id,
+                       "run_date": identity.run_date, "row_group_size": config.row_group_size},
+            batch_size=config.rows_per_file,
+            batch_format="pyarrow",
+            num_cpus=WRITE_TASK_CPUS,
+        )
+    )
+
+
+def _default_actors(gpus_per_actor: float, resources: dict[str, float] | None) -> int:
+    """As many actors as the scarcest resource they ask for allows; one where they ask only for CPUs."""
+    available = ray.cluster_resources()
+    wanted = {**(resources or {}), **({"GPU": gpus_per_actor} if gpus_per_actor else {})}
+    missing = sorted(name for name in wanted if available.get(name, 0) < wanted[name])
+    if missing:
+        log.warning(
+            "no node of this Ray cluster offers %s for the model actors yet: one actor waits for an autoscaler "
+            "to add such a node (start nodes with those resources, or change --actor-resources / --gpus-per-actor)",
+            ", ".join(missing),
+        )
+        return 1
+    return max(1, min((int(available[name] // amount) for name, amount in wanted.items()), default=1))
+
+
+def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta, on_device: bool) -> tuple[Callable, dict]:
+    """The decode function for the model's modality and its keyword arguments."""
+    if meta.modality == "audio":
+        return audio.read_and_decode_audio, {"frontend": meta.audio}
+    return decode.read_and_decode, {
+        "meta": meta,
+        "max_pixels": config.max_pixels,
+        "max_file_bytes": config.max_file_bytes,
+        "leave_jpegs": on_device,
+    }
+
