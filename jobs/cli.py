@@ -9,14 +9,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jobs import demo, label, nightly, query, report, submit, train
+from jobs import demo, label, migrate, nightly, query, report, submit, train
 
 # One line per subcommand, in the order `--help` lists them.
-COMMANDS = (label, nightly, submit, demo, train, query, report)
+COMMANDS = (label, nightly, submit, demo, train, query, report, migrate)
 
 EPILOG = (
-    "exit codes: 0 success, 1 the run failed (nothing committed), 2 usage error, "
-    "3 another nightly run holds the output"
+    "exit codes: 0 success, 1 the run failed (shards committed before stay committed), 2 usage error"
 )
 
 

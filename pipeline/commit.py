@@ -189,33 +189,14 @@ class ShardCommitter:
         identity = self.identity
         rows = channel_stats.shard_rows(total, run_id=identity.run_id, shard=shard.index,
                                         model=identity.model, weights_sha256=identity.weights_sha256)
-        relative = f"{PARTITION}={identity.run_date}/{identity.run_id}-{shard.index:05d}-{shard.digest}.parquet"
-        sink = io.BytesIO()
-        pq.write_table(rows, sink, compression="zstd")
-        storage.write_bytes(self.layout.data_file("channel_stats", relative), sink.getvalue())
-        return FileStats(relative, sink.tell(), rows.num_rows, tables.delta_stats(rows))
+        return write_channel_stats(self.layout, identity, shard.index, shard.digest, rows)
 
     def _commit_predictions(self, shard: ShardPlan, files: list[FileStats], items: pa.Table) -> bool:
         """Add the shard's files to the predictions table; False if another run labeled its items first."""
-        identity = self.identity
-        app = shard_app_id(identity.run_id, shard)
-        app_ids = [app]
-        if not identity.reprocess:
-            app_ids += [tables.app_id(identity.model_key, "partition", p) for p in shard.partitions]
-        for _ in range(COMMIT_ATTEMPTS):
-            table = tables.open_table(self.layout.table("predictions"), "predictions", create=True)
-            if tables.is_committed(table, app):
-                return True
-            if not identity.reprocess and self._labeled_meanwhile(table, shard, items):
-                return False
-            try:
-                tables.append(table, "predictions", [f.action(identity.run_date) for f in files], app_ids=app_ids,
-                              metadata={"run_id": identity.run_id, "shard": str(shard.index)})
-                return True
-            except ConcurrentCommit:
-                continue
-        raise RunFailed(f"shard {shard.index} could not be committed: {COMMIT_ATTEMPTS} attempts met concurrent "
-                        "commits of the same items; run the same command again")
+        partitions = () if self.identity.reprocess else shard.partitions
+        check = None if self.identity.reprocess else (lambda table: self._labeled_meanwhile(table, shard, items))
+        return commit_predictions(self.layout, self.identity, shard_app_id(self.identity.run_id, shard), files,
+                                  shard.index, partitions=partitions, labeled_meanwhile=check)
 
     def _labeled_meanwhile(self, table, shard: ShardPlan, items: pa.Table) -> bool:
         """Did another run of this model and weights commit any of these items since the plan?"""
@@ -248,6 +229,45 @@ class ShardCommitter:
 
 def shard_app_id(run_id: str, shard: ShardPlan) -> str:
     return tables.app_id(run_id, shard.index, shard.digest)
+
+
+def write_channel_stats(layout: OutputLayout, identity: RunIdentity, shard: int, digest: str,
+                        rows: pa.Table) -> FileStats:
+    """Write a shard's :data:`CHANNEL_STATS` rows into the channel_stats folder (not yet committed)."""
+    relative = f"{PARTITION}={identity.run_date}/{identity.run_id}-{shard:05d}-{digest}.parquet"
+    sink = io.BytesIO()
+    pq.write_table(rows, sink, compression="zstd")
+    storage.write_bytes(layout.data_file("channel_stats", relative), sink.getvalue())
+    return FileStats(relative, sink.tell(), rows.num_rows, tables.delta_stats(rows))
+
+
+def commit_predictions(
+    layout: OutputLayout,
+    identity: RunIdentity,
+    app: str,
+    files: list[FileStats],
+    shard: int,
+    *,
+    partitions: tuple[int, ...] = (),
+    labeled_meanwhile: Callable[[object], bool] | None = None,
+) -> bool:
+    """Add a shard's prediction files to the predictions table, once; False if
+    ``labeled_meanwhile`` says another run committed some of its items first."""
+    app_ids = [app, *(tables.app_id(identity.model_key, "partition", p) for p in partitions)]
+    for _ in range(COMMIT_ATTEMPTS):
+        table = tables.open_table(layout.table("predictions"), "predictions", create=True)
+        if tables.is_committed(table, app):
+            return True
+        if labeled_meanwhile is not None and labeled_meanwhile(table):
+            return False
+        try:
+            tables.append(table, "predictions", [f.action(identity.run_date) for f in files], app_ids=app_ids,
+                          metadata={"run_id": identity.run_id, "shard": str(shard)})
+            return True
+        except ConcurrentCommit:
+            continue
+    raise RunFailed(f"shard {shard} could not be committed: {COMMIT_ATTEMPTS} attempts met concurrent "
+                    "commits of the same items; run the same command again")
 
 
 def commit_channel_stats(layout: OutputLayout, run_id: str, run_date: str, app: str, stats_file: FileStats,

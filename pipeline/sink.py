@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 
 from pipeline import channel_stats, storage
 from pipeline.schema import LAST, PARTIALS, PARTITION, PREDICTIONS, SHARD
-from pipeline.tables import delta_stats
+from pipeline.tables import FileStats, delta_stats
 
-__all__ = ["MANIFEST", "write_files"]
+__all__ = ["MANIFEST", "write_files", "write_predictions"]
 
 # One row per written data file, back to the driver.
 MANIFEST = pa.schema(
@@ -49,24 +49,33 @@ def write_files(batch: pa.Table, *, table_uri: str, run_id: str, run_date: str, 
     return pa.Table.from_pylist(manifests, schema=MANIFEST)
 
 
-def _write_shard_file(rows: pa.Table, shard: int, table_uri: str, run_id: str, run_date: str,
-                      row_group_size: int) -> dict:
-    data = rows.select(PREDICTIONS.names).cast(PREDICTIONS)
+def write_predictions(table_uri: str, data: pa.Table, *, run_id: str, run_date: str, shard: int,
+                      row_group_size: int = 50_000) -> FileStats:
+    """Write :data:`PREDICTIONS` rows of one shard as a data file of the predictions table (not
+    yet committed); the name repeats for the same rows."""
+    data = data.select(PREDICTIONS.names).cast(PREDICTIONS)
     relative = f"{PARTITION}={run_date}/{run_id}-{shard:05d}-{_digest(data)}.parquet"
     sink = io.BytesIO()
     pq.write_table(data, sink, row_group_size=row_group_size, compression="zstd")
     storage.write_bytes(storage.join(table_uri, relative), sink.getvalue())
+    return FileStats(relative, sink.tell(), data.num_rows, delta_stats(data))
+
+
+def _write_shard_file(rows: pa.Table, shard: int, table_uri: str, run_id: str, run_date: str,
+                      row_group_size: int) -> dict:
+    written = write_predictions(table_uri, rows, run_id=run_id, run_date=run_date, shard=shard,
+                                row_group_size=row_group_size)
     last = rows.filter(rows[LAST])
     blobs = [b for b in rows[PARTIALS].to_pylist() if b is not None]
     return {
         "shard": shard,
-        "path": relative,
-        "size": sink.tell(),
+        "path": written.path,
+        "size": written.size,
         "rows": rows.num_rows,
         "items_done": last.num_rows,
         "rows_expected": int(pc.sum(pc.add(pc.cast(last["segment"], pa.int64()), 1)).as_py() or 0),
-        "rows_per_status": json.dumps({c["values"]: c["counts"] for c in pc.value_counts(data["status"]).to_pylist()}),
-        "stats": delta_stats(data),
+        "rows_per_status": json.dumps({c["values"]: c["counts"] for c in pc.value_counts(rows["status"]).to_pylist()}),
+        "stats": written.stats,
         "partials": channel_stats.to_bytes(channel_stats.add(channel_stats.from_bytes(b) for b in blobs)),
     }
 
