@@ -1,7 +1,7 @@
 """``ghostnet-pipeline query`` / ``python -m jobs.query``: SQL over an output with DuckDB.
 
-Exit codes: 0 the query ran (an empty result included), 1 it could not run (missing output,
-unreadable files, a conversion DuckDB refused), 2 bad SQL or usage error.
+Exit codes: 0 the query ran (an empty result included), 1 it could not run (unreadable files, a
+conversion DuckDB refused), 2 bad SQL or usage error (an output that does not exist).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import duckdb
 from jobs._command import Command
 from pipeline import storage
 from pipeline.analytics import VIEWS, QueryResult, query
+from pipeline.errors import UsageError
 
 FORMATS = ("table", "csv", "json")
 CELL_WIDTH = 60  # table format only; csv and json carry every character
@@ -34,7 +35,7 @@ examples:
   ghostnet-pipeline query ./out "SELECT * FROM channel_drift WHERE shifted" --format json
   ghostnet-pipeline query ./out "SELECT run_id, items, items_per_s FROM runs" --format csv > runs.csv
 
-exit codes: 0 the query ran, 1 it could not run, 2 bad SQL or usage error
+exit codes: 0 the query ran, 1 it could not run, 2 bad SQL or usage error (no such output)
 """
 
 OK, FAILED, BAD_SQL = 0, 1, 2
@@ -52,6 +53,8 @@ def execute(args: argparse.Namespace) -> int:
         result = query(args.output, args.sql)
     except duckdb.ProgrammingError as exc:
         return _fail(f"bad SQL: {exc}", BAD_SQL)
+    except UsageError as exc:
+        return _fail(str(exc), BAD_SQL)
     except (duckdb.Error, OSError) as exc:
         return _fail(str(exc), FAILED)
     WRITERS[args.format](result, sys.stdout)

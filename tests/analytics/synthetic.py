@@ -1,4 +1,4 @@
-"""Committed runs made without a model: real schema, real commit protocol, made-up values."""
+"""Committed runs made without a model: real schema, the pipeline's own commit path, made-up values."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import commit, storage
-from pipeline.commit import Layout
+from pipeline import commit, sink
+from pipeline import record as records
+from pipeline.commit import RunIdentity
+from pipeline.record import RunRecord, ShardRecord
 from pipeline.schema import CHANNEL_STATS, PREDICTIONS
+from pipeline.tables import OutputLayout
 
 MODEL = "ghostnet_050"
 WEIGHTS = "random-seed-0"
@@ -44,10 +47,12 @@ def predictions(run_id: str, statuses: dict[str, int], *, model: str = MODEL, we
 
 
 def channel_stats(run_id: str, means: dict[str, np.ndarray], *, count: int = 10, model: str = MODEL,
-                  weights: str = WEIGHTS) -> pa.Table:
+                  weights: str = WEIGHTS, std: float = 0.05) -> pa.Table:
+    """One shard's sums whose mean and std are ``means`` and ``std``."""
     rows = [
-        {"run_id": run_id, "model": model, "weights_sha256": weights, "layer": layer, "channel": c,
-         "count": count, "mean": float(m), "std": 0.05, "min": 0.0, "max": 1.0}
+        {"run_id": run_id, "shard": 0, "model": model, "weights_sha256": weights, "layer": layer, "channel": c,
+         "count": count, "sum": float(m) * count, "sum_sq": (std * std + float(m) ** 2) * count,
+         "mean": float(m), "std": std, "min": 0.0, "max": 1.0}
         for layer, vector in means.items()
         for c, m in enumerate(vector)
     ]
@@ -55,28 +60,32 @@ def channel_stats(run_id: str, means: dict[str, np.ndarray], *, count: int = 10,
 
 
 def commit_run(root: str, run_id: str, rows: pa.Table, stats: pa.Table, *, minutes: int = 0,
-               run_date: str = "2026-11-27", model: str = MODEL, weights: str = WEIGHTS) -> dict:
-    """Stage ``rows`` and publish them with the pipeline's own commit protocol."""
-    layout = Layout(root)
-    sink = pa.BufferOutputStream()
-    pq.write_table(rows, sink)
-    storage.write_bytes(storage.join(layout.staged_predictions(run_id), "part-0.parquet"),
-                        sink.getvalue().to_pybytes())
+               run_date: str = "2026-11-27", model: str = MODEL, weights: str = WEIGHTS) -> RunRecord:
+    """Write ``rows`` and ``stats`` as one shard and commit them with the pipeline's own commit path."""
+    layout = OutputLayout.of(root)
+    identity = RunIdentity(run_id, run_date, model, weights, reprocess=True)
+    written = sink.write_predictions(layout.table("predictions"), rows, run_id=run_id, run_date=run_date, shard=0)
+    stats_file = commit.write_channel_stats(layout, identity, 0, "0" * 16, stats)
+    app = commit.tables.app_id(run_id, 0, "0" * 16)
+    assert commit.commit_predictions(layout, identity, app, [written], 0)
+    commit.commit_channel_stats(layout, run_id, run_date, app, stats_file, 0)
     per_status = {s: n for s, n in zip(*np.unique(rows["status"].to_numpy(zero_copy_only=False),
                                                   return_counts=True), strict=True)}
-    record = {
-        "run_id": run_id, "kind": "run", "run_date": run_date, "status": "committed",
-        "committed_at": (START + timedelta(minutes=minutes)).isoformat(),
-        "model": model, "weights": "random", "weights_sha256": weights, "modality": "image",
-        "labels": len(LABELS), "inputs": ["s3://photos/in"],
-        "items_listed": rows.num_rows, "items_skipped": 0, "items": rows.num_rows, "rows": rows.num_rows,
-        "rows_per_status": {str(k): int(v) for k, v in per_status.items()},
-        "top_errors": top_errors(rows),
-        "timings": {"discover_s": 0.2, "model_check_s": 0.5, "inference_s": 4.0},
-        "items_per_s": rows.num_rows / 4.0,
-        "config": {"batch_size": 32, "topk": 4}, "versions": {"duckdb": "2.0.1"},
-    }
-    return commit.publish(layout, run_id, run_date, stats, record)
+    ended = (START + timedelta(minutes=minutes)).isoformat()
+    record = RunRecord(
+        run_id=run_id, kind="run", run_date=run_date, status=records.COMMITTED, model=model, weights="random",
+        weights_sha256=weights, modality="image", labels=len(LABELS), inputs=["s3://photos/in"],
+        items_listed=rows.num_rows, items=rows.num_rows, rows=rows.num_rows,
+        rows_per_status={str(k): int(v) for k, v in per_status.items()}, top_errors=top_errors(rows),
+        timings={"plan_s": 0.2, "inference_s": 4.0, "total_s": 5.0}, items_per_s=rows.num_rows / 4.0,
+        shards_total=1, shards_committed=1, config={"batch_size": 32, "topk": 4}, versions={"duckdb": "2.0.1"},
+        started_at=ended, finished_at=ended,
+        shards=[ShardRecord(shard=0, items=rows.num_rows, rows=rows.num_rows,
+                            rows_per_status={str(k): int(v) for k, v in per_status.items()}, files=1,
+                            bytes=written.size, written_s=4.0, commit_s=0.1, committed_at=ended)],
+    )
+    records.write(layout.runs, record)
+    return record
 
 
 def top_errors(rows: pa.Table) -> list[dict]:

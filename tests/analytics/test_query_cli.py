@@ -104,12 +104,13 @@ def test_bad_sql_exits_2_with_duckdbs_message_on_one_line(capsys, output, sql, m
     assert err.count("\n") == 1
 
 
-def test_other_failures_exit_1(capsys, output, tmp_path):
+def test_failures_to_run_exit_1_and_a_missing_output_is_a_usage_error(capsys, output, tmp_path):
+    """README exit codes: 2 for a usage error, as `report` does for the same missing output."""
     conversion = run_cli(capsys, output, "SELECT CAST(status AS INTEGER) FROM predictions")
     missing = run_cli(capsys, str(tmp_path / "no-such-output"), "SELECT 1")
 
     assert conversion[0] == 1 and "Conversion Error" in conversion[2] and conversion[2].count("\n") == 1
-    assert missing[0] == 1 and "does not exist" in missing[2]
+    assert missing[0] == 2 and "does not exist" in missing[2]
 
 
 def test_registered_in_the_cli():

@@ -1,4 +1,8 @@
-"""The views on synthetic committed runs: committed rows only, empty outputs, moved outputs, S3."""
+"""The views on synthetic committed runs: committed rows only, empty outputs, moved outputs, S3.
+
+Backs docs/analytics.md, "What is committed": readers through the Delta log (the views) see only
+committed shards; a raw Parquet glob also sees files of shards that never committed.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import analytics
-from pipeline.commit import Layout
-from pipeline.schema import CHANNEL_STATS, PARTITION, PREDICTIONS, STATUSES
+from pipeline import analytics, sink
+from pipeline.errors import UsageError
+from pipeline.schema import PARTITION, PREDICTIONS, STATUSES
+from pipeline.tables import OutputLayout
 from tests.analytics import synthetic
 
 LAYERS = {"blocks.1.0.se": 4, "blocks.2.0.se": 6}
@@ -37,12 +42,13 @@ def test_empty_output_has_every_view_with_its_columns(tmp_path):
     for view in analytics.VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
     assert con.sql("SELECT * FROM predictions").columns == [*PREDICTIONS.names, PARTITION]
-    assert con.sql("SELECT * FROM channel_stats").columns == [*CHANNEL_STATS.names, PARTITION]
+    assert con.sql("SELECT * FROM channel_stats").columns == [
+        "run_id", "model", "weights_sha256", "layer", "channel", "count", "mean", "std", "min", "max", PARTITION]
     assert con.sql("SELECT * FROM runs").columns == analytics.RUNS.names
 
 
 def test_missing_output_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):
         analytics.connect(str(tmp_path / "typo"))
 
 
@@ -71,34 +77,31 @@ def test_runs_view_flattens_the_commit_records(tmp_path):
         "ok": 4, "read_error": 0, "decode_error": 2, "unsupported": 0, "too_large": 0, "empty": 1,
         "model_error": 0}
     assert first["rows"] == 7 and first["items_per_s"] == pytest.approx(7 / 4.0)
-    assert first["inference_s"] == 4.0 and first["commit_s"] is None, "absent keys become nulls"
+    assert first["inference_s"] == 4.0 and first["plan_s"] == 0.2
     assert first["prediction_files"] == 1 and first["inputs"] == ["s3://photos/in"]
     assert {e["status"]: e["count"] for e in first["top_errors"]} == {"decode_error": 2, "empty": 1}
     assert json.loads(first["config"]) == {"batch_size": 32, "topk": 4}
     assert second["run_date"] == date(2026, 11, 28) and second["committed_at"].tzinfo is not None
 
 
-def test_files_without_a_commit_record_are_not_read(tmp_path):
+def test_files_of_uncommitted_shards_are_not_read(tmp_path):
     root = tmp_path / "out"
     commit_two_runs(str(root))
-    layout = Layout(str(root))
-    # a run that died before publishing: staged rows only
-    staged = Path(layout.staged_predictions("dead"))
-    staged.mkdir(parents=True)
-    pq.write_table(synthetic.predictions("dead", {"ok": 5}), staged / "part-0.parquet")
-    # a run killed mid-publish: files renamed into place, no record yet
-    orphan = Path(layout.predictions("2026-11-27")) / "halfway-00000.parquet"
-    pq.write_table(synthetic.predictions("halfway", {"ok": 6}), orphan)
-    pq.write_table(synthetic.channel_stats("halfway", synthetic.gates(LAYERS, 3)),
-                   Path(layout.channel_stats("2026-11-27")) / "halfway-00000.parquet")
+    layout = OutputLayout.of(str(root))
+    # a shard whose files were written but whose driver died before committing it
+    sink.write_predictions(layout.table("predictions"), synthetic.predictions("dead", {"ok": 5}),
+                           run_id="dead", run_date="2026-11-27", shard=0)
+    pq.write_table(synthetic.channel_stats("dead", synthetic.gates(LAYERS, 3)),
+                   Path(layout.table("channel_stats")) / "run_date=2026-11-27" / "dead-00000-x.parquet")
 
     con = analytics.connect(str(root))
 
     assert counts(con, "SELECT run_id, count(*) FROM predictions GROUP BY ALL") == {"first": 7, "second": 3}
     assert {r for (r,) in con.sql("SELECT run_id FROM channel_stats").fetchall()} == {"first", "second"}
     assert {r for (r,) in con.sql("SELECT run_id FROM runs").fetchall()} == {"first", "second"}
-    raw = con.execute(f"SELECT count(*) FROM read_parquet('{root}/predictions/**/*.parquet')").fetchone()[0]
-    assert raw == 7 + 3 + 6, "the glob does see the orphan: that is why the views use the records"
+    glob = f"{root}/predictions/run_date=*/*.parquet"
+    raw = con.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()[0]
+    assert raw == 7 + 3 + 5, "a raw glob does see the uncommitted file: that is why the views read the log"
 
 
 def test_a_moved_output_still_reads(tmp_path):
