@@ -84,7 +84,8 @@ def add(tables: Iterable[pa.Table]) -> pa.Table:
         [("count", "sum"), ("sum", "sum"), ("sum_sq", "sum"), ("min", "min"), ("max", "max")]
     )
     names = {"count_sum": "count", "sum_sum": "sum", "sum_sq_sum": "sum_sq", "min_min": "min", "max_max": "max"}
-    return total.rename_columns([names.get(n, n) for n in total.column_names]).select(CHANNEL_PARTIALS.names)
+    return total.rename_columns([names.get(n, n) for n in total.column_names]).select(CHANNEL_PARTIALS.names).cast(
+        CHANNEL_PARTIALS)
 
 
 def check_counts(total: pa.Table, ok_rows: int, *, where: str) -> None:

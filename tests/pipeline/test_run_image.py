@@ -1,22 +1,24 @@
-"""The image pipeline end to end on real components: moto S3, a local Ray, DuckDB reading back."""
+"""The image pipeline end to end on real components: moto S3, a local Ray, deltalake and DuckDB reading back."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
-import duckdb
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import analytics, tables
 from pipeline.config import RunConfig
-from pipeline.run import RunFailed, run
-from pipeline.schema import CHANNEL_STATS, PREDICTIONS
+from pipeline.errors import RunFailed
+from pipeline.run import run
+from pipeline.schema import PREDICTIONS
 from tests import corpus
 from tests.conftest import SECRET_KEY
+from tests.output import committed, run_records
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -24,10 +26,6 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def upload(fs, bucket: str, prefix: str, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         fs.pipe_file(f"{bucket}/{prefix}/{name}", data)
-
-
-def read_predictions(fs, uri_root: str):
-    return pads.dataset(f"{uri_root}/predictions", filesystem=fs, format="parquet", partitioning="hive").to_table()
 
 
 def test_mixed_corpus_from_s3_to_s3(s3fs_client, bucket):
@@ -40,7 +38,7 @@ def test_mixed_corpus_from_s3_to_s3(s3fs_client, bucket):
                            weights="random", num_classes=10, max_error_rate=1.0, run_date="2026-11-27"))
 
     assert result.committed and result.items == len(cases)
-    table = read_predictions(s3fs_client, f"{bucket}/out")
+    table = committed(output)
     rows = {r["uri"].rsplit("/in/", 1)[1]: r for r in table.to_pylist()}
     assert sorted(rows) == sorted(cases), "exactly one row per object, nothing else"
     for name, (_, expected) in cases.items():
@@ -52,18 +50,20 @@ def test_mixed_corpus_from_s3_to_s3(s3fs_client, bucket):
             assert all(0.0 <= cw["min"] <= cw["max"] <= 1.0 for cw in row["channel_weights"])
         else:
             assert row["error"] and row["label"] is None
-    assert set(table.column("run_date").to_pylist()) == {"2026-11-27"}
+    assert set(table.column("run_date").to_pylist()) == {date(2026, 11, 27)}
     assert table.schema.remove_metadata().field("channel_weights").type == PREDICTIONS.field("channel_weights").type
 
-    record = json.loads(s3fs_client.cat_file(f"{bucket}/out/_runs/{result.run_id}.json"))
-    assert record["rows_per_status"]["ok"] == sum(1 for _, s in cases.values() if s == "ok")
-    assert not s3fs_client.exists(f"{bucket}/out/_staging/{result.run_id}")
+    [record] = run_records(output)
+    ok = sum(1 for _, s in cases.values() if s == "ok")
+    assert record.committed and record.rows_per_status["ok"] == ok
+    assert record.not_items == {".txt": 1}, "what is not an item is counted, by extension"
 
-    stats = pads.dataset(f"{bucket}/out/channel_stats", filesystem=s3fs_client, partitioning="hive").to_table()
-    assert set(CHANNEL_STATS.names) <= set(stats.column_names)
-    assert set(stats.column("count").to_pylist()) == {record["rows_per_status"]["ok"]}
+    con = analytics.connect(output)
+    assert con.execute("SELECT DISTINCT count FROM channel_stats").fetchall() == [(ok,)]
 
-    everything = b"".join(s3fs_client.cat_file(p) for p in s3fs_client.find(f"{bucket}/out"))
+    keys = s3fs_client.find(f"{bucket}/out")
+    assert keys and all(s3fs_client.info(k)["size"] > 0 for k in keys), "no zero-byte folder markers"
+    everything = b"".join(s3fs_client.cat_file(p) for p in keys)
     assert SECRET_KEY.encode() not in everything
 
 
@@ -79,12 +79,9 @@ def test_duckdb_reads_the_output_and_rerun_adds_nothing(tmp_path):
     second = run(config)
 
     assert first.committed and first.items == 6
-    assert not second.committed and "already labeled" in second.message
-    glob = f"{tmp_path}/out/predictions/**/*.parquet"
-    [(count, distinct)] = duckdb.sql(
-        f"SELECT count(*), count(DISTINCT uri) FROM read_parquet('{glob}', hive_partitioning=true)"
-    ).fetchall()
-    assert count == distinct == 6
+    assert second.items == 0 and second.items_skipped == 6
+    con = analytics.connect(str(tmp_path / "out"))
+    assert con.execute("SELECT count(*), count(DISTINCT uri) FROM predictions").fetchall() == [(6, 6)]
 
 
 def test_output_files_hold_rows_per_file_in_row_groups_of_row_group_size(tmp_path):
@@ -95,16 +92,42 @@ def test_output_files_hold_rows_per_file_in_row_groups_of_row_group_size(tmp_pat
     config = RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_050",
                        weights="random", num_classes=4, batch_size=8, rows_per_file=32, row_group_size=16)
 
-    result = run(config)
+    run(config)
 
-    files = [pq.ParquetFile(tmp_path / "out" / f.split("/out/", 1)[1]).metadata
-             for f in result.record["files"]["predictions"]]
+    table = tables.open_table(str(tmp_path / "out" / "predictions"), "predictions")
+    files = [pq.ParquetFile(uri).metadata for uri in table.file_uris()]
     rows = sorted((m.num_rows for m in files), reverse=True)
     assert sum(rows) == 70
     assert len(rows) < 70 // 8  # fewer files than model batches: blocks were bundled
-    assert all(r >= 32 for r in rows[:-1]), rows  # only the last may be short
+    assert all(r >= 32 for r in rows[:-2]), rows  # only the shard's last bundles may be short
     groups = [m.row_group(g).num_rows for m in files for g in range(m.num_row_groups)]
     assert max(groups) == 16 and sum(groups) == 70, groups
+
+
+def test_a_run_commits_shard_by_shard_and_statistics_reconcile(tmp_path):
+    """docs/operations.md, choosing the shard size: a run of N items commits ceil(N / --shard-size)
+    shards, each one Delta transaction, with channel statistics whose counts equal its ok rows."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for i in range(11):
+        corpus.gradient(48, 40, seed=i).save(images / f"g{i:02d}.png")
+    (images / "broken.png").write_bytes(b"\x89PNG broken")
+    output = str(tmp_path / "out")
+
+    record = run(RunConfig(inputs=(str(images),), output=output, model="ghostnet_050", weights="random",
+                           num_classes=4, shard_size=4, max_error_rate=0.5))
+
+    assert record.committed and record.shards_total == record.shards_committed == 3
+    assert [s.items for s in sorted(record.shards, key=lambda s: s.shard)] == [4, 4, 4]
+    table = tables.open_table(f"{output}/predictions", "predictions")
+    writes = [h for h in table.history() if h["operation"] == "WRITE"]
+    assert sorted(int(h["shard"]) for h in writes) == [0, 1, 2], "one transaction per shard"
+    rows = committed(output)
+    assert rows.num_rows == 12 and pc.count_distinct(rows["uri"]).as_py() == 12
+    shard_sums = committed(output, "channel_stats")
+    per_shard = shard_sums.group_by("shard").aggregate([("count", "max")]).to_pylist()
+    ok_per_shard = {s.shard: s.rows_per_status.get("ok", 0) for s in record.shards}
+    assert {r["shard"]: r["count_max"] for r in per_shard} == ok_per_shard
 
 
 def test_error_rate_over_the_limit_commits_nothing(tmp_path):
@@ -114,12 +137,14 @@ def test_error_rate_over_the_limit_commits_nothing(tmp_path):
     for i in range(3):
         (images / f"bad{i}.jpg").write_bytes(b"garbage")
 
-    with pytest.raises(RunFailed, match=r"3 of 4 items failed .*decode_error: 3"):
+    with pytest.raises(RunFailed, match=r"3 of the 4 items of shard 0 failed .*decode_error"):
         run(RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_050",
                       weights="random", num_classes=3, max_error_rate=0.5))
 
-    assert not (tmp_path / "out" / "predictions").exists()
-    assert not list((tmp_path / "out").glob("_runs/*.json"))
+    assert committed(str(tmp_path / "out")).num_rows == 0
+    assert not list((tmp_path / "out" / "predictions").glob("run_date=*/*.parquet")), "its files were removed"
+    [record] = run_records(str(tmp_path / "out"))
+    assert record.status == "failed" and "over --max-error-rate" in record.error
 
 
 def test_top1_matches_timm_on_photos(tmp_path):
@@ -148,7 +173,7 @@ def test_top1_matches_timm_on_photos(tmp_path):
                            weights=str(weights), topk=3))
 
     transform = create_transform(**resolve_data_config({}, model=reference))
-    table = read_predictions(None, str(tmp_path / "out"))
+    table = committed(str(tmp_path / "out"))
     assert result.committed and table.num_rows == len(photos)
     for row in table.to_pylist():
         image = photos[Path(row["uri"]).stem]
