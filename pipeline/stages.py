@@ -111,7 +111,8 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
             sink.write_files,
             fn_kwargs={"table_uri": layout.table("predictions"), "run_id": identity.run_id,
                        "run_date": identity.run_date, "row_group_size": config.row_group_size},
-            batch_size=config.rows_per_file,
+            # A shard commits once all its files are written: never wait for more rows than it has.
+            batch_size=min(config.rows_per_file, config.shard_size),
             batch_format="pyarrow",
             num_cpus=WRITE_TASK_CPUS,
         )

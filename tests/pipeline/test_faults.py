@@ -1,5 +1,9 @@
-"""Faults with real processes: a model actor SIGKILLed mid-run, the driver SIGKILLed mid-run,
-an S3 endpoint that throttles and errors, objects deleted between listing and reading."""
+"""Faults with real processes: a model actor SIGKILLed mid-run, the driver SIGKILLed between
+writing a shard and committing it or right after a commit, an S3 endpoint that throttles and
+errors, objects deleted between listing and reading.
+
+Backs docs/reliability.md, "Faults", and docs/operations.md, "Resuming".
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ import time
 from pathlib import Path
 
 import psutil
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import RunConfig
-from pipeline.run import run
+from pipeline.run import FAULT, run
 from tests import corpus
+from tests.output import committed, rows_per_run, run_records
 from tests.s3_fault_proxy import FaultProxy
 
 IMAGES = 60
@@ -29,10 +35,6 @@ def make_images(folder: Path, count: int = IMAGES) -> None:
         corpus.gradient(64 + i % 7, 48 + i % 5, seed=i).save(folder / f"img-{i:03d}.png")
 
 
-def staged_batches(output: Path) -> int:
-    return len(list(output.glob("_staging/*/channel_partials/*.parquet")))
-
-
 def wait_for(condition, timeout_s: float = 300.0, every_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -41,17 +43,21 @@ def wait_for(condition, timeout_s: float = 300.0, every_s: float = 0.2) -> None:
         time.sleep(every_s)
 
 
-def predictions(output: Path):
-    path = output / "predictions"
-    if not path.exists():
-        return None
-    return pads.dataset(str(path), format="parquet", partitioning="hive").to_table()
-
-
 def assert_exactly_once(output: Path, count: int) -> None:
-    table = predictions(output)
-    uris = table.column("uri").to_pylist()
-    assert len(uris) == len(set(uris)) == count
+    table = committed(str(output))
+    assert table.num_rows == pc.count_distinct(table["uri"]).as_py() == count
+
+
+def items_in_channel_stats(output: Path) -> set[int]:
+    """Per (layer, channel), the items the committed shards' sums count, added up."""
+    stats = committed(str(output), "channel_stats")
+    totals = stats.group_by(["layer", "channel"]).aggregate([("count", "sum")])
+    return set(totals["count_sum"].to_pylist())
+
+
+def raw_rows(output: Path) -> int:
+    """What a raw Parquet glob over the table folder sees, committed or not."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in (output / "predictions").glob("run_date=*/*.parquet"))
 
 
 def model_actor_processes() -> list[psutil.Process]:
@@ -80,56 +86,74 @@ def cli(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Po
 class TestActorKilled:
     pytestmark = pytest.mark.usefixtures("ray_local")
 
-    def test_sigkill_of_the_model_actor_mid_run_loses_and_duplicates_nothing(self, tmp_path):
-        make_images(tmp_path / "in")
+    def test_sigkill_of_the_model_actor_mid_run_restarts_it_and_loses_and_duplicates_nothing(self, tmp_path):
+        make_images(tmp_path / "in", 2 * IMAGES)
         output = tmp_path / "out"
         config = RunConfig(inputs=(str(tmp_path / "in"),), output=str(output), model="ghostnet_050",
-                           weights="random", num_classes=5, batch_size=4, decode_batch_size=4)
+                           weights="random", num_classes=5, batch_size=4, decode_batch_size=4, shard_size=5)
         result: dict = {}
         runner = threading.Thread(target=lambda: result.update(r=run(config)))
         runner.start()
-        wait_for(lambda: staged_batches(output) >= 2)
+        wait_for(lambda: any("__init__" not in " ".join(p.cmdline()) for p in model_actor_processes()))
         victims = model_actor_processes()
         assert victims, "the model actor should be running"
+        killed = {v.pid for v in victims}
         for victim in victims:
             victim.send_signal(signal.SIGKILL)
-        runner.join(timeout=600)
+        replacements: set[int] = set()
+        while runner.is_alive():
+            replacements |= {p.pid for p in model_actor_processes()} - killed
+            time.sleep(0.2)
 
-        assert result["r"].committed and result["r"].items == IMAGES
-        assert_exactly_once(output, IMAGES)
-        stats = pads.dataset(str(output / "channel_stats"), partitioning="hive").to_table()
-        assert set(stats.column("count").to_pylist()) == {IMAGES}, "retried batches counted once"
+        assert replacements, "Ray started a new actor process for the rest of the run"
+        assert result["r"].committed and result["r"].items == 2 * IMAGES
+        assert result["r"].shards_committed == 2 * IMAGES // 5
+        assert_exactly_once(output, 2 * IMAGES)
+        assert items_in_channel_stats(output) == {2 * IMAGES}, "retried batches counted once"
 
 
-def kill_process_tree(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+def run_args(command: str, tmp_path: Path) -> list[str]:
+    args = [command, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "ghostnet_050",
+            "--weights", "random", "--num-classes", "5", "--batch-size", "4", "--shard-size", "10"]
+    return args + (["--date", "2026-11-28"] if command == "nightly" else [])
 
 
-@pytest.mark.parametrize("command", ["run", "nightly"])
-def test_driver_killed_mid_run_leaves_nothing_visible_and_rerun_completes_once(tmp_path, ray_tmp, command):
+@pytest.mark.parametrize(("command", "fault", "first_rows"), [
+    ("run", "after-commit:3", 30),
+    ("run", "before-commit:2", 10),
+    ("nightly", "after-commit:2", 20),
+])
+def test_driver_killed_then_the_same_command_labels_only_the_rest(tmp_path, ray_tmp, command, fault, first_rows):
+    """The driver and its private Ray are SIGKILLed (process group) right after a shard's commit, or
+    between writing a shard's files and committing them. The same command then labels only what
+    no shard committed; every item has exactly one row, told apart by run id in the Delta table, and
+    a raw glob over the table folder sees committed rows only once the second run ended."""
     make_images(tmp_path / "in")
     output = tmp_path / "out"
-    args = [command, "--input", str(tmp_path / "in"), "--output", str(output), "--model", "ghostnet_050",
-            "--weights", "random", "--num-classes", "5", "--batch-size", "4"]
-    if command == "nightly":
-        args += ["--date", "2026-11-28"]
-    # The driver runs in its own session with its private Ray under ray_tmp: killing the session
-    # kills exactly the processes this test started.
+    # The driver runs in its own session with its private Ray under ray_tmp: the fault kills exactly
+    # the processes this test started.
     env = {"TMPDIR": ray_tmp}
 
-    first = cli(*args, env=env, start_new_session=True)
-    wait_for(lambda: staged_batches(output) >= 1 or first.poll() is not None)
-    assert first.poll() is None, first.communicate()
-    kill_process_tree(first)
+    first = cli(*run_args(command, tmp_path), env={**env, FAULT: fault}, start_new_session=True)
+    first.communicate(timeout=900)
+    assert first.returncode == -signal.SIGKILL
+    [dead] = run_records(str(output))
+    assert dead.status == "running" and rows_per_run(str(output)) == {dead.run_id: first_rows}
+    if fault.startswith("before-commit"):
+        assert raw_rows(output) > first_rows, "the killed shard's files were written, not committed"
 
-    assert predictions(output) is None or predictions(output).num_rows == 0
-    assert not list(output.glob("_runs/*.json"))
-    second = cli(*args, env=env, start_new_session=True)
+    second = cli(*run_args(command, tmp_path), env=env, start_new_session=True)
     _, err = second.communicate(timeout=900)
     assert second.returncode == 0, err[-3000:]
+
     assert_exactly_once(output, IMAGES)
-    assert len(list(output.glob("_runs/*.json"))) == 1
+    records = {r.run_id: r for r in run_records(str(output))}
+    rerun = next(r for r in records.values() if r.run_id != dead.run_id)
+    assert rows_per_run(str(output)) == {dead.run_id: first_rows, rerun.run_id: IMAGES - first_rows}
+    assert records[dead.run_id].status == "failed" and rerun.committed
+    assert rerun.items_skipped == first_rows, "only the rest was labeled"
+    assert raw_rows(output) == IMAGES, "the dead run's uncommitted files are gone"
+    assert items_in_channel_stats(output) == {IMAGES}, "every committed shard has its statistics, once"
 
 
 def test_throttling_5xx_and_vanished_objects_on_s3(ray_tmp, s3_endpoint, s3fs_client, bucket):
@@ -147,9 +171,7 @@ def test_throttling_5xx_and_vanished_objects_on_s3(ray_tmp, s3_endpoint, s3fs_cl
 
     assert done.returncode == 0, err[-3000:]
     assert proxy.injected["slowdown"] >= len(names) - 1 and proxy.injected["internal"] > 0
-    rows = {Path(r["uri"]).name: r for r in
-            pads.dataset(f"{bucket}/out/predictions", filesystem=s3fs_client, partitioning="hive").to_table()
-            .to_pylist()}
+    rows = {Path(r["uri"]).name: r for r in committed(f"s3://{bucket}/out").to_pylist()}
     assert sorted(rows) == sorted(names)
     assert rows["vanish-me.png"]["status"] == "read_error"
     assert "not found" in rows["vanish-me.png"]["error"]
