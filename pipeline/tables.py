@@ -24,7 +24,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
@@ -135,18 +134,11 @@ def files_overlapping(actions: pa.Table, low: str, high: str) -> pa.Table:
 
 def scan(table_uri: str, paths: Sequence[str], columns: Sequence[str] = tuple(KEYS.names),
          batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
-    """The ``columns`` of the data files at ``paths`` (relative to the table), batch by batch."""
-    if not paths:
-        return
-    fs, root = storage.filesystem(table_uri)
-    files = [storage.join(root, p) for p in paths]
-    schema = table_schema("predictions") if set(columns) <= set(PREDICTIONS.names) else None
-    dataset = pads.dataset(files, filesystem=fs, format="parquet", schema=_file_schema(schema))
-    yield from dataset.to_batches(columns=list(columns), batch_size=batch_rows)
-
-
-def _file_schema(schema: pa.Schema | None) -> pa.Schema | None:
-    return None if schema is None else pa.schema([f for f in schema if f.name != PARTITION])
+    """The ``columns`` of the data files at ``paths`` (relative to the table), file by file, batch by
+    batch; each file is fetched whole with retries, as object stores throttle."""
+    for path in paths:
+        data = storage.read_bytes(storage.join(table_uri, path))
+        yield from pq.ParquetFile(pa.py_buffer(data)).iter_batches(batch_size=batch_rows, columns=list(columns))
 
 
 def app_id(*parts: object) -> str:
