@@ -186,10 +186,13 @@ def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None,
         try:
             for _ in range(REPLANS):
                 conflicts = _execute(config, spec, meta, planned, layout, identity, known, record)
+                record.conflicts += conflicts
                 if not conflicts:
                     break
                 planned, known = _plan(config, layout, listing, identity, work)
-                record.conflicts += conflicts
+                if planned.items == 0:
+                    break
+                record.shards_total = record.shards_committed + len(planned.shards)
         except BaseException as exc:
             _fail(layout, record, exc)
             raise

@@ -1,5 +1,9 @@
-"""Nightly runs: incremental by (uri, etag, size), idempotent per date, guarded by a lease.
-(The run killed mid-way and run again is in test_faults.py.)"""
+"""Nightly runs: incremental by (uri, etag, size), idempotent per date; identical runs started at
+once on one output. (The run killed mid-way and run again is in test_faults.py.)
+
+Backs docs/operations.md, "Concurrent runs": two runs of the same model and weights leave one row
+per item in total; two --reprocess runs leave one row per item for each run id.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,20 @@ import os
 import subprocess
 import sys
 
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
 import pytest
 
-from pipeline import lock
 from pipeline.config import RunConfig
-from pipeline.lock import LockHeld
-from pipeline.nightly import lock_uri, nightly
+from pipeline.nightly import nightly
 from tests import corpus
-
-pytestmark = pytest.mark.usefixtures("ray_local")
+from tests.output import committed, rows_per_run, run_records
 
 
 def rows(output):
-    return pads.dataset(str(output / "predictions"), partitioning="hive").to_table().to_pylist()
+    return committed(str(output)).to_pylist()
 
 
+@pytest.mark.usefixtures("ray_local")
 def test_first_night_rerun_then_new_and_changed_files(tmp_path):
     images, output = tmp_path / "in", tmp_path / "out"
     images.mkdir()
@@ -40,7 +42,7 @@ def test_first_night_rerun_then_new_and_changed_files(tmp_path):
     [second] = nightly(config.replace(run_date="2026-11-27"))
 
     assert first.committed and first.items == 5
-    assert not again.committed and "already committed" in again.message
+    assert again.items == 0 and "already committed" in again.error
     assert second.committed and second.items == 3 and second.items_listed == 7
     table = rows(output)
     by_night = {d: sorted(r["uri"].rsplit("/", 1)[1] for r in table if str(r["run_date"]) == d)
@@ -51,21 +53,34 @@ def test_first_night_rerun_then_new_and_changed_files(tmp_path):
     assert len(versions) == len(set(versions)) == 8
 
 
-def test_a_second_nightly_on_the_same_output_is_refused(tmp_path):
-    (tmp_path / "in").mkdir()
-    corpus.gradient(40, 30).save(tmp_path / "in" / "a.png")
-    output = tmp_path / "out"
-    config = RunConfig(inputs=(str(tmp_path / "in"),), output=str(output), model="ghostnet_050",
-                       weights="random", num_classes=3, run_date="2026-11-28")
-    args = [sys.executable, "-m", "jobs.cli", "nightly", "--input", str(tmp_path / "in"), "--output", str(output),
-            "--model", "ghostnet_050", "--weights", "random", "--num-classes", "3", "--date", "2026-11-28"]
+def start(command: list[str], ray_tmp: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", *command], env={**os.environ, "TMPDIR": ray_tmp},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    with lock.acquire(lock_uri(str(output))):
-        with pytest.raises(LockHeld, match="another run holds"):
-            nightly(config)
-        refused = subprocess.run(args, capture_output=True, text=True, timeout=300)
 
-    assert refused.returncode == 3 and "another run holds" in refused.stderr
-    assert not (output / "predictions").exists()
-    [after] = nightly(config)
-    assert after.committed and after.items == 1
+@pytest.mark.parametrize("command", [
+    ["nightly", "--date", "2026-11-28"],
+    ["run", "--reprocess"],
+])
+def test_identical_runs_started_at_once(tmp_path, ray_tmp, command):
+    images, output = tmp_path / "in", tmp_path / "out"
+    images.mkdir()
+    for i in range(12):
+        corpus.gradient(40, 30, seed=i).save(images / f"p{i:02d}.png")
+    args = [*command, "--input", str(images), "--output", str(output), "--model", "ghostnet_050",
+            "--weights", "random", "--num-classes", "3", "--shard-size", "4"]
+
+    runs = [start(args, ray_tmp) for _ in range(2)]
+    outcomes = [r.communicate(timeout=900) for r in runs]
+
+    assert [r.returncode for r in runs] == [0, 0], [err[-2000:] for _, err in outcomes]
+    table = committed(str(output))
+    per_run = rows_per_run(str(output))
+    if "--reprocess" in command:
+        assert per_run and all(n == 12 for n in per_run.values()), per_run
+        for run_id in per_run:
+            mine = table.filter(pc.equal(table["run_id"], run_id))
+            assert pc.count_distinct(mine["uri"]).as_py() == 12
+    else:
+        assert table.num_rows == pc.count_distinct(table["uri"]).as_py() == 12, per_run
+    assert all(r.committed for r in run_records(str(output)))
