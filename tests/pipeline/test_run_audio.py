@@ -7,7 +7,6 @@ Clips are made on the spot with numpy + soundfile: tones, chirps, noise and sile
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import tracemalloc
@@ -16,16 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pytest
 import soundfile as sf
 
 from ghostnet.audio import DEFAULT_FRONTEND, hop_samples, window_samples
 from jobs.label import build_parser, config_from_args
+from pipeline import analytics
 from pipeline.audio import item_windows, read_and_decode_audio
 from pipeline.config import RunConfig
+from pipeline.errors import UsageError
 from pipeline.run import run, run_by_modality
 from tests import corpus
+from tests.output import committed, run_records
 
 RATE = DEFAULT_FRONTEND.sample_rate
 WIDTH, STEP = window_samples(DEFAULT_FRONTEND), hop_samples(DEFAULT_FRONTEND)
@@ -103,19 +104,22 @@ def write_folder(folder: Path, files: dict[str, bytes]) -> None:
 def items_table(paths: list[Path]) -> pa.Table:
     return pa.table({
         "uri": [str(p) for p in paths],
-        "etag": [None] * len(paths),
+        "etag": pa.array([None] * len(paths), pa.string()),
         "size_bytes": [p.stat().st_size for p in paths],
         "modality": ["audio"] * len(paths),
+        "_shard": pa.array([0] * len(paths), pa.int32()),
     })
 
 
-def decode_folder(folder: Path, windows_per_batch: int) -> tuple[list[dict], dict[str, list[dict]]]:
+def decode_folder(folder: Path, windows_per_batch: int) -> tuple[list[pa.Table], dict[str, list[dict]]]:
     batches = list(read_and_decode_audio(items_table(sorted(folder.iterdir())), frontend=DEFAULT_FRONTEND,
                                          windows_per_batch=windows_per_batch))
     by_file: dict[str, list[dict]] = defaultdict(list)
     for batch in batches:
-        for i in range(len(batch["uri"])):
-            by_file[Path(batch["uri"][i]).name].append({k: v[i] for k, v in batch.items()})
+        for row in batch.to_pylist():
+            if row["encoded"] is not None:
+                row["waveform"] = np.frombuffer(row["encoded"], dtype=np.float32)
+            by_file[Path(row["uri"]).name].append(row)
     return batches, by_file
 
 
@@ -136,16 +140,17 @@ def test_decode_stage_windows_every_clip_and_flags_broken_files(tmp_path):
     batches, by_file = decode_folder(tmp_path, windows_per_batch=8)
 
     assert sorted(by_file) == sorted(files)
-    assert all(len(b["uri"]) <= 8 for b in batches) and len(batches) > len(files) // 2
+    assert all(b.num_rows <= 8 for b in batches) and len(batches) > len(files) // 2
     for name in CLIPS:
         rows = by_file[name]
         assert {r["status"] for r in rows} == {"ok"}, (name, rows[0]["error"])
         check_coverage(rows, files[name], name)
         assert all(r["waveform"].dtype == np.float32 and r["waveform"].shape == (WIDTH,) for r in rows)
+        assert [r["_last"] for r in rows] == [False] * (len(rows) - 1) + [True], "only the last row ends the item"
     for name, status in BROKEN.items():
         [row] = by_file[name]
         assert (row["segment"], row["status"]) == (0, status), (name, row["error"])
-        assert row["error"] and np.isnan(row["start_s"])
+        assert row["error"] and row["start_s"] is None and row["_last"]
     assert "truncated WAV" in by_file["truncated.wav"][0]["error"]
     assert "not a sound file" in by_file["text.flac"][0]["error"]
 
@@ -202,16 +207,12 @@ def test_decode_memory_stays_flat_on_a_long_file(tmp_path):
             for second in range(minutes * 60):
                 out.write(signal("chirp", 22_050, 1.0, 2, seed=second))
         tracemalloc.start()
-        windows = sum(len(b["uri"]) for b in read_and_decode_audio(items_table([path]), frontend=DEFAULT_FRONTEND))
+        windows = sum(b.num_rows for b in read_and_decode_audio(items_table([path]), frontend=DEFAULT_FRONTEND))
         peaks[minutes] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert windows == 2 * minutes * 60 - 1
 
     assert peaks[8] < 1.2 * peaks[1], peaks
-
-
-def read_predictions(root: str, fs=None) -> pa.Table:
-    return pads.dataset(f"{root}/predictions", filesystem=fs, format="parquet", partitioning="hive").to_table()
 
 
 def rows_by_file(table: pa.Table, marker: str) -> dict[str, list[dict]]:
@@ -231,7 +232,7 @@ def test_audio_run_on_a_local_folder(tmp_path):
                            weights="random", num_classes=7, modality="audio", max_error_rate=0.5))
 
     assert result.committed and result.items == len(files)
-    table = read_predictions(output)
+    table = committed(output)
     assert table.num_rows == result.rows == sum(expected_windows(files[n]) for n in CLIPS) + len(BROKEN)
     rows = rows_by_file(table, "/in/")
     for name in CLIPS:
@@ -242,10 +243,13 @@ def test_audio_run_on_a_local_folder(tmp_path):
         assert len(first["topk_ids"]) == 5 and first["channel_weights"]
     for name, status in BROKEN.items():
         assert [(r["segment"], r["status"]) for r in rows[name]] == [(0, status)]
-    record = json.loads((tmp_path / "out" / "_runs" / f"{result.run_id}.json").read_text())
-    assert record["modality"] == "audio" and record["model"] == "ghostnetv2_100"
-    stats = pads.dataset(f"{output}/channel_stats", partitioning="hive").to_table()
-    assert set(stats.column("count").to_pylist()) == {record["rows_per_status"]["ok"]}
+    [record] = run_records(output)
+    assert record.modality == "audio" and record.model == "ghostnetv2_100"
+    con = analytics.connect(output)
+    assert con.execute("SELECT DISTINCT count FROM channel_stats").fetchall() == [(record.rows_per_status["ok"],)]
+    images_only = con.execute("SELECT count(*) FROM predictions WHERE modality = 'image'").fetchone()
+    nulls = con.execute("SELECT count(*) FROM predictions WHERE start_s IS NULL").fetchone()
+    assert images_only == (0,) and nulls == (len(BROKEN),), "only rows that are not a window have no times"
 
 
 @pytest.mark.usefixtures("ray_local")
@@ -272,10 +276,9 @@ def test_auto_mode_on_s3_commits_one_run_per_modality(s3fs_client, bucket):
 
     assert [r.committed for r in results] == [True, True]
     assert [r.run_id for r in results] == ["media-1-image", "media-1-audio"]
-    assert not any(r.committed for r in again) and all("already labeled" in r.message for r in again)
-    records = [json.loads(s3fs_client.cat_file(f"{bucket}/out/_runs/{r.run_id}.json")) for r in results]
-    assert [(r["modality"], r["items"]) for r in records] == [("image", 3), ("audio", 4)]
-    table = read_predictions(f"{bucket}/out", s3fs_client)
+    assert [(r.items, r.items_skipped) for r in again] == [(0, 3), (0, 4)]
+    assert [(r.modality, r.items) for r in results] == [("image", 3), ("audio", 4)]
+    table = committed(f"s3://{bucket}/out")
     rows = rows_by_file(table, "/in/")
     assert sorted(rows) == sorted([*sounds, *images])
     expected_rows = len(images) + 1 + sum(expected_windows(d) for n, d in sounds.items() if n != "a/bad.wav")
@@ -296,9 +299,9 @@ def test_cli_audio_model_flags_belong_to_auto_mode():
 
     assert (audio.modality, audio.model, audio.weights) == ("audio", "ghostnetv2_100", "s3://m/a.safetensors")
     assert auto.for_modality("image").model == "ghostnet_050"
-    with pytest.raises(ValueError, match="are for --modality auto"):
+    with pytest.raises(UsageError, match="are for --modality auto"):
         config_from_args(parser.parse_args([*base, "--modality", "audio", "--audio-model", "ghostnet_050"]))
-    with pytest.raises(ValueError, match="give --audio-model"):
+    with pytest.raises(UsageError, match="give --audio-model"):
         config_from_args(parser.parse_args([*base, "--modality", "auto"])).for_modality("audio")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ghostnet
-from pipeline import commit
+from pipeline import record as records
 from tests import corpus
 from tests.conftest import SECRET_KEY
 
@@ -74,19 +74,20 @@ def test_pickle_that_would_run_code_is_refused_and_pins_are_honoured(tmp_path):
     refused = cli(*base, "--weights", str(evil), cwd=tmp_path)
     mismatch = cli(*base, "--weights", str(good), "--weights-sha256", "0" * 64, cwd=tmp_path)
 
-    assert refused.returncode == 1 and not Evil.marker.exists()
+    # README exit codes: a weights file that cannot be used is the user's to fix, like a wrong input (2).
+    assert refused.returncode == 2 and not Evil.marker.exists()
     assert "evil.pth" in refused.stderr and "weights_only" in refused.stderr.replace("-", "_")
-    assert mismatch.returncode == 1 and "sha256 mismatch" in mismatch.stderr
+    assert mismatch.returncode == 2 and "sha256 mismatch" in mismatch.stderr
     assert not (tmp_path / "out" / "predictions").exists()
 
 
 @pytest.mark.parametrize("value", ["2026-13-01", "../../etc", "2026-11-28/../x", ""])
 def test_partition_values_are_validated(value):
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
-        commit.validate_run_date(value)
+        records.validate_run_date(value)
 
 
 @pytest.mark.parametrize("value", ["../escape", "a/b", "", ".hidden", "x" * 200, "run id"])
 def test_run_ids_are_validated(value):
     with pytest.raises(ValueError, match="run id"):
-        commit.validate_run_id(value)
+        records.validate_run_id(value)
