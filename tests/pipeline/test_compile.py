@@ -15,34 +15,38 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.predict import ModelSpec, Predictor
-from pipeline.schema import Status
+from pipeline.model import ModelSpec
+from pipeline.predict import Predictor
+from pipeline.schema import DECODED, Status
 
 SPEC = ModelSpec("ghostnet_050", "random", num_classes=10)
 BATCH = 8
 
 
-def decoded_batch(n: int, seed: int, failed: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+def decoded_batch(n: int, seed: int, failed: tuple[int, ...] = ()) -> pa.Table:
     """What the decode stage hands the actor: ``n`` rows of random 224x224 crops, some failed."""
     rng = np.random.default_rng(seed)
     status = [Status.DECODE_ERROR.value if i in failed else Status.OK.value for i in range(n)]
-    return {
-        "uri": np.asarray([f"mem://{seed}/{i}.jpg" for i in range(n)], dtype=object),
-        "etag": np.asarray([None] * n, dtype=object),
-        "size_bytes": np.full(n, 1000, dtype=np.int64),
-        "modality": np.asarray(["image"] * n, dtype=object),
-        "segment": np.zeros(n, dtype=np.int32),
-        "start_s": np.full(n, np.nan, dtype=np.float32),
-        "end_s": np.full(n, np.nan, dtype=np.float32),
-        "status": np.asarray(status, dtype=object),
-        "error": np.asarray(["broken" if s != "ok" else None for s in status], dtype=object),
-        "pixels": rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8),
-    }
+    pixels = rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8)
+    return pa.table({
+        "uri": [f"mem://{seed}/{i}.jpg" for i in range(n)],
+        "etag": pa.nulls(n, pa.string()),
+        "size_bytes": [1000] * n,
+        "modality": ["image"] * n,
+        "segment": [0] * n,
+        "start_s": pa.nulls(n, pa.float32()),
+        "end_s": pa.nulls(n, pa.float32()),
+        "status": status,
+        "error": ["broken" if s != "ok" else None for s in status],
+        "encoding": [None if s != "ok" else "raw" for s in status],
+        "encoded": [None if s != "ok" else pixels[i].tobytes() for i, s in enumerate(status)],
+        "_shard": [0] * n,
+        "_last": [True] * n,
+    }, schema=DECODED)
 
 
 def predictor(tmp_path, **kwargs) -> Predictor:
-    return Predictor(SPEC, run_id="t", partials_uri=str(tmp_path / "partials"), embeddings=True,
-                     torch_threads=2, batch_size=BATCH, **kwargs)
+    return Predictor(SPEC, run_id="t", embeddings=True, torch_threads=2, batch_size=BATCH, **kwargs)
 
 
 def assert_same_predictions(actual: pa.Table, expected: pa.Table) -> None:
