@@ -36,6 +36,7 @@ from pipeline.tables import OutputLayout, open_table, table_schema
 
 __all__ = [
     "CHANNEL_DRIFT",
+    "CHANNEL_STATS_VIEW",
     "JS_SHIFT_BITS",
     "RUNS",
     "TIMINGS",
@@ -101,6 +102,23 @@ RUNS = pa.schema(
         pa.field("versions", pa.string()),
     ],
     metadata={"ghostnet_pipeline.table": "runs"},
+)
+
+# The channel_stats view: the table's per-shard sums added up per run.
+CHANNEL_STATS_VIEW = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("weights_sha256", pa.string(), nullable=False),
+        pa.field("layer", pa.string(), nullable=False),
+        pa.field("channel", pa.int32(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),
+        pa.field("mean", pa.float64()),
+        pa.field("std", pa.float64()),
+        pa.field("min", pa.float32()),
+        pa.field("max", pa.float32()),
+    ],
+    metadata={"ghostnet_pipeline.table": "channel_stats"},
 )
 
 CHANNEL_DRIFT = pa.schema(

@@ -27,11 +27,13 @@ END = "<!-- schema:end -->"
 
 TABLES: list[tuple[str, pa.Schema, dict[str, str], str]] = [
     ("predictions", schema.PREDICTIONS, schema.DESCRIPTIONS["predictions"],
-     "Files `predictions/run_date=YYYY-MM-DD/<run_id>-<n>.parquet`; view `predictions`."),
-    ("channel_stats", schema.CHANNEL_STATS, schema.DESCRIPTIONS["channel_stats"],
-     "Files `channel_stats/run_date=YYYY-MM-DD/<run_id>-00000.parquet`; view `channel_stats`."),
+     "Delta table `predictions/`, partitioned by `run_date`; view `predictions`."),
+    ("channel_stats (table)", schema.CHANNEL_STATS, schema.DESCRIPTIONS["channel_stats_shards"],
+     "Delta table `channel_stats/`, partitioned by `run_date`: one row per (run, shard, layer, channel)."),
+    ("channel_stats", analytics.CHANNEL_STATS_VIEW, schema.DESCRIPTIONS["channel_stats"],
+     "View only: the table's sums added up per (run, layer, channel)."),
     ("runs", analytics.RUNS, analytics.DESCRIPTIONS["runs"],
-     "View only: the commit records `_runs/<run_id>.json`, one row each."),
+     "View only: the run records `_runs/<run_id>.json` (and `.running.json`), one row each."),
     ("channel_drift", analytics.CHANNEL_DRIFT, analytics.DESCRIPTIONS["channel_drift"],
      "View only: each run against the previous committed run of the same model and weights, per layer."),
 ]
@@ -56,7 +58,7 @@ def table_markdown(name: str, fields: pa.Schema, descriptions: dict[str, str], w
         null = "yes" if f.nullable else "no"
         lines.append(f"| `{f.name}` | `{type_name(f.type)}` | {null} | {descriptions.get(f.name, '')} |")
     if schema.PARTITION in descriptions and schema.PARTITION not in fields.names:
-        lines.append(f"| `{schema.PARTITION}` | `date` (hive partition, in the path) | no | "
+        lines.append(f"| `{schema.PARTITION}` | `date` (partition column) | no | "
                      f"{descriptions[schema.PARTITION]} |")
     return "\n".join(lines)
 
