@@ -258,15 +258,16 @@ def decode_on_device(
 def _device_jpegs(datas: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
     if not datas:
         return []
-    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    return _decode_jpeg_batch([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], device)
+
+
+def _decode_jpeg_batch(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """One batched decode; a batch the decoder refuses is split in halves until the JPEGs it
+    refuses stand alone (``None``), so the rest still decode in batches."""
     try:
         return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
     except RuntimeError:
-        return [_device_jpeg(t, device) for t in tensors]
-
-
-def _device_jpeg(data: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        return None
+        if len(tensors) == 1:
+            return [None]
+        half = len(tensors) // 2
+        return _decode_jpeg_batch(tensors[:half], device) + _decode_jpeg_batch(tensors[half:], device)

@@ -56,16 +56,50 @@ def test_what_the_device_would_get_wrong_stays_on_the_cpu(name, data):
     assert (left.pixels is None and on_cpu.pixels is None) or np.array_equal(left.pixels, on_cpu.pixels)
 
 
-def test_a_jpeg_the_device_refuses_falls_back_alone():
-    good = corpus.encode(corpus.gradient(80, 60), "JPEG")
-    bad = good[:200] + b"\x00" * 300 + b"\xff\xd9"
+def test_a_jpeg_the_device_refuses_falls_back_alone(monkeypatch):
+    """docs/reliability.md, Bad inputs: "a JPEG nvJPEG refuses: decoded by Pillow for that item alone".
+
+    The refused one is real: a lossless greyscale JPEG, which Pillow decodes and libjpeg-turbo will
+    not convert to RGB. It equals its Pillow decode; the others are decoded by the device decoder
+    and resized there in one batch, and Pillow sees only the refused one.
+    """
+    goods = [corpus.encode(corpus.gradient(80, 60, seed=i), "JPEG") for i in range(3)]
+    refused = corpus.lossless_jpeg(np.asarray(corpus.gradient(56, 40).convert("L")))
     raw = decode.decode_image(corpus.encode(corpus.gradient(50, 40), "PNG"), META).pixels.tobytes()
+    assert decode.decode_image(refused, META, leave_jpeg=True).jpeg == refused, "it must reach the device"
+    pillow = decode.decode_image(refused, META)
+    references = [decode.decode_image(good, META).pixels.astype(int) for good in goods]
+    on_device, resized = spy(monkeypatch, "decode_jpeg"), spy(monkeypatch, "resize_crop_tensor")
+    on_pillow = spy(monkeypatch, "decode_image")
 
-    out = decode.decode_on_device([good, bad, raw], ["jpeg", "jpeg", "raw"], META, torch.device("cpu"))
+    encoded = [goods[0], refused, goods[1], raw, goods[2]]
+    out = decode.decode_on_device(encoded, ["jpeg", "jpeg", "jpeg", "raw", "jpeg"], META, torch.device("cpu"))
 
-    assert [d.status for d in out][0::2] == ["ok", "ok"]
-    assert out[1].status in ("ok", "decode_error")
-    assert all(d.pixels is None or tuple(d.pixels.shape) == (224, 224, 3) for d in out)
+    assert (out[1].status, out[1].error) == (pillow.status, pillow.error) == ("ok", None)
+    assert np.array_equal(out[1].pixels.numpy(), pillow.pixels)
+    assert [args[0] for args, _ in on_pillow] == [refused], "Pillow decodes the refused JPEG and nothing else"
+    batches = [[bytes(t.numpy()) for t in args[0]] for args, _ in on_device]
+    assert all(isinstance(args[0], list) for args, _ in on_device), "every decode is a batched call"
+    assert batches[0] == [goods[0], refused, goods[1], goods[2]] and [refused] in batches
+    assert [goods[1], goods[2]] in batches, "a refused batch is split, so the rest still decode together"
+    [(batch, _)] = [args for args, _ in resized]
+    assert tuple(batch.shape) == (3, 3, 60, 80), "the three good JPEGs are resized in one call"
+    for i, reference in zip((0, 2, 4), references, strict=True):
+        assert out[i].status == "ok" and tuple(out[i].pixels.shape) == (224, 224, 3)
+        assert np.abs(out[i].pixels.numpy().astype(int) - reference).max() <= 8
+    assert out[3].status == "ok" and out[3].pixels.numpy().tobytes() == raw
+
+
+def spy(monkeypatch, name: str) -> list[tuple[tuple, dict]]:
+    """Record every call of ``pipeline.decode.<name>`` and let it run as it is."""
+    calls, real = [], getattr(decode, name)
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, name, record)
+    return calls
 
 
 @pytest.mark.usefixtures("ray_local")
