@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from pipeline.decode import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 
