@@ -9,10 +9,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jobs import demo, label, nightly, query, report, submit, train
+from jobs import demo, label, models, nightly, query, report, submit, train
 
 # One line per subcommand, in the order `--help` lists them.
-COMMANDS = (label, nightly, submit, demo, train, query, report)
+COMMANDS = (label, nightly, submit, demo, train, query, report, models)
 
 EPILOG = (
     "exit codes: 0 success, 1 the run failed (nothing committed), 2 usage error, "

@@ -34,7 +34,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--input", action="append", metavar="URI",
         help="folder, prefix, glob (with *) or manifest (.txt/.csv/.parquet with a uri column); repeatable")
     add("--output", metavar="URI", help="where predictions, channel_stats and _runs/ live")
-    add("--model", metavar="NAME", help="architecture, e.g. ghostnet_100 (see --list-models)")
+    add("--model", metavar="NAME", help="architecture, e.g. ghostnet_100 (list them: ghostnet-pipeline models)")
     add("--weights", metavar="URI|random",
         help="local path, fsspec URL (s3://...), hf-hub:org/name, or 'random' (seeded; smoke tests only)")
     add("--weights-sha256", metavar="HEX", help="refuse the weights unless their sha256 is this")
