@@ -83,9 +83,12 @@ def _resources(text: str) -> dict[str, float]:
     return value
 
 
-def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
-    """Merge --config (if any) and flags; flags win. Raises ValueError for missing essentials."""
-    settings = load_toml(args.config) if args.config else {}
+def config_from_args(args: argparse.Namespace, *, settings: dict | None = None, **overrides) -> RunConfig:
+    """Merge --config (if any; or ``settings`` read from it already) and flags; flags win.
+    Raises ValueError for missing essentials."""
+    if settings is None:
+        settings = load_toml(args.config) if args.config else {}
+    settings = dict(settings)
     for f in dataclasses.fields(RunConfig):
         flag = next((k for k, v in _FIELD.items() if v == f.name), f.name)
         value = getattr(args, flag, None)

@@ -12,6 +12,7 @@ import sys
 from jobs._command import Command
 from jobs._errors import guarded
 from jobs.label import add_run_arguments, config_from_args, print_summary
+from pipeline.config import RunConfig, load_toml
 from pipeline.nightly import nightly
 
 EXAMPLE = """example (crontab, every night at 02:00 UTC):
@@ -20,21 +21,38 @@ EXAMPLE = """example (crontab, every night at 02:00 UTC):
 """
 
 
+# Settings of nightly's own, which a --config file may hold beside the run's.
+NIGHTLY_SETTINGS = ("date", "wait")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     parser.add_argument("--date", metavar="YYYY-MM-DD", help="the night to label into (required)")
-    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait this long for another nightly run on the output to finish (default: exit 3)")
+    parser.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="wait this long for another nightly run on the output to finish (default 0: exit 3)")
+
+
+def settings(args: argparse.Namespace) -> tuple[RunConfig, float]:
+    """The run's config and the seconds to wait for the output, from --config and flags; flags win."""
+    file = load_toml(args.config, extra=NIGHTLY_SETTINGS) if args.config else {}
+    own = {name: file.pop(name) for name in NIGHTLY_SETTINGS if name in file}
+    night = args.date or own.get("date")
+    wait = args.wait if args.wait is not None else own.get("wait", 0.0)
+    if not night:
+        raise ValueError("missing --date YYYY-MM-DD (the night to label; `date` in --config)")
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or wait < 0:
+        raise ValueError(f"--wait (`wait` in --config) must be a number of seconds, 0 or more; got {wait!r}")
+    run_date = args.run_date or file.get("run_date")
+    if run_date and run_date != night:
+        raise ValueError("--run-date and --date disagree; nightly takes --date only")
+    if args.reprocess or file.get("reprocess"):
+        raise ValueError("--reprocess does not apply to nightly runs; use `run --reprocess`")
+    return config_from_args(args, settings=file, run_date=night), wait
 
 
 def execute(args: argparse.Namespace) -> int:
-    if not args.date:
-        raise ValueError("missing --date YYYY-MM-DD (the night to label)")
-    if args.run_date and args.run_date != args.date:
-        raise ValueError("--run-date and --date disagree; nightly takes --date only")
-    if args.reprocess:
-        raise ValueError("--reprocess does not apply to nightly runs; use `run --reprocess`")
-    for result in nightly(config_from_args(args, run_date=args.date), wait_s=args.wait):
+    config, wait = settings(args)
+    for result in nightly(config, wait_s=wait):
         print_summary(result)
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -110,16 +110,21 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Settings from a TOML file: the same names as the flags, with ``_`` for ``-``."""
+def load_toml(path: str | Path, *, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Settings from a TOML file: the same names as the flags, with ``_`` for ``-``.
+
+    ``extra`` names the settings of a subcommand beyond RunConfig's (nightly's ``date``, ``wait``);
+    the caller takes them out. A TOML date (``date = 2026-11-27``, unquoted) comes back as text.
+    """
     data = tomllib.loads(Path(path).read_text())
     table = data.get("run", data)
-    known = {f.name for f in dataclasses.fields(RunConfig)} | {"input"}
+    known = {f.name for f in dataclasses.fields(RunConfig)} | {"input", *extra}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    table = {k: v.isoformat() if isinstance(v, date) else v for k, v in table.items()}
     if "input" in table:
-        table = {**table, "inputs": table.pop("input")}
+        table["inputs"] = table.pop("input")
     if isinstance(table.get("inputs"), str):
         table["inputs"] = [table["inputs"]]
     return table
