@@ -20,7 +20,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from ghostnet import ModelMeta
-from ghostnet.transforms import resize_crop, resize_crop_tensor
+from ghostnet.transforms import resize_crop, resize_crop_tensor, resizes_in_full
 from pipeline import storage
 from pipeline.schema import Status
 
@@ -105,7 +105,8 @@ def _device_decodable(image: Image.Image, meta: ModelMeta, data: bytes) -> bool:
     """What nvJPEG decodes as PIL would: complete RGB/grey JPEGs with no EXIF rotation, not huge.
 
     A JPEG without its end marker is left to Pillow, which refuses truncated files where
-    libjpeg-based decoders would return a partly grey image.
+    libjpeg-based decoders would return a partly grey image. So is a long thin strip, which the
+    device would resize whole (Pillow resizes only the part the crop comes from).
     """
     return (
         image.format == "JPEG"
@@ -113,6 +114,7 @@ def _device_decodable(image: Image.Image, meta: ModelMeta, data: bytes) -> bool:
         and image.mode in ("RGB", "L")
         and image.getexif().get(EXIF_ORIENTATION, 1) == 1
         and min(image.size) < DRAFT_FACTOR * _resize_target(meta)
+        and resizes_in_full(image.height, image.width, meta)
     )
 
 

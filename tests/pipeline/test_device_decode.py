@@ -49,6 +49,7 @@ def test_device_decode_matches_pillow_within_a_few_levels(name):
         ("truncated", corpus.encode(corpus.gradient(300, 200), "JPEG")[:2000]),
         ("png", corpus.encode(corpus.gradient(64, 48), "PNG")),
         ("huge", corpus.encode(corpus.gradient(1200, 1100), "JPEG")),
+        ("strip", corpus.encode(corpus.gradient(30_000, 8), "JPEG")),  # resized whole, 3 GB of floats
     ],
 )
 def test_what_the_device_would_get_wrong_stays_on_the_cpu(name, data):
