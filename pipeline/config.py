@@ -73,6 +73,11 @@ class RunConfig:
             raise ValueError(f"--max-error-rate must be between 0 and 1, got {self.max_error_rate}")
         if self.topk < 1:
             raise ValueError(f"--topk must be at least 1, got {self.topk}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(
+                f"--num-classes must be at least 1 (the head size of --weights random, e.g. --num-classes 10), "
+                f"got {self.num_classes}"
+            )
         for name in ("batch_size", "actors", "rows_per_file", "row_group_size", "decode_batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
