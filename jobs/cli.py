@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs import demo, label, models, nightly, query, report, submit, train
+from jobs._command import SubcommandParser
 
 # One line per subcommand, in the order `--help` lists them.
 COMMANDS = (label, nightly, submit, demo, train, query, report, models)
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=SubcommandParser)
     for module in COMMANDS:
         module.register(commands)
     return parser
