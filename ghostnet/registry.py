@@ -133,11 +133,14 @@ def create_model(
         weights_sha256: Expected digest of the weights file.
 
     Raises:
-        ValueError: unknown name (with close matches), `num_classes`/`in_chans`/`modality` that
-            disagree with the checkpoint, or an audio front end the architecture cannot take.
+        ValueError: unknown name (with close matches), `num_classes` below 1,
+            `num_classes`/`in_chans`/`modality` that disagree with the checkpoint, or an audio
+            front end the architecture cannot take.
         WeightsError: the weights cannot be read, are unsafe or do not fit the architecture.
     """
     variant = _variant(name)
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     if weights is None:
         meta = default_meta(
             name, num_classes=num_classes or IMAGENET_CLASSES, in_chans=in_chans, modality=modality or "image"

@@ -14,9 +14,12 @@ from PIL import Image
 
 from .meta import ModelMeta
 
-__all__ = ["normalize", "resize_crop", "resize_crop_tensor", "to_device"]
+__all__ = ["normalize", "resize_crop", "resize_crop_tensor", "resizes_in_full", "to_device"]
 
 _PIL_MODES = {1: "L", 3: "RGB"}
+# Resized images up to this size are made whole and cropped, exactly as torchvision does (at a
+# 256 px short side, aspect ratios up to 64:1); larger ones only where the crop comes from.
+FULL_RESIZE_PIXELS = 1 << 22
 
 
 def resize_crop(image: Image.Image, meta: ModelMeta) -> np.ndarray:
@@ -24,7 +27,8 @@ def resize_crop(image: Image.Image, meta: ModelMeta) -> np.ndarray:
 
     The image is first converted to RGB (or L for one-channel models), as timm's loaders do.
     Sizes follow torchvision's `Resize(int)` and `CenterCrop` arithmetic, and the resize is the
-    same PIL call torchvision makes, so pixels match exactly.
+    same PIL call torchvision makes, so pixels match exactly; except for aspect ratios over 64:1
+    (see `resizes_in_full`), where only the region the crop comes from is resized.
 
     Returns:
         uint8 array of shape (height, width, channels).
@@ -40,12 +44,30 @@ def resize_crop(image: Image.Image, meta: ModelMeta) -> np.ndarray:
     image = image.convert(_PIL_MODES[meta.in_chans])
     _, crop_h, crop_w = meta.input_size
     new_h, new_w = _resized_size(image.height, image.width, crop_h, crop_w, meta.crop_pct)
-    if (new_h, new_w) != (image.height, image.width):
-        image = image.resize((new_w, new_h), Image.Resampling[meta.interpolation.upper()])
     top = round((new_h - crop_h) / 2.0)
     left = round((new_w - crop_w) / 2.0)
-    pixels = np.array(image.crop((left, top, left + crop_w, top + crop_h)), dtype=np.uint8)
+    resample = Image.Resampling[meta.interpolation.upper()]
+    if not resizes_in_full(image.height, image.width, meta):
+        # Resize only the source region the crop comes from (a long thin strip would otherwise
+        # become, e.g., 960000 x 256 on the way to 224 x 224). The same crop to a few levels:
+        # Pillow may run its two passes in the other order, which rounds differently.
+        scale_y, scale_x = image.height / new_h, image.width / new_w
+        box = (left * scale_x, top * scale_y, (left + crop_w) * scale_x, (top + crop_h) * scale_y)
+        image = image.resize((crop_w, crop_h), resample, box=box)
+    else:
+        if (new_h, new_w) != (image.height, image.width):
+            image = image.resize((new_w, new_h), resample)
+        image = image.crop((left, top, left + crop_w, top + crop_h))
+    pixels = np.array(image, dtype=np.uint8)
     return pixels.reshape(crop_h, crop_w, meta.in_chans)
+
+
+def resizes_in_full(height: int, width: int, meta: ModelMeta) -> bool:
+    """Whether `resize_crop` makes the whole resized image of a `width` x `height` image, as
+    torchvision does: for all but extreme aspect ratios (over 64:1 at a 256 px short side)."""
+    _, crop_h, crop_w = meta.input_size
+    new_h, new_w = _resized_size(height, width, crop_h, crop_w, meta.crop_pct)
+    return new_h * new_w <= FULL_RESIZE_PIXELS
 
 
 def _resized_size(height: int, width: int, crop_h: int, crop_w: int, crop_pct: float) -> tuple[int, int]:

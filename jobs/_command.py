@@ -10,6 +10,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that reports flags it does not know itself, with its own usage line;
+    argparse would leave them to the top-level parser, whose usage names no subcommand flag."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed, unknown
+
+
 @dataclass(frozen=True)
 class Command:
     name: str

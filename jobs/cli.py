@@ -9,10 +9,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from jobs import demo, label, migrate, nightly, query, report, submit, train
+from jobs import demo, label, migrate, models, nightly, query, report, submit, train
+from jobs._command import SubcommandParser
 
 # One line per subcommand, in the order `--help` lists them.
-COMMANDS = (label, nightly, submit, demo, train, query, report, migrate)
+COMMANDS = (label, nightly, submit, demo, train, query, report, models, migrate)
 
 EPILOG = (
     "exit codes: 0 success, 1 the run failed (shards committed before stay committed), 2 usage error"
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=SubcommandParser)
     for module in COMMANDS:
         module.register(commands)
     return parser

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -110,15 +112,24 @@ def report(output: Path, record: RunRecord) -> dict[str, float]:
     return {f"{modality}_{k}": v for k, v in scores.items()}
 
 
+QUERIES = (
+    "SELECT modality, status, count(*) AS n FROM predictions GROUP BY ALL ORDER BY ALL",
+    "SELECT modality, label, count(*) AS n, round(avg(score), 3) AS mean_score FROM predictions "
+    "GROUP BY ALL ORDER BY n DESC",
+    "SELECT uri, segment, label, round(score, 3) AS score FROM predictions ORDER BY score LIMIT 5",
+)
+
+
+def cli_command() -> list[str]:
+    """How to call this CLI from a shell: the script beside this Python (a venv's), else the module."""
+    script = Path(sys.executable).parent / "ghostnet-pipeline"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "jobs.cli"]
+
+
 def print_queries(output: Path) -> None:
-    glob = f"{output}/predictions/**/*.parquet"
-    source = f"read_parquet('{glob}', hive_partitioning=true)"
-    print("\nquery it with DuckDB:")
-    print(f"  duckdb -c \"SELECT modality, status, count(*) FROM {source} GROUP BY ALL ORDER BY ALL\"")
-    print(f"  duckdb -c \"SELECT label, count(*), round(avg(score), 3) AS mean_score FROM {source} "
-          "GROUP BY 1 ORDER BY 2 DESC\"")
-    print(f"  duckdb -c \"SELECT uri, segment, label, score FROM {source} WHERE modality = 'audio' "
-          "ORDER BY score LIMIT 5\"")
+    print("\nquery it (views: predictions, channel_stats, runs, channel_drift; committed runs only):")
+    for sql in QUERIES:
+        print("  " + shlex.join([*cli_command(), "query", str(output), sql]))
 
 
 def run_demo(root: Path, modality: str = "both", count: int = 48, seed: int = 2026) -> dict[str, float]:

@@ -36,7 +36,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--input", action="append", metavar="URI",
         help="folder, prefix, glob (with *) or manifest (.txt/.csv/.parquet with a uri column); repeatable")
     add("--output", metavar="URI", help="where predictions, channel_stats and _runs/ live")
-    add("--model", metavar="NAME", help="architecture, e.g. ghostnet_100 (see --list-models)")
+    add("--model", metavar="NAME", help="architecture, e.g. ghostnet_100 (list them: ghostnet-pipeline models)")
     add("--weights", metavar="URI|random",
         help="local path, fsspec URL (s3://...), hf-hub:org/name, or 'random' (seeded; smoke tests only)")
     add("--weights-sha256", metavar="HEX", help="refuse the weights unless their sha256 is this")
@@ -93,9 +93,12 @@ def _resources(text: str) -> dict[str, float]:
     return value
 
 
-def config_from_args(args: argparse.Namespace, **overrides: object) -> RunConfig:
-    """Merge --config (if any) and flags; flags win. Raises ValueError for missing essentials."""
-    settings = load_toml(args.config) if args.config else {}
+def config_from_args(args: argparse.Namespace, *, settings: dict | None = None, **overrides: object) -> RunConfig:
+    """Merge --config (if any; or ``settings`` read from it already) and flags; flags win.
+    Raises UsageError for missing essentials."""
+    if settings is None:
+        settings = load_toml(args.config) if args.config else {}
+    settings = dict(settings)
     for f in dataclasses.fields(RunConfig):
         flag = next((k for k, v in _FIELD.items() if v == f.name), f.name)
         value = getattr(args, flag, None)

@@ -12,6 +12,7 @@ import sys
 from jobs._command import Command
 from jobs._errors import guarded
 from jobs.label import add_run_arguments, config_from_args, print_plan, print_summary
+from pipeline.config import RunConfig, load_toml
 from pipeline.errors import UsageError
 from pipeline.nightly import nightly, nightly_plan
 
@@ -21,19 +22,32 @@ EXAMPLE = """example (crontab, every night at 02:00 UTC):
 """
 
 
+# Settings of nightly's own, which a --config file may hold beside the run's.
+NIGHTLY_SETTINGS = ("date",)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     parser.add_argument("--date", metavar="YYYY-MM-DD", help="the night to label into (required)")
 
 
-def execute(args: argparse.Namespace) -> int:
-    if not args.date:
-        raise UsageError("missing --date YYYY-MM-DD (the night to label)")
-    if args.run_date and args.run_date != args.date:
+def settings(args: argparse.Namespace) -> RunConfig:
+    """The run's config from --config and flags; flags win."""
+    file = load_toml(args.config, extra=NIGHTLY_SETTINGS) if args.config else {}
+    own = {name: file.pop(name) for name in NIGHTLY_SETTINGS if name in file}
+    night = args.date or own.get("date")
+    if not night:
+        raise UsageError("missing --date YYYY-MM-DD (the night to label; `date` in --config)")
+    run_date = args.run_date or file.get("run_date")
+    if run_date and str(run_date) != str(night):
         raise UsageError("--run-date and --date disagree; nightly takes --date only")
-    if args.reprocess:
+    if args.reprocess or file.get("reprocess"):
         raise UsageError("--reprocess does not apply to nightly runs; use `run --reprocess`")
-    config = config_from_args(args, run_date=args.date)
+    return config_from_args(args, settings=file, run_date=str(night))
+
+
+def execute(args: argparse.Namespace) -> int:
+    config = settings(args)
     if args.dry_run:
         print_plan(nightly_plan(config), args.format)
         return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from pipeline.errors import UsageError
 
@@ -82,7 +81,10 @@ class RunConfig:
         if self.topk < 1:
             raise UsageError(f"--topk must be at least 1, got {self.topk}")
         if self.num_classes is not None and self.num_classes < 1:
-            raise UsageError(f"--num-classes must be at least 1, got {self.num_classes}")
+            raise UsageError(
+                f"--num-classes must be at least 1 (the head size of --weights random, e.g. --num-classes 10), "
+                f"got {self.num_classes}"
+            )
         for name in ("batch_size", "actors", "rows_per_file", "row_group_size", "decode_batch_size", "shard_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -120,16 +122,21 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Settings from a TOML file: the same names as the flags, with ``_`` for ``-``."""
+def load_toml(path: str | Path, *, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Settings from a TOML file: the same names as the flags, with ``_`` for ``-``.
+
+    ``extra`` names the settings of a subcommand beyond RunConfig's (nightly's ``date``, ``wait``);
+    the caller takes them out. A TOML date (``date = 2026-11-27``, unquoted) comes back as text.
+    """
     data = tomllib.loads(Path(path).read_text())
     table = data.get("run", data)
-    known = {f.name for f in dataclasses.fields(RunConfig)} | {"input"}
+    known = {f.name for f in dataclasses.fields(RunConfig)} | {"input", *extra}
     unknown = sorted(set(table) - known)
     if unknown:
         raise UsageError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    table = {k: v.isoformat() if isinstance(v, date) else v for k, v in table.items()}
     if "input" in table:
-        table = {**table, "inputs": table.pop("input")}
+        table["inputs"] = table.pop("input")
     if isinstance(table.get("inputs"), str):
         table["inputs"] = [table["inputs"]]
     return table

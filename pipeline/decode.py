@@ -20,7 +20,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from ghostnet import ModelMeta
-from ghostnet.transforms import resize_crop, resize_crop_tensor
+from ghostnet.transforms import resize_crop, resize_crop_tensor, resizes_in_full
 from pipeline import storage
 from pipeline.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from pipeline.schema import DECODED, ITEMS, LAST, SHARD, Status
@@ -104,7 +104,8 @@ def _device_decodable(image: Image.Image, meta: ModelMeta, data: bytes) -> bool:
     """What nvJPEG decodes as PIL would: complete RGB/grey JPEGs with no EXIF rotation, not huge.
 
     A JPEG without its end marker is left to Pillow, which refuses truncated files where
-    libjpeg-based decoders would return a partly grey image.
+    libjpeg-based decoders would return a partly grey image. So is a long thin strip, which the
+    device would resize whole (Pillow resizes only the part the crop comes from).
     """
     return (
         image.format == "JPEG"
@@ -112,6 +113,7 @@ def _device_decodable(image: Image.Image, meta: ModelMeta, data: bytes) -> bool:
         and image.mode in ("RGB", "L")
         and image.getexif().get(EXIF_ORIENTATION, 1) == 1
         and min(image.size) < DRAFT_FACTOR * _resize_target(meta)
+        and resizes_in_full(image.height, image.width, meta)
     )
 
 
@@ -258,15 +260,16 @@ def decode_on_device(
 def _device_jpegs(datas: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
     if not datas:
         return []
-    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    return _decode_jpeg_batch([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], device)
+
+
+def _decode_jpeg_batch(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """One batched decode; a batch the decoder refuses is split in halves until the JPEGs it
+    refuses stand alone (``None``), so the rest still decode in batches."""
     try:
         return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
     except RuntimeError:
-        return [_device_jpeg(t, device) for t in tensors]
-
-
-def _device_jpeg(data: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        return None
+        if len(tensors) == 1:
+            return [None]
+        half = len(tensors) // 2
+        return _decode_jpeg_batch(tensors[:half], device) + _decode_jpeg_batch(tensors[half:], device)

@@ -53,6 +53,33 @@ def png_bomb(side: int = 30_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
+def lossless_jpeg(pixels: np.ndarray) -> bytes:
+    """A lossless (SOF3) greyscale JPEG, as DICOM tools and some scanners write: predictor 1,
+    one Huffman table giving every difference category a 5-bit code. Pillow decodes it exactly;
+    libjpeg-turbo refuses to convert it to RGB, which is what the device decoder asks for."""
+    def segment(marker: int, body: bytes) -> bytes:
+        return struct.pack(">HH", marker, len(body) + 2) + body
+
+    height, width = pixels.shape
+    rows = pixels.astype(int).tolist()
+    bits = []
+    for y, row in enumerate(rows):
+        for x, value in enumerate(row):
+            predicted = row[x - 1] if x else rows[y - 1][0] if y else 128
+            diff = value - predicted
+            size = abs(diff).bit_length()
+            bits.append(format(size, "05b"))
+            if size:
+                bits.append(format(diff if diff > 0 else diff - 1 + (1 << size), f"0{size}b"))
+    stream = "".join(bits)
+    stream += "1" * (-len(stream) % 8)
+    scan = bytes(int(stream[i : i + 8], 2) for i in range(0, len(stream), 8)).replace(b"\xff", b"\xff\x00")
+    huffman = bytes([0x00, 0, 0, 0, 0, 17, *[0] * 11, *range(17)])
+    frame = struct.pack(">BHHB", 8, height, width, 1) + bytes([1, 0x11, 0])
+    return (b"\xff\xd8" + segment(0xFFC4, huffman) + segment(0xFFC3, frame)
+            + segment(0xFFDA, bytes([1, 1, 0x00, 1, 0, 0])) + scan + b"\xff\xd9")
+
+
 def exif_rotated() -> bytes:
     image = gradient(64, 32, seed=3)
     exif = Image.Exif()

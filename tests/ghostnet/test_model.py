@@ -104,6 +104,12 @@ def test_unknown_model_name_suggests_close_matches() -> None:
         create_model("ghostnetv2-100")
 
 
+@pytest.mark.parametrize("num_classes", [0, -1])
+def test_a_head_of_no_classes_is_refused_not_made_imagenet(num_classes: int) -> None:
+    with pytest.raises(ValueError, match="num_classes must be at least 1"):
+        create_model("ghostnet_050", num_classes=num_classes)
+
+
 def test_unknown_version_is_rejected() -> None:
     with pytest.raises(ValueError, match="version must be one of"):
         GhostNet(version="v4")  # type: ignore[arg-type]

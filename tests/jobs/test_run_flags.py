@@ -31,9 +31,13 @@ def test_scale_flags_reach_the_run_config():
         (["--actor-resources", "[1]"], "JSON object of resource names"),
         (["--actor-resources", '{"model_node": 0}'], "positive amounts"),
         (["--row-group-size", "0"], "--row-group-size must be at least 1"),
+        (["--num-classes", "0"], "--num-classes must be at least 1"),
+        (["--num-classes", "-3"], "--num-classes must be at least 1"),
     ],
 )
 def test_bad_values_are_usage_errors_that_say_what_to_write(flags, message, capsys):
+    """README: exit 2 for a usage error; docs of each flag: e.g. `--num-classes 0` is refused, not
+    silently a 1000-class ImageNet head."""
     try:
         code = cli.main([*BASE, *flags])
     except SystemExit as exit_:  # argparse's own usage errors

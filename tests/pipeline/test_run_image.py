@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import re
 import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image, ImageOps
 
+from jobs import cli
 from pipeline import analytics, tables
+from pipeline.analytics import query
 from pipeline.config import RunConfig
-from pipeline.errors import RunFailed
+from pipeline.errors import UsageError
 from pipeline.run import run
 from pipeline.schema import PREDICTIONS
 from tests import corpus
@@ -67,21 +73,76 @@ def test_mixed_corpus_from_s3_to_s3(s3fs_client, bucket):
     assert SECRET_KEY.encode() not in everything
 
 
-def test_duckdb_reads_the_output_and_rerun_adds_nothing(tmp_path):
+def awkward_images() -> dict[str, bytes]:
+    """An animated GIF, a 16-bit grey PNG and an EXIF-rotated JPEG, each beside a plain PNG of the
+    pixels it must be labeled by (its first frame, its values scaled to 8 bits, upright) and one of
+    the pixels it must not (the second frame, the values clipped, the image as stored)."""
+    first, second = corpus.gradient(120, 90, seed=1), corpus.gradient(120, 90, seed=2)
+    gif = io.BytesIO()
+    first.save(gif, "GIF", save_all=True, append_images=[second], duration=100)
+    frames = Image.open(io.BytesIO(gif.getvalue()))
+    frames.seek(1)
+    second_frame = frames.convert("RGB")
+    frames.seek(0)
+    ramp = np.tile(np.arange(128, dtype=np.uint16) * 516, (96, 1))  # 0 .. 65532
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = corpus.encode(corpus.gradient(160, 80, seed=3), "JPEG", quality=95, exif=exif.tobytes())
+    as_stored = Image.open(io.BytesIO(rotated))
+    return {
+        "animated.gif": gif.getvalue(),
+        "animated-first.png": corpus.encode(frames.convert("RGB"), "PNG"),
+        "animated-second.png": corpus.encode(second_frame, "PNG"),
+        "grey16.png": corpus.encode(Image.fromarray(ramp), "PNG"),
+        "grey16-scaled.png": corpus.encode(Image.fromarray((ramp / 65535 * 255 + 0.5).astype(np.uint8)), "PNG"),
+        "grey16-clipped.png": corpus.encode(Image.fromarray(np.minimum(ramp, 255).astype(np.uint8)), "PNG"),
+        "rotated.jpg": rotated,
+        "rotated-upright.png": corpus.encode(ImageOps.exif_transpose(as_stored).convert("RGB"), "PNG"),
+        "rotated-as-stored.png": corpus.encode(as_stored.convert("RGB"), "PNG"),
+    }
+
+
+def rows_by_name(output: str) -> dict[str, dict]:
+    result = query(output, "SELECT uri, status, error, label, embedding FROM predictions")
+    return {Path(row[0]).name: dict(zip(result.columns, row, strict=True)) for row in result.rows}
+
+
+def test_cli_run_on_a_folder_labels_awkward_images_and_a_rerun_adds_nothing(tmp_path, capsys):
+    """docs/reliability.md through `ghostnet-pipeline run` on a local folder and a manifest:
+    Bad inputs: an animated GIF is labeled by its first frame, a 16-bit grey PNG scaled (not clipped),
+    an EXIF-rotated JPEG upright (each row's embedding is that of the plain PNG of those pixels);
+    an object listed in a manifest that does not exist is a `read_error` row; the same object named
+    by the folder and the manifest is one row. Faults: the same command again labels nothing, exit 0."""
     images = tmp_path / "in"
     images.mkdir()
-    for i in range(6):
-        corpus.gradient(120, 90, seed=i).save(images / f"g{i}.jpg")
-    config = RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_050",
-                       weights="random", num_classes=4)
+    for name, data in awkward_images().items():
+        (images / name).write_bytes(data)
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{images / 'rotated.jpg'}\n{images / 'gone.jpg'}\n")
+    output = str(tmp_path / "out")
+    command = ["run", "--input", str(images), "--input", str(manifest), "--output", output,
+               "--model", "ghostnet_050", "--weights", "random", "--num-classes", "10", "--embeddings"]
 
-    first = run(config)
-    second = run(config)
+    assert cli.main(command) == 0
+    first = capsys.readouterr().out
+    assert cli.main(command) == 0
+    again = capsys.readouterr().out
 
-    assert first.committed and first.items == 6
-    assert second.items == 0 and second.items_skipped == 6
-    con = analytics.connect(str(tmp_path / "out"))
-    assert con.execute("SELECT count(*), count(DISTINCT uri) FROM predictions").fetchall() == [(6, 6)]
+    assert "committed run" in first and "nothing to label" in again
+    rows = rows_by_name(output)
+    assert sorted(rows) == sorted([*awkward_images(), "gone.jpg"]), "one row per object, the overlap once"
+    assert rows["gone.jpg"]["status"] == "read_error" and "not found" in rows["gone.jpg"]["error"]
+    assert all(row["status"] == "ok" for name, row in rows.items() if name != "gone.jpg")
+    for item, same, other in [("animated.gif", "animated-first.png", "animated-second.png"),
+                              ("grey16.png", "grey16-scaled.png", "grey16-clipped.png"),
+                              ("rotated.jpg", "rotated-upright.png", "rotated-as-stored.png")]:
+        embedding = np.array(rows[item]["embedding"])
+        to_same = np.abs(embedding - rows[same]["embedding"]).max()
+        to_other = np.abs(embedding - rows[other]["embedding"]).max()
+        assert to_same < 1e-4 * np.abs(embedding).max() < to_other, (item, to_same, to_other)
+    [(count, distinct)] = query(output, "SELECT count(*), count(DISTINCT uri) FROM predictions").rows
+    assert count == distinct == 10
+    assert query(output, "SELECT count(*) FROM runs").rows == [(1,)]
 
 
 def test_output_files_hold_rows_per_file_in_row_groups_of_row_group_size(tmp_path):
@@ -130,21 +191,33 @@ def test_a_run_commits_shard_by_shard_and_statistics_reconcile(tmp_path):
     assert {r["shard"]: r["count_max"] for r in per_shard} == ok_per_shard
 
 
-def test_error_rate_over_the_limit_commits_nothing(tmp_path):
+def test_cli_exit_codes_for_unusable_inputs_and_too_many_failures(tmp_path, capsys):
+    """docs/reliability.md through `ghostnet-pipeline run`. Bad inputs: a manifest without a `uri`
+    column, an input that does not exist: exit 2, the message names the columns or the path.
+    Faults: more than --max-error-rate of the items fail: exit 1, nothing committed, a message with
+    how many and which kinds."""
     images = tmp_path / "in"
     images.mkdir()
     corpus.gradient(64, 64).save(images / "good.png")
     for i in range(3):
         (images / f"bad{i}.jpg").write_bytes(b"garbage")
+    (tmp_path / "no-uri.csv").write_text(f"path,size\n{images / 'good.png'},1\n")
+    output = str(tmp_path / "out")
 
-    with pytest.raises(RunFailed, match=r"3 of the 4 items of shard 0 failed .*decode_error"):
-        run(RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_050",
-                      weights="random", num_classes=3, max_error_rate=0.5))
+    def cli_run(*flags: str) -> tuple[int, str]:
+        code = cli.main(["run", "--output", output, "--model", "ghostnet_050", "--weights", "random",
+                         "--num-classes", "3", *flags])
+        return code, capsys.readouterr().err
 
-    assert committed(str(tmp_path / "out")).num_rows == 0
+    code, err = cli_run("--input", str(tmp_path / "no-uri.csv"))
+    assert code == 2 and "has no 'uri' column (columns: ['path', 'size'])" in err, err
+    code, err = cli_run("--input", str(tmp_path / "missing"))
+    assert code == 2 and f"input '{tmp_path / 'missing'}' does not exist" in err, err
+    code, err = cli_run("--input", str(images), "--max-error-rate", "0.5")
+    assert code == 1 and re.search(r"3 of the 4 items of shard 0 failed .*decode_error", err), err
+    assert query(output, "SELECT count(*) FROM predictions").rows == [(0,)]
+    assert query(output, "SELECT status FROM runs").rows == [("failed",)]
     assert not list((tmp_path / "out" / "predictions").glob("run_date=*/*.parquet")), "its files were removed"
-    [record] = run_records(str(tmp_path / "out"))
-    assert record.status == "failed" and "over --max-error-rate" in record.error
 
 
 def test_top1_matches_timm_on_photos(tmp_path):
