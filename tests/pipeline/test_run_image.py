@@ -19,7 +19,6 @@ from jobs import cli
 from pipeline import analytics, tables
 from pipeline.analytics import query
 from pipeline.config import RunConfig
-from pipeline.errors import UsageError
 from pipeline.run import run
 from pipeline.schema import PREDICTIONS
 from tests import corpus
