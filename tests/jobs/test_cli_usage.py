@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "query": ["./out", "SELECT 1"],
     "report": ["./out", "--out", "r.html"],
     "models": [],
+    "migrate": ["./out"],
 }
 
 
