@@ -63,7 +63,7 @@ def migrate(output: str) -> Migration:
                 continue
             described = [_describe(layout.table(name), r) for r in relative]
             tables.append(table, name, [f.action(record.run_date) for f in described], app_ids=[app],
-                          metadata={"run_id": record.run_id, "operation": "migrate"})
+                          metadata={"run_id": record.run_id, "ghostnet_pipeline": "migrate"})
             added = True
             done.files += len(described)
             if name == "predictions":
