@@ -15,6 +15,7 @@ report, is taken as it is, otherwise each URI is looked up, concurrently.
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -297,12 +298,22 @@ def _parquet_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
 
 
 def _csv_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
-    as_text = pacsv.ConvertOptions(column_types={"uri": pa.string(), "etag": pa.string()})
-    reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=as_text)
+    as_text = pacsv.ConvertOptions(column_types={"uri": pa.string(), "etag": pa.string(), "size_bytes": pa.int64(),
+                                                 "size": pa.int64()})
+    try:
+        reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=as_text)
+    except pa.ArrowInvalid as exc:
+        raise _malformed(uri, exc) from None
     columns = reader.schema.names
     _require_uri(uri, columns)
     size = next((c for c in ("size_bytes", "size") if c in columns), None)
-    for batch in reader:
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise _malformed(uri, exc) from None
         if "etag" in columns and size is not None:
             yield _as_listing(batch.select(["uri", "etag", size]))
         else:
@@ -319,6 +330,23 @@ def _text_manifest(f) -> Iterator[pa.RecordBatch]:
             yield pa.record_batch([pa.array(lines, pa.string())], names=["uri"])
             lines = []
     yield pa.record_batch([pa.array(lines, pa.string())], names=["uri"])
+
+
+def _malformed(uri: str, exc: pa.ArrowInvalid) -> InputError:
+    """Arrow names the column and the value (``In CSV column #2: ... invalid value 'ten'``): find the line."""
+    message = str(exc)
+    column, value = re.search(r"column #(\d+)", message), re.search(r"invalid value '(.*)'", message)
+    where = ""
+    if column and value:
+        fs, path = storage.filesystem(uri)
+        with fs.open(path, "rt") as lines:
+            for number, row in enumerate(csv.reader(lines), start=1):
+                if len(row) > int(column[1]) and row[int(column[1])] == value[1]:
+                    where = f"line {number}, "
+                    break
+    name = f"column {int(column[1]) + 1}" if column else "a column"
+    return InputError(f"manifest {storage.redact_uri(uri)} has a malformed row at {where}{name}: {message}. "
+                      "Fix that line, or leave the column out")
 
 
 def _require_uri(uri: str, columns: list[str]) -> None:
