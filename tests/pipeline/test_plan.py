@@ -42,8 +42,8 @@ def cut(tmp_path: Path, name: str, entries, labeled=None, shard_size: int = 5) -
 
 def test_shards_are_stable_disjoint_and_cover_the_listing_once(tmp_path):
     photos = [(f"s3://b/p{i:03d}.jpg", f"e{i}", 100 + i) for i in range(37)]
-    manifest_a = photos[:25] + [("s3://b/notes.txt", "x", 1)]
-    manifest_b = photos[20:] + [(photos[3][0], "e3-other-copy", 999)]  # duplicates across manifests
+    manifest_a = [*photos[:25], ("s3://b/notes.txt", "x", 1)]
+    manifest_b = [*photos[20:], (photos[3][0], "e3-other-copy", 999)]  # duplicates across manifests
 
     first = cut(tmp_path, "first", manifest_a + manifest_b)
     again = cut(tmp_path, "again", manifest_a + manifest_b)
