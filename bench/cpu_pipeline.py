@@ -40,7 +40,7 @@ from bench.gpu import make_jpegs
 from bench.model_cpu import cpu_name
 from pipeline import decode
 from pipeline.config import RunConfig
-from pipeline.predict import ModelSpec
+from pipeline.model import ModelSpec
 
 OBJECT_STORE = 400 * 2**20
 BATCH = 32  # pipeline.run._plan: 32 rows per batch on a CPU actor
