@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gpu import make_jpegs  # noqa: E402
-from pipeline import cluster  # noqa: E402
-from pipeline.config import RunConfig  # noqa: E402
-from pipeline.run import run  # noqa: E402
+from bench.gpu import make_jpegs
+from pipeline import cluster
+from pipeline.config import RunConfig
+from pipeline.run import run
 
 TARGET = 0.95
 
