@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
@@ -13,6 +14,9 @@ from contextlib import contextmanager
 import ray
 
 LOCAL_NODE_IP = "127.0.0.2"
+KEEP_LOGS = "GHOSTNET_KEEP_RAY_LOGS"  # set: the private Ray's temp dir (its logs) stays after the run
+
+log = logging.getLogger("ghostnet_pipeline")
 
 
 def object_store_bytes() -> int:
@@ -60,7 +64,10 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         yield f"a local Ray ({num_cpus or os.cpu_count()} CPUs, temp dir {temp_dir})"
     finally:
         ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if os.environ.get(KEEP_LOGS):
+            log.warning("kept the private Ray's logs in %s (%s is set)", temp_dir, KEEP_LOGS)
+        else:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _private_temp_dir() -> str:

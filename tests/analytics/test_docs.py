@@ -67,10 +67,22 @@ def test_the_doc_has_runnable_examples_for_each_engine():
         assert engine in code
 
 
+# What each example must print about the fixture's two runs (5 ok and 1 decode_error rows each):
+# the answer it promises, not just something.
+EXPECTED = [
+    ("ok", "10", "decode_error"),  # connect(): rows per status
+    ("ok", "10", "decode_error", "2026-11-27"),  # DuckDB through deltalake
+    ("10 ok rows", "dtype: int64"),  # pandas: the ok rows, counted per label
+    ("first", "second", "blocks.1.0.se", "mean_gate"),  # Polars: mean gate per run and layer
+]
+
+
 @pytest.mark.parametrize("number", range(len(examples())))
-def test_example_runs(docs_output, number):
+def test_example_runs_and_prints_its_answer(docs_output, number):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(compile(examples()[number], f"{DOC.name} example {number + 1}", "exec"), {})
 
-    assert printed.getvalue().strip(), "every example prints its answer"
+    assert len(examples()) == len(EXPECTED), "every example has its expected answer here"
+    for fragment in EXPECTED[number]:
+        assert fragment in printed.getvalue(), (number, fragment, printed.getvalue())
