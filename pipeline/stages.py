@@ -29,7 +29,7 @@ log = logging.getLogger("ghostnet_pipeline")
 
 DECODE_TASK_MEMORY = 768 * 2**20  # Ray measured decode workers at up to 570 MiB and warns below that
 READ_CONCURRENCY = 2  # shards read at once
-WRITE_TASK_CPUS = 0.25  # writing is mostly waiting on storage; it must not hold a core from decoding
+WRITE_TASK_CPUS = 0  # writing is short and mostly waits on storage: it must not wait for a core
 ITEM_BYTES = 128  # an item row of the shard files, roughly
 
 

@@ -176,3 +176,23 @@ def test_throttling_5xx_and_vanished_objects_on_s3(ray_tmp, s3_endpoint, s3fs_cl
     assert rows["vanish-me.png"]["status"] == "read_error"
     assert "not found" in rows["vanish-me.png"]["error"]
     assert all(rows[n]["status"] == "ok" for n in names if n != "vanish-me.png")
+
+
+def test_a_reprocess_run_killed_mid_way_resumes_with_resume_run_id(tmp_path, ray_tmp):
+    """docs/operations.md §6, Resuming: `run --reprocess` would start over; `--reprocess --resume
+    RUN_ID` continues that run under its own id and labels only what it did not commit."""
+    make_images(tmp_path / "in")
+    output = tmp_path / "out"
+    args = [*run_args("run", tmp_path), "--reprocess"]
+
+    first = cli(*args, env={"TMPDIR": ray_tmp, FAULT: "after-commit:2"}, start_new_session=True)
+    first.communicate(timeout=900)
+    [dead] = run_records(str(output))
+    resumed = cli(*args, "--resume", dead.run_id, env={"TMPDIR": ray_tmp}, start_new_session=True)
+    _, err = resumed.communicate(timeout=900)
+
+    assert first.returncode == -signal.SIGKILL and resumed.returncode == 0, err[-3000:]
+    assert rows_per_run(str(output)) == {dead.run_id: IMAGES}, "one run id, every item once"
+    assert_exactly_once(output, IMAGES)
+    [record] = run_records(str(output))
+    assert record.committed and record.items_skipped == 20 and record.items == IMAGES - 20
