@@ -14,6 +14,7 @@ import sys
 import pyarrow.compute as pc
 import pytest
 
+from pipeline.analytics import query
 from pipeline.config import RunConfig
 from pipeline.nightly import nightly
 from tests import corpus
@@ -51,6 +52,11 @@ def test_first_night_rerun_then_new_and_changed_files(tmp_path):
                         "2026-11-27": ["p0.png", "p5.png", "p6.png"]}
     versions = [(r["uri"], r["etag"], r["size_bytes"]) for r in table]
     assert len(versions) == len(set(versions)) == 8
+    # docs/analytics.md schema: null means nothing, for batches of only ok items too (#16.15, #16.16)
+    [(images, no_times, no_error)] = query(str(output), "SELECT count(*), count(*) FILTER (start_s IS NULL AND "
+                                           "end_s IS NULL), count(*) FILTER (error IS NULL) FROM predictions "
+                                           "WHERE modality = 'image' AND status = 'ok'").rows
+    assert images == no_times == no_error == 8
 
 
 def start(command: list[str], ray_tmp: str) -> subprocess.Popen:
