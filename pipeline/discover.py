@@ -97,18 +97,21 @@ def _first_per_uri(items: pa.Table) -> pa.Table:
     return items.filter(keep)
 
 
-def _expand(uri: str) -> list[pa.RecordBatch]:
+def _expand(uri: str) -> Iterator[pa.RecordBatch]:
+    """The batches of one input; a manifest streams, a folder or prefix comes listed whole."""
     fs, path = storage.filesystem(uri)
     if "*" in path:
-        return _glob(fs, path)
+        yield from _glob(fs, path)
+        return
     info = _info(fs, path)
     if info is None:
         raise InputError(f"input {storage.redact_uri(uri)!r} does not exist; check the path or prefix")
     if info.get("type") == "directory":
-        return list_tree(fs, path)
-    if os.path.splitext(path.lower())[1] in MANIFEST_EXTENSIONS:
-        return list(_from_manifest(uri))
-    return [_batch(fs, [info])]
+        yield from list_tree(fs, path)
+    elif os.path.splitext(path.lower())[1] in MANIFEST_EXTENSIONS:
+        yield from _from_manifest(uri)
+    else:
+        yield _batch(fs, [info])
 
 
 def list_tree(fs: fsspec.AbstractFileSystem, root: str, max_depth: int | None = None) -> list[pa.RecordBatch]:
@@ -286,14 +289,14 @@ def _from_manifest(uri: str) -> Iterator[pa.RecordBatch]:
 
 
 def _parquet_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
-    manifest = pq.ParquetFile(f)
+    manifest = pq.ParquetFile(f, pre_buffer=False)
     columns = manifest.schema_arrow.names
     _require_uri(uri, columns)
     size = next((c for c in ("size_bytes", "size") if c in columns), None)
     if "etag" not in columns or size is None:
-        yield from manifest.iter_batches(MANIFEST_BATCH_ROWS, columns=["uri"])
+        yield from manifest.iter_batches(MANIFEST_BATCH_ROWS, columns=["uri"], use_threads=False)
         return
-    for batch in manifest.iter_batches(MANIFEST_BATCH_ROWS, columns=["uri", "etag", size]):
+    for batch in manifest.iter_batches(MANIFEST_BATCH_ROWS, columns=["uri", "etag", size], use_threads=False):
         yield _as_listing(batch)
 
 
