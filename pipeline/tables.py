@@ -181,10 +181,6 @@ def add_action(relative_path: str, size: int, run_date: str, stats: str) -> AddA
     return AddAction(relative_path, size, {PARTITION: run_date}, int(time.time() * 1000), True, stats)
 
 
-def remove_action(relative_path: str, size: int, run_date: str) -> RemoveAction:
-    return RemoveAction(relative_path, True, int(time.time() * 1000), size, {PARTITION: run_date})
-
-
 @dataclass(frozen=True)
 class FileStats:
     """A data file as the transaction log describes it."""

@@ -145,6 +145,9 @@ def test_driver_killed_then_the_same_command_labels_only_the_rest(tmp_path, ray_
     second = cli(*run_args(command, tmp_path), env=env, start_new_session=True)
     _, err = second.communicate(timeout=900)
     assert second.returncode == 0, err[-3000:]
+    rest = (IMAGES - first_rows) // 10
+    assert err.count("committed shard ") == rest, "in a log, one line per committed shard"
+    assert f"({rest}/{rest}): 10 items" in err and "ETA" in err
 
     assert_exactly_once(output, IMAGES)
     records = {r.run_id: r for r in run_records(str(output))}
