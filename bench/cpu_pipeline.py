@@ -38,7 +38,7 @@ import ghostnet
 import pipeline.run as pipeline_run
 from bench.gpu import make_jpegs
 from bench.model_cpu import cpu_name
-from pipeline import decode
+from pipeline import decode, stages
 from pipeline.config import RunConfig
 from pipeline.model import ModelSpec
 
@@ -82,22 +82,26 @@ def model_only(model_name: str, images: list[Path], threads: int, rounds: int) -
 
 
 class StageStats:
-    """Keeps Ray Data's per-stage statistics of each run (the plan ``pipeline.run`` executes)."""
+    """Keeps the Ray Data plan of each run (``pipeline.stages.build``) to read its per-stage statistics."""
 
     def __init__(self) -> None:
-        self.last = ""
-        self._execute = pipeline_run._execute
+        self.dataset = None
+        self._build = stages.build
+
+    @property
+    def last(self) -> str:
+        return self.dataset.stats() if self.dataset is not None else ""
 
     def __enter__(self) -> StageStats:
-        def execute(plan, *args, **kwargs):
-            self._execute(plan, *args, **kwargs)
-            self.last = plan.stats()
+        def build(*args, **kwargs):
+            self.dataset = self._build(*args, **kwargs)
+            return self.dataset
 
-        pipeline_run._execute = execute
+        stages.build = build
         return self
 
     def __exit__(self, *exc) -> None:
-        pipeline_run._execute = self._execute
+        stages.build = self._build
 
 
 def end_to_end(folder: Path, out: Path, model_name: str, stats: StageStats, **config) -> dict:
@@ -107,7 +111,7 @@ def end_to_end(folder: Path, out: Path, model_name: str, stats: StageStats, **co
     elapsed = time.perf_counter() - start
     if not result.committed or result.rows_per_status != {"ok": result.items}:
         raise RuntimeError(f"run did not label every item: {result}")
-    return {"items": result.items, "elapsed_s": round(elapsed, 2), "timings": result.record["timings"],
+    return {"items": result.items, "elapsed_s": round(elapsed, 2), "timings": result.timings,
             "ray_data_stats": stats.last}
 
 

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ghostnet
 from pipeline import decode
-from pipeline.predict import ModelSpec, Predictor
+from pipeline.model import ModelSpec
+from pipeline.predict import Predictor
 from tests.corpus import photos
 
 MODEL = "ghostnet_100"
@@ -155,19 +156,18 @@ def decode_only(datas: list[bytes], workers: int, batch: int) -> dict:
     return {"cpu processes": workers, "cpu img/s": cpu, "cpu ok": ok, "gpu img/s": gpu, "ratio gpu/cpu": gpu / cpu}
 
 
-def _decode_chunk(args: tuple[list[str], bool]) -> dict:
+def _decode_chunk(args: tuple[list[str], bool]) -> pa.Table:
     uris, leave = args
     table = pa.table({"uri": uris, "etag": [None] * len(uris), "size_bytes": [None] * len(uris),
-                      "modality": ["image"] * len(uris)},
-                     schema=pa.schema([("uri", pa.string()), ("etag", pa.string()),
-                                       ("size_bytes", pa.int64()), ("modality", pa.string())]))
+                      "modality": ["image"] * len(uris), "_shard": [0] * len(uris)},
+                     schema=pa.schema([("uri", pa.string()), ("etag", pa.string()), ("size_bytes", pa.int64()),
+                                       ("modality", pa.string()), ("_shard", pa.int32())]))
     return decode.read_and_decode(table, meta=META, leave_jpegs=leave)
 
 
 def end_to_end(paths: list[Path], leave_jpegs: bool, workers: int, batch: int, out: Path) -> dict:
     """Files -> decode stage (process pool, like Ray's CPU tasks) -> Predictor -> Parquet."""
-    predictor = Predictor(ModelSpec(MODEL, "random"), run_id="bench", partials_uri=str(out / "partials"),
-                          decode_on_device=leave_jpegs)
+    predictor = Predictor(ModelSpec(MODEL, "random"), run_id="bench", decode_on_device=leave_jpegs)
     uris = [str(p) for p in paths]
     chunks = [(uris[i : i + batch], leave_jpegs) for i in range(0, len(uris), batch)]
     writer = None
@@ -213,10 +213,10 @@ def end_to_end_actors(paths: list[Path], actors: int, batch: int, compiled: bool
 
 
 def _actor(job: tuple) -> dict:
-    uris, batch, compiled, out, barrier = job
+    uris, batch, compiled, _, barrier = job
     started = time.perf_counter()
-    predictor = Predictor(ModelSpec(MODEL, "random"), run_id="bench", partials_uri=f"{out}/partials",
-                          decode_on_device=True, compile=compiled, batch_size=batch)
+    predictor = Predictor(ModelSpec(MODEL, "random"), run_id="bench", decode_on_device=True, compile=compiled,
+                          batch_size=batch)
     chunks = [(uris[i : i + batch], True) for i in range(0, len(uris), batch)]
     ready_s = time.perf_counter() - started
     barrier.wait()
