@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: demo test lint venv
+.PHONY: demo test test-fast lint venv
 
 venv: $(STAMP)
 
@@ -21,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "unit and not slow" $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ghostnet pipeline jobs tests bench

@@ -108,3 +108,28 @@ def ray_local(s3_endpoint) -> Iterator[None]:
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# The tiers (`make test-fast` runs `unit` only): a test is `ray` when it starts a Ray (the module's
+# private one, a CLI run's, or the demo's), `s3` when it talks to the S3 endpoint, `cluster` when
+# it starts several nodes; the rest is `unit`. Modules that start Ray or take minutes without a
+# fixture saying so are named here.
+_STARTS_RAY = {"ray_local", "ray_tmp", "ray_cluster"}
+_TALKS_S3 = {"s3_endpoint", "s3fs_client", "bucket"}
+_RAY_MODULES = {"test_demo.py"}
+_SLOW_MODULES = {"test_compile.py", "test_train.py", "test_gpu_carry.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        name = item.path.name
+        if fixtures & _STARTS_RAY or name in _RAY_MODULES:
+            item.add_marker(pytest.mark.ray)
+        if fixtures & _TALKS_S3:
+            item.add_marker(pytest.mark.s3)
+        if name in _SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        tiered = {"ray", "s3", "cluster", "slow"} & {m.name for m in item.iter_markers()}
+        if not tiered:
+            item.add_marker(pytest.mark.unit)
