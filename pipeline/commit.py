@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from pipeline import channel_stats, storage, tables
 from pipeline.errors import InternalError, RunFailed
-from pipeline.plan import Plan, ShardPlan, read_shard
+from pipeline.plan import Plan, ShardPlan, read_shard, unlabeled
 from pipeline.record import ShardRecord, now
 from pipeline.schema import PARTITION, Status
 from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout
@@ -207,11 +207,8 @@ class ShardCommitter:
                  and not p.rsplit("/", 1)[-1].startswith(f"{self.identity.run_id}-")]
         if not paths:
             return False
-        keys = ["uri", "etag", "size_bytes"]
-        mine = items.select(keys)
-        for batch in tables.scan(self.layout.table("predictions"), paths, keys):
-            theirs = pa.Table.from_batches([batch])
-            if _join_keys(mine).join(_join_keys(theirs), keys=["_u", "_e", "_s"], join_type="left semi").num_rows:
+        for batch in tables.scan(self.layout.table("predictions"), paths):
+            if unlabeled(items, pa.Table.from_batches([batch])).num_rows < items.num_rows:
                 log.warning("shard %d: another run of this model committed some of its items first; "
                             "dropping it and planning its items again", shard.index)
                 return True
@@ -309,14 +306,6 @@ def check_rows(rows: pa.Table, items: pa.Array | pa.ChunkedArray, *, where: str)
         sample = (missing if missing.num_rows else extra)["uri"][0].as_py()
         raise InternalError(f"{where}: its rows do not match its items: {missing.num_rows} items without a row, "
                             f"{extra.num_rows} rows of items it does not have (e.g. {sample!r}); it was not committed")
-
-
-def _join_keys(table: pa.Table) -> pa.Table:
-    return pa.table({
-        "_u": table["uri"],
-        "_e": pc.fill_null(table["etag"], ""),
-        "_s": pc.fill_null(table["size_bytes"], -1),
-    })
 
 
 def _count(status: pa.ChunkedArray) -> dict[str, int]:

@@ -32,7 +32,7 @@ from pipeline.discover import modality_column
 from pipeline.schema import ITEMS, KEYS, SHARD
 
 __all__ = ["PARTITIONS", "Listing", "Plan", "ShardPlan", "cut_shards", "read_shard", "spill_keys", "spill_listing",
-           "uri_hash"]
+           "unlabeled", "uri_hash"]
 
 PARTITIONS = 512
 SHARD_ITEMS = ITEMS.append(pa.field(SHARD, pa.int32(), nullable=False))
@@ -232,7 +232,7 @@ def cut_shards(
             position += items.num_rows
             items = items.append_column(SHARD, pa.array(shard, pa.int32()))
             if labeled is not None:
-                fresh = _unlabeled(items, labeled.read(partition))
+                fresh = unlabeled(items, labeled.read(partition))
                 labeled_count += items.num_rows - fresh.num_rows
                 items = fresh
             writer.add(items, partition)
@@ -251,7 +251,7 @@ def _first_per_uri(items: pa.Table) -> pa.Table:
     return items.filter(pa.chunked_array([pa.array([True]), *pc.invert(repeated).chunks]))
 
 
-def _unlabeled(items: pa.Table, labeled: pa.Table) -> pa.Table:
+def unlabeled(items: pa.Table, labeled: pa.Table) -> pa.Table:
     """``items`` whose (uri, etag, size_bytes) no labeled row has, in shard and URI order."""
     if labeled.num_rows == 0:
         return items
