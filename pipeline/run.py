@@ -105,9 +105,11 @@ def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
     from pipeline import cluster
 
     with _listed(config) as (listing, work):
-        configs = _per_modality(config, listing)
+        # Inputs, weights and output are checked, in that order, before anything is written or started.
+        models = [(c, _checked_model(c)) for c in _per_modality(config, listing)]
+        _open_tables(OutputLayout.of(config.output))
         with cluster.connect(config.address, num_cpus=config.num_cpus):
-            return [run(c, kind=kind, listing=listing, work=work / c.modality) for c in configs]
+            return [run(c, kind=kind, listing=listing, work=work / c.modality, model=model) for c, model in models]
 
 
 @contextlib.contextmanager
@@ -149,7 +151,8 @@ def _identity(config: RunConfig, spec: ModelSpec, *, run_id: str, run_date: str)
     return RunIdentity(run_id, run_date, spec.name, spec.identity(), config.reprocess)
 
 
-def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None, work: Path | None = None) -> RunRecord:
+def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None, work: Path | None = None,
+        model: tuple[ModelSpec, object] | None = None) -> RunRecord:
     """Label every item of ``config.inputs`` that this model and weights have not labeled yet.
 
     ``kind="nightly"`` makes the run idempotent per date: once a nightly run of this model and
@@ -162,8 +165,7 @@ def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None,
         raise UsageError(f"a run labels one modality, got {config.modality!r}; use run_by_modality for auto")
     started = time.monotonic()
     layout = OutputLayout.of(config.output)
-    spec = model_spec(config)
-    meta = _check_model(spec)
+    spec, meta = model or _checked_model(config)
     _open_tables(layout)
     for finished in recovery.recover_dead_runs(layout):
         log.warning("cleared the files of run %s, whose driver died", finished)
@@ -200,12 +202,14 @@ def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None,
     return _finish(layout, record, started)
 
 
-def _check_model(spec: ModelSpec):
-    """Load the model once on the driver (digest, shapes), before anything is scheduled."""
+def _checked_model(config: RunConfig) -> tuple[ModelSpec, object]:
+    """The model's spec and metadata, loaded once on the driver (digest, shapes) before anything is
+    scheduled; actors load it again themselves, pinned to the digest checked here."""
+    spec = model_spec(config)
     model = spec.load()
     if spec.is_random:
         log.warning("using random weights (seed %d): predictions are meaningless", spec.seed)
-    return model.meta
+    return spec, model.meta
 
 
 def _open_tables(layout: OutputLayout) -> None:

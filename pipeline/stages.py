@@ -86,6 +86,9 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
             # Reserving memory for a batch of decoded images also keeps Ray from fusing decode
             # into the model actor, so decoding runs as tasks on every CPU, beside the actors.
             memory=DECODE_TASK_MEMORY,
+            # Every block starts on the driver's node (the shards are read there): spread the
+            # decoding over the nodes instead of following the blocks.
+            ray_remote_args_fn=_spread,
         )
         .map_batches(
             Predictor,
@@ -117,6 +120,10 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
             num_cpus=WRITE_TASK_CPUS,
         )
     )
+
+
+def _spread() -> dict[str, str]:
+    return {"scheduling_strategy": "SPREAD"}
 
 
 def _default_actors(gpus_per_actor: float, resources: dict[str, float] | None) -> int:

@@ -1,0 +1,40 @@
+"""An output that cannot be written is a usage error found before any work (#16.17).
+
+Backs README, exit codes: 2 for an output that cannot be written, one line that says what to do,
+before Ray starts or a model loads.
+"""
+
+from __future__ import annotations
+
+import time
+
+from jobs import cli
+from tests import corpus
+
+
+def test_a_bucket_that_does_not_exist_is_exit_2_before_any_work(tmp_path, s3_endpoint, capsys):
+    (tmp_path / "in").mkdir()
+    corpus.gradient(32, 24).save(tmp_path / "in" / "a.png")
+
+    started = time.monotonic()
+    code = cli.main(["run", "--input", str(tmp_path / "in"), "--output", "s3://no-such-bucket-0/out",
+                     "--model", "ghostnet_050", "--weights", "random"])
+    seconds = time.monotonic() - started
+
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write to --output s3://no-such-bucket-0/out" in err, err
+    assert "Check that the path or bucket exists" in err
+    ours = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and "Traceback" not in err
+    assert seconds < 15, "no Ray was started and no model loaded"
+
+
+def test_a_local_output_that_cannot_be_created_is_exit_2(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    corpus.gradient(32, 24).save(tmp_path / "in" / "a.png")
+    (tmp_path / "file").write_text("a file where the output's parent folder should be")
+
+    code = cli.main(["run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "file" / "out"),
+                     "--model", "ghostnet_050", "--weights", "random"])
+
+    assert code == 2 and "cannot write to --output" in capsys.readouterr().err
