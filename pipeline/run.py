@@ -74,16 +74,18 @@ class PlanSummary:
     shards: int
     estimated_files: int
     estimated_bytes: int
+    list_s: float  # listing the inputs into partitions (all modalities)
+    diff_s: float  # reading what is labeled, diffing and cutting shards (this modality)
 
     @classmethod
-    def of(cls, config: RunConfig, spec: ModelSpec, listing: Listing, planned: Plan) -> PlanSummary:
+    def of(cls, config: RunConfig, spec: ModelSpec, listing: Listing, planned: Plan, diff_s: float) -> PlanSummary:
         rows_per_file = config.rows_per_file
         files = sum(-(-s.items // rows_per_file) for s in planned.shards)
         per_row = BYTES_PER_ROW + (BYTES_PER_EMBEDDING if config.embeddings else 0)
         return cls(planned.modality, spec.name, spec.identity(), storage.redact_uri(config.output),
                    listing.listed, dict(sorted(listing.skipped.items())), planned.items_listed, planned.duplicates,
                    planned.items_labeled, planned.items, planned.shard_size, len(planned.shards), files,
-                   planned.items * per_row)
+                   planned.items * per_row, round(listing.seconds, 3), round(diff_s, 3))
 
 
 def plan_by_modality(config: RunConfig, *, kind: str = "run") -> list[PlanSummary]:
@@ -95,8 +97,9 @@ def plan_by_modality(config: RunConfig, *, kind: str = "run") -> list[PlanSummar
             spec = model_spec(modality_config)
             layout = OutputLayout.of(config.output)
             identity = _identity(modality_config, spec, run_id=config.resume or "dry-run", run_date=config.run_date)
+            started = time.monotonic()
             planned, _ = _plan(modality_config, layout, listing, identity, work / modality_config.modality)
-            summaries.append(PlanSummary.of(modality_config, spec, listing, planned))
+            summaries.append(PlanSummary.of(modality_config, spec, listing, planned, time.monotonic() - started))
         return summaries
 
 
@@ -117,9 +120,8 @@ def _listed(config: RunConfig) -> Iterator[tuple[Listing, Path]]:
     work = Path(tempfile.mkdtemp(prefix="ghostnet-plan-"))
     try:
         modalities = ["image", "audio"] if config.modality == "auto" else [config.modality]
-        t = time.monotonic()
         listing = plan.spill_listing(discover.list_inputs(config.inputs), work / "listing", modalities)
-        log.info("listed %d objects in %.1f s", listing.listed, time.monotonic() - t)
+        log.info("listed %d objects in %.1f s", listing.listed, listing.seconds)
         yield listing, work
     finally:
         shutil.rmtree(work, ignore_errors=True)
