@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from ghostnet import ModelMeta
@@ -24,11 +24,6 @@ from ghostnet.transforms import resize_crop, resize_crop_tensor, resizes_in_full
 from pipeline import storage
 from pipeline.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from pipeline.schema import DECODED, ITEMS, LAST, SHARD, Status
-
-# We check the decoded size ourselves, after JPEG draft scaling, so PIL's blanket limit
-# (which would refuse a large JPEG that draft mode decodes cheaply) is switched off here.
-Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # JPEGs whose shorter side is at least this many times the resize target are decoded at a
 # reduced DCT scale (PIL draft mode); smaller ones decode in full, exactly as timm does.
@@ -69,7 +64,11 @@ def decode_image(
             warnings.simplefilter("ignore")
             return _decode(data, meta, max_pixels, leave_jpeg)
     except Image.DecompressionBombError as exc:
-        return _fail(Status.TOO_LARGE, f"decompression bomb refused: {exc}")
+        # Pillow's own guard (2x Image.MAX_IMAGE_PIXELS) holds for formats other than JPEG,
+        # whatever --max-pixels says; an application that needs bigger ones raises Pillow's limit.
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        return _fail(Status.TOO_LARGE, f"refused as a decompression bomb: over Pillow's limit of {limit:.0f} "
+                                       f"megapixels for this format ({exc})")
     except UnidentifiedImageError:
         return _fail(Status.DECODE_ERROR, "not an image Pillow can identify (corrupt or wrong format)")
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
@@ -78,8 +77,17 @@ def decode_image(
         return _fail(Status.TOO_LARGE, "decoding ran out of memory")
 
 
+def _open(data: bytes) -> Image.Image:
+    """``Image.open``, except that a JPEG skips Pillow's decompression-bomb check: draft mode
+    decodes it at a reduced scale, and ``--max-pixels`` then holds for the size it decodes at.
+    Other formats keep Pillow's check, and the process-wide limit is left as it is."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    return Image.open(io.BytesIO(data))
+
+
 def _decode(data: bytes, meta: ModelMeta, max_pixels: int, leave_jpeg: bool) -> Decoded:
-    image = Image.open(io.BytesIO(data))
+    image = _open(data)
     device_ready = leave_jpeg and _device_decodable(image, meta, data)
     if image.format == "JPEG" and not device_ready:
         _draft(image, meta)
