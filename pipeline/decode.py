@@ -207,9 +207,9 @@ def _encoded(decoded: list[Decoded]) -> tuple[pa.Array, pa.Array]:
 
 
 def raw_pixels(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
-    """Raw uint8 crops (``encoding`` ``raw``) as one (n, H, W, 3) array."""
-    h, w = meta.input_size[1:]
-    return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.uint8).reshape(len(encoded), h, w, 3)
+    """Raw uint8 crops (``encoding`` ``raw``) as one (n, H, W, C) array, C the model's channels."""
+    c, h, w = meta.input_size
+    return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.uint8).reshape(len(encoded), h, w, c)
 
 
 def _read_and_decode_one(
@@ -241,11 +241,11 @@ def decode_on_device(
     (nvJPEG on a GPU), resized and cropped there; raw crops moved there as they are. A JPEG the
     device decoder refuses falls back to Pillow for that item alone.
     """
-    h, w = meta.input_size[1:]
+    c, h, w = meta.input_size
     results: list[Decoded | None] = [None] * len(encoded)
     for i, (data, kind) in enumerate(zip(encoded, encoding, strict=True)):
         if kind == "raw":
-            pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3)
+            pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, c)
             results[i] = Decoded(Status.OK, pixels=pixels.to(device))
     jpegs = [i for i, kind in enumerate(encoding) if kind == "jpeg"]
     images = dict(zip(jpegs, _device_jpegs([encoded[i] for i in jpegs], device), strict=True))
