@@ -11,7 +11,7 @@ A bad input *item* is none of these: it becomes a row with a status and an error
 
 from __future__ import annotations
 
-__all__ = ["InternalError", "RunFailed", "UsageError"]
+__all__ = ["InternalError", "RunFailed", "UsageError", "raised_by_us"]
 
 
 class UsageError(ValueError):
@@ -24,3 +24,20 @@ class RunFailed(RuntimeError):
 
 class InternalError(RuntimeError):
     """An invariant of this tool broke: a bug to report, not a problem with the inputs."""
+
+
+def raised_by_us(exc: BaseException) -> BaseException | None:
+    """The :class:`RunFailed` or :class:`InternalError` behind ``exc``, when a worker raised it and
+    Ray handed it over wrapped (``RayTaskError.cause``, exception chaining); else None. Ray Data
+    appends its retry advice to the message; that part is not ours and goes."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (RunFailed, InternalError)) and not hasattr(exc, "cause"):
+            message = str(exc).split(_RAY_DATA_SUFFIX, 1)[0]
+            return exc if message == str(exc) else type(exc)(message)
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
+
+
+_RAY_DATA_SUFFIX = "\nFailed to apply UDF transform"

@@ -22,6 +22,7 @@ import torch
 import ghostnet
 from pipeline import audio, channel_stats, decode
 from pipeline.config import DEFAULT_MAX_PIXELS
+from pipeline.errors import InternalError
 from pipeline.model import ModelSpec, pick_device
 from pipeline.rows import ModelOutputs, Provenance, prediction_rows
 from pipeline.schema import SHARD, Status
@@ -152,14 +153,20 @@ class Predictor:
         return found
 
     def _forward_one_by_one(self, inputs, ok: list[int], status: list, error: list):
-        outputs, rows = [], []
+        """Each item alone, after its batch failed: an item that fails alone is its own model_error.
+        Every item failing the same way is no bad input but our bug, and fails the run."""
+        outputs, rows, failures = [], [], []
         for j, i in enumerate(ok):
             try:
                 outputs.append(self._forward(inputs[j : j + 1]))
                 rows.append(i)
             except Exception as exc:  # noqa: BLE001 - this item's model_error, the others go on
+                failures.append(exc)
                 status[i] = Status.MODEL_ERROR.value
                 error[i] = f"{type(exc).__name__}: {exc}"
+        if len(failures) > 1 and not rows and len({type(e) for e in failures}) == 1:
+            raise InternalError(f"the model failed on all {len(failures)} items of a batch with the same error, "
+                                f"{error[ok[0]]}; that is not bad input") from failures[0]
         return outputs, rows
 
     def _forward(self, inputs: np.ndarray | torch.Tensor) -> ghostnet.InferenceOutput:
@@ -205,7 +212,7 @@ class Predictor:
         """A batch of zeros through the same input path as real batches (same dtype, layout, strides)."""
         if self.meta.modality == "image":
             _, height, width = self.meta.input_size
-            decoded = np.zeros((self.batch_size, height, width, 3), np.uint8)
+            decoded = np.zeros((self.batch_size, height, width, self.meta.in_chans), np.uint8)
         else:
             decoded = np.zeros((self.batch_size, ghostnet.audio.window_samples(self.meta.audio)), np.float32)
         return self.to_input(decoded)

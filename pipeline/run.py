@@ -33,7 +33,7 @@ from pipeline import discover, plan, recovery, storage, tables
 from pipeline import record as records
 from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter, merge_errors, top_errors
 from pipeline.config import RunConfig
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, raised_by_us
 from pipeline.model import ModelSpec
 from pipeline.plan import Listing, Plan
 from pipeline.progress import Progress
@@ -335,6 +335,11 @@ def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: Ou
         for manifests in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             committer.add(manifests)
         committer.finish()
+    except Exception as exc:
+        ours = raised_by_us(exc)
+        if ours is None or ours is exc:
+            raise
+        raise ours from None  # a worker's RunFailed or InternalError, not Ray's wrapping of it
     finally:
         progress.close()
         record.timings["inference_s"] = round(record.timings.get("inference_s", 0) + time.monotonic() - started, 3)

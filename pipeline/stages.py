@@ -60,10 +60,17 @@ def _reader(path: str, block_rows: int) -> Callable[[], list[pa.Table]]:
     return lambda: plan.read_shard(path, block_rows)
 
 
-def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
-          identity: RunIdentity) -> ray.data.Dataset:
+def configure_data_context() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the run shows its own progress, per committed shard
+    # A stage's RunFailed or InternalError reaches the driver as itself (inside Ray's RayTaskError),
+    # not as a UserCodeException that keeps only its text.
+    ctx.raise_original_map_exception = True
+
+
+def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
+          identity: RunIdentity) -> ray.data.Dataset:
+    configure_data_context()
     gpus_per_actor = config.gpus_per_actor
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if cluster.cluster_gpus() else 0.0

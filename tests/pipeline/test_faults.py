@@ -199,3 +199,29 @@ def test_a_reprocess_run_killed_mid_way_resumes_with_resume_run_id(tmp_path, ray
     assert_exactly_once(output, IMAGES)
     [record] = run_records(str(output))
     assert record.committed and record.items_skipped == 20 and record.items == IMAGES - 20
+
+
+class _ActorThatBreaks:
+    def __call__(self, batch):
+        from pipeline.errors import InternalError
+
+        raise InternalError("an invariant broke in the model stage")
+
+
+def test_an_internal_error_in_an_actor_reaches_the_driver_as_ours(ray_local):
+    """docs/operations.md exit codes: a worker's InternalError (or RunFailed) reaches the CLI as
+    itself, not as Ray's wrapping of it, so it is reported as a bug (exit 1, "please report it")
+    and never as bad input or an unknown crash."""
+    import ray
+
+    from pipeline.errors import InternalError, raised_by_us
+    from pipeline.stages import configure_data_context
+
+    configure_data_context()
+    dataset = ray.data.range(4).map_batches(_ActorThatBreaks, compute=ray.data.ActorPoolStrategy(size=1))
+    with pytest.raises(Exception) as caught:
+        dataset.take_all()
+
+    ours = raised_by_us(caught.value)
+    assert type(ours) is InternalError and str(ours) == "an invariant broke in the model stage"
+    assert not isinstance(caught.value, InternalError) or hasattr(caught.value, "cause"), "Ray wrapped it"
