@@ -20,6 +20,9 @@ On a machine without CUDA the GPU parts are skipped and marked so; the CPU parts
 the script works, with CPU numbers that are not the GPU table's).
 
     python bench/gpu_audio.py [--iters 20] [--out bench/results/gpu_audio.json]
+
+On the device machine: ``python3 bench/gpu_audio.py --out $OUT/gpu_audio.json`` (then copy it to
+bench/results/ here).
 """
 
 from __future__ import annotations
@@ -236,8 +239,12 @@ def throughput(predictors: dict[str, predict.Predictor], waveforms: np.ndarray, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=20, help="timed calls per throughput figure (median)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu_audio.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default bench/results/gpu_audio.json, or gpu_audio-cpu-only.json without CUDA")
     args = parser.parse_args()
+    if args.out is None:
+        name = "gpu_audio.json" if torch.cuda.is_available() else "gpu_audio-cpu-only.json"
+        args.out = Path(__file__).parent / "results" / name
     load_at_start = os.getloadavg()[0]
     predictors = {d.type: predictor_on(d) for d in devices()}
     meta = predictors["cpu"].meta
