@@ -21,8 +21,10 @@ the script works, with CPU numbers that are not the GPU table's).
 
     python bench/gpu_audio.py [--iters 20] [--out bench/results/gpu_audio.json]
 
-On the device machine: ``python3 bench/gpu_audio.py --out $OUT/gpu_audio.json`` (then copy it to
-bench/results/ here).
+On the device machine: ``pipeline.predict`` imports ``pipeline.audio``, which needs soundfile and
+soxr; the machine has neither, the Ray carry has both (tools/pack_ray_for_gpu_machine.sh here, then
+there: ``eval "$(python3 tools/unpack_carry.py .gpu-carry/ray-carry-py312.tar.xz /tmp/carry)"``),
+then ``python3 bench/gpu_audio.py --out $OUT/gpu_audio.json``; copy the file to bench/results/.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ import pyarrow as pa
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+try:
+    import soundfile  # noqa: F401 - pipeline.predict needs it through pipeline.audio
+    import soxr  # noqa: F401
+except ImportError as exc:
+    raise SystemExit(f"{exc}: on the GPU machine, unpack the Ray carry first (see this script's docstring)") from exc
 
 import ghostnet
 from ghostnet.audio import DEFAULT_FRONTEND, window_samples
