@@ -8,6 +8,7 @@ reads a clip whole with `soundfile.read`, to show what the measurement sees when
 grow with length.
 
     python bench/audio_memory.py [--minutes 10 60] [--rate 44100] [--channels 2] [--format FLAC]
+        [--out bench/results/audio_memory.json]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -27,6 +29,13 @@ import pyarrow as pa
 import soundfile as sf
 
 MIB = 2**20
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def write_clip(path: Path, minutes: int, rate: int, channels: int, fmt: str) -> None:
@@ -61,9 +70,11 @@ def measure_stream(path: str) -> dict:
     """Run in the subprocess: decode through the stage function, keep nothing."""
     from ghostnet.audio import DEFAULT_FRONTEND
     from pipeline.audio import read_and_decode_audio
+    from pipeline.schema import ITEMS, SHARD
 
     items = pa.table({"uri": [path], "etag": [None], "size_bytes": [Path(path).stat().st_size],
-                      "modality": ["audio"]})
+                      "modality": ["audio"], SHARD: [0]},
+                     schema=ITEMS.append(pa.field(SHARD, pa.int32())))
     baseline = reset_peak_rss()
     started = time.perf_counter()
     windows = sum(len(batch["uri"]) for batch in read_and_decode_audio(items, frontend=DEFAULT_FRONTEND))
@@ -81,7 +92,9 @@ def measure_whole(path: str) -> dict:
 
 def in_subprocess(mode: str, path: Path) -> dict:
     done = subprocess.run([sys.executable, __file__, "--measure", mode, str(path)],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {mode} measurement failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -91,6 +104,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=44_100)
     parser.add_argument("--channels", type=int, default=2)
     parser.add_argument("--format", default="FLAC", choices=["FLAC", "WAV"])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "audio_memory.json")
     parser.add_argument("--measure", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -98,10 +112,15 @@ def main() -> None:
         print(json.dumps((measure_stream if mode == "stream" else measure_whole)(path)))
         return
 
+    import soxr
+
+    load_at_start = os.getloadavg()[0]
     print(f"{dt.date.today()} · {platform.node()} · {platform.processor() or platform.machine()} · "
-          f"Python {platform.python_version()} · {args.format} {args.rate} Hz x {args.channels} ch, PCM16")
+          f"Python {platform.python_version()} · {args.format} {args.rate} Hz x {args.channels} ch, PCM16 · "
+          f"load average (1 min) {load_at_start:.2f}")
     print("| clip | file MiB | how | windows | decode s | x realtime | peak RSS growth MiB |")
     print("|---|---|---|---|---|---|---|")
+    rows = []
     with tempfile.TemporaryDirectory(prefix="audio-memory-") as scratch:
         for minutes in args.minutes:
             path = Path(scratch) / f"{minutes}min.{args.format.lower()}"
@@ -109,11 +128,31 @@ def main() -> None:
             modes = ["stream", "whole"] if minutes == min(args.minutes) else ["stream"]
             for mode in modes:
                 r = in_subprocess(mode, path)
-                print(f"| {minutes} min | {path.stat().st_size / MIB:.0f} | {mode} | {r['windows'] or '-'} | "
-                      f"{r['seconds']:.1f} | {minutes * 60 / r['seconds']:.0f} | {r['growth'] / MIB:.1f} |",
+                row = {"minutes": minutes, "file_bytes": path.stat().st_size, "mode": mode,
+                       "windows": r["windows"], "decode_s": round(r["seconds"], 3),
+                       "x_realtime": round(minutes * 60 / r["seconds"], 1),
+                       "peak_rss_growth_bytes": r["growth"],
+                       "peak_rss_growth_mib": round(r["growth"] / MIB, 1)}
+                rows.append(row)
+                print(f"| {minutes} min | {row['file_bytes'] / MIB:.0f} | {mode} | {r['windows'] or '-'} | "
+                      f"{r['seconds']:.1f} | {row['x_realtime']:.0f} | {row['peak_rss_growth_mib']:.1f} |",
                       flush=True)
             path.unlink()
-
+    report = {
+        "benchmark": "audio decode stage: peak RSS growth, streaming vs reading whole",
+        "script": "bench/audio_memory.py",
+        "argv": sys.argv[1:],
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},
+        "versions": {"python": platform.python_version(), "soundfile": sf.__version__,
+                     "libsndfile": sf.__libsndfile_version__, "soxr": soxr.__version__},
+        "load_avg_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
+        "clip": {"format": args.format, "rate": args.rate, "channels": args.channels, "subtype": "PCM_16"},
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 if __name__ == "__main__":
     main()

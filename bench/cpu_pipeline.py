@@ -1,10 +1,13 @@
 """The CPU target, side by side in one run: marginal end-to-end throughput of the real pipeline vs
-model-only throughput of the same model on the same machine (goal: ratio >= 0.7).
+model-only throughput of the same model on the same machine (goal, DESIGN.md: the pipeline delivers
+>= 0.7x of what the whole machine does with the model alone).
 
 Model only: ``for_inference`` model, ``forward_all`` (what the actor runs: logits + channel weights),
-channels_last, fp32, on pre-decoded normalised tensors, at the batch size (32) and the torch thread
-count the pipeline's CPU actor gets (read from a Ray actor with the actor's CPU request). Measured
-before and after the pipeline runs; the ratio uses their mean.
+channels_last, fp32, on pre-decoded normalised tensors, at the batch size (32), twice: with every
+core (torch threads = logical CPUs: "the whole machine", the target's denominator) and with the
+torch thread count the pipeline's CPU actor gets (read from a Ray actor with the actor's CPU
+request; the denominator of ``ratio_marginal_over_model_only`` in every results file of this
+script). Each measured before and after the pipeline runs; a ratio uses the mean of the two.
 
 End to end: ``pipeline.run.run`` on a private local Ray with every core, JPEGs of 500x375 / 375x500
 cut from real photos on local disk, N and k*N items (after an uncounted warm-up run), ``repeats``
@@ -147,7 +150,9 @@ def main() -> None:
         threads = config.get("torch_threads") or actor_threads(cpus_per_actor)
         sample = sorted(folders["n"].glob("*.jpg"))
         before = model_only(args.model, sample, threads, args.rounds)
-        print(f"model only (before): {before}", flush=True)
+        print(f"model only (before, {threads} threads): {before}", flush=True)
+        whole_before = model_only(args.model, sample, os.cpu_count(), args.rounds)
+        print(f"model only (before, whole machine, {os.cpu_count()} threads): {whole_before}", flush=True)
         runs = []
         with StageStats() as stats:
             warmup = end_to_end(folders["warmup"], work / "out-warmup", args.model, stats, **config)
@@ -159,7 +164,9 @@ def main() -> None:
                     print(f"run {repeat}: {row['items']} items in {row['elapsed_s']} s "
                           f"(inference {row['timings']['inference_s']:.2f} s)", flush=True)
         after = model_only(args.model, sample, threads, args.rounds)
-        print(f"model only (after): {after}", flush=True)
+        print(f"model only (after, {threads} threads): {after}", flush=True)
+        whole_after = model_only(args.model, sample, os.cpu_count(), args.rounds)
+        print(f"model only (after, whole machine): {whole_after}", flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
@@ -171,6 +178,8 @@ def main() -> None:
     marginal = extra_items / (median_s(sizes["kn"]) - median_s(sizes["n"]))
     model_rate = (before["img_per_s"] + after["img_per_s"]) / 2
     ratio = marginal / model_rate
+    whole_rate = (whole_before["img_per_s"] + whole_after["img_per_s"]) / 2
+    whole_ratio = marginal / whole_rate
     report = {
         "benchmark": "CPU: marginal end-to-end vs model-only throughput",
         "date": date.isoformat(timespec="seconds"),
@@ -183,19 +192,26 @@ def main() -> None:
         "batch": BATCH,
         "actor_torch_threads": threads,
         "config": config,
-        "model_only": {"before": before, "after": after, "img_per_s_mean": round(model_rate, 2)},
+        "model_only": {"before": before, "after": after, "img_per_s_mean": round(model_rate, 2),
+                       "torch_threads": threads},
+        "model_only_whole_machine": {"before": whole_before, "after": whole_after,
+                                     "img_per_s_mean": round(whole_rate, 2), "torch_threads": os.cpu_count()},
         "warmup_run": {k: v for k, v in warmup.items() if k != "ray_data_stats"},
         "runs": runs,
         "sizes": sizes,
         "marginal_img_per_s": round(marginal, 2),
         "ratio_marginal_over_model_only": round(ratio, 3),
+        "ratio_marginal_over_whole_machine_model_only": round(whole_ratio, 3),
         "target": TARGET,
-        "meets_target": ratio >= TARGET,
+        "target_ratio": "ratio_marginal_over_whole_machine_model_only",
+        "meets_target": whole_ratio >= TARGET,
     }
     print(runs[-1]["ray_data_stats"])
-    print(f"model only {model_rate:.1f} img/s ({threads} torch threads, batch {BATCH}); marginal end to end "
-          f"({sizes['n']} -> {sizes['kn']} items) {marginal:.1f} img/s; ratio {ratio:.3f} "
-          f"({'meets' if ratio >= TARGET else 'below'} the {TARGET} target)")
+    print(f"model only {model_rate:.1f} img/s ({threads} torch threads, batch {BATCH}), whole machine "
+          f"{whole_rate:.1f} img/s ({os.cpu_count()} threads); marginal end to end "
+          f"({sizes['n']} -> {sizes['kn']} items) {marginal:.1f} img/s; ratio {ratio:.3f} vs the actor's threads, "
+          f"{whole_ratio:.3f} vs the whole machine ({'meets' if whole_ratio >= TARGET else 'below'} the "
+          f"{TARGET} target)")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")

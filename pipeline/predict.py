@@ -179,10 +179,10 @@ class Predictor:
         """The compiled forward, built and run once here so the cost is paid (and logged) at start.
 
         One graph with a static batch of ``self.batch_size`` rows; shorter batches are padded up to
-        it (see ``_forward_compiled``). Measured on a 2-core CPU with ghostnet_050, batch 32: a graph
-        with a dynamic batch dimension took 28.5 s to compile against 11 s for the static one (2
-        threads, warm inductor cache; 161 s cold), 94 s against 55 s at 1 thread, and ran at the
-        same speed within this shared machine's noise (279 vs 299 ms per batch, 1 thread); it would
+        it (see ``_forward_compiled``). On a 2-core CPU with ghostnet_050, batch 32, 1 thread
+        (``bench/predictor_cpu.py``, ``bench/results/predictor_cpu.json``), a graph with a dynamic
+        batch dimension took longer to compile cold than the static one (144 s against 96 s) and
+        ran no faster than eager, where the static one ran about 10% faster; a dynamic graph would
         also recompile for a batch of one. Padding wastes at most one batch of compute per short
         batch, which Ray Data gives at the end of a run or where decode failures removed rows.
         """

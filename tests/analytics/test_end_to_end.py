@@ -26,7 +26,8 @@ from pipeline.record import RunRecord
 from pipeline.run import run
 from pipeline.tables import OutputLayout
 from tests import corpus
-from tests.analytics.test_report import screenshot
+from tests.analytics.test_report import assert_screenshot_shows_the_report, screenshot
+from tests.output import rows_per_run
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -180,7 +181,14 @@ def test_report_on_real_runs_renders_in_a_browser(drift_runs, tmp_path):
 
     assert built.record["run_id"] == boards and built.previous_run_id == again
     assert len(built.figures) == 6 and len(list((tmp_path / "figures").iterdir())) == 6
-    assert "shifted" in page.read_text()
+    html = page.read_text()
+    assert "shifted" in html
+    rows = rows_per_run(output)[boards]
+    assert rows == 12, rows  # the twelve checkerboards, one row each
+    assert f"<h1>Run {boards}</h1>" in html
+    assert f"<td>items</td><td>{rows} labeled of {rows} listed (0 already labeled)</td>" in html
+    assert f"<td>rows</td><td>{rows}</td>" in html and f"<td>previous run</td><td>{again}</td>" in html
+    assert f"{rows} rows for {rows} items. No errors." in html
+    assert html.count('src="data:image/png;base64,') == 6
     screenshot(page, png, tmp_path / "profile")
-    with Image.open(png) as shot:
-        assert shot.size == (1200, 3000)
+    assert_screenshot_shows_the_report(png)

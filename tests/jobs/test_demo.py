@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import subprocess
+from collections import Counter
+from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from ghostnet import WeightsError
 from ghostnet.pretrained import PRETRAINED, create_pretrained, pretrained_path
 from jobs import samples
 from jobs.cli import main
 from pipeline.analytics import query
+from tests.output import committed, rows_per_run
 
 
 def test_shipped_weights_match_their_pins_and_labels() -> None:
@@ -38,6 +43,19 @@ def test_a_changed_file_fails_its_pin(monkeypatch: pytest.MonkeyPatch) -> None:
         pretrained_path("demo-image")
 
 
+def expected_rows(samples_dir: Path) -> Counter:
+    """Rows the demo's inputs must give, by file name: a picture one, a clip one per window of
+    1 s every 0.5 s, the last window zero-padded (pipeline.audio._cut)."""
+    expected: Counter = Counter()
+    for path in sorted(samples_dir.rglob("*")):
+        if path.suffix in (".png", ".jpg"):
+            expected[path.name] = 1
+        elif path.suffix in (".wav", ".flac"):
+            seconds = sf.info(path).duration
+            expected[path.name] = 1 + math.ceil(round(max(0.0, seconds - 1.0) / 0.5, 6))
+    return expected
+
+
 def test_demo_labels_both_modalities_accurately(tmp_path, capsys) -> None:
     """README, The demo: labels both modalities, prints accuracy and queries to paste; every printed
     query command runs with what the package installs (no `duckdb` CLI) and prints rows."""
@@ -46,8 +64,16 @@ def test_demo_labels_both_modalities_accurately(tmp_path, capsys) -> None:
     accuracies = [float(a) for a in re.findall(r"accuracy: ([0-9.]+) \(", out)]
     assert len(accuracies) == 2 and all(a >= 0.9 for a in accuracies), out
     assert "per window" in out and "demo models trained" in out
-    [(rows,)] = query(str(tmp_path / "output"), "SELECT count(*) FROM predictions").rows
-    assert rows >= 48
+    expected = expected_rows(tmp_path / "samples")
+    assert sum(1 for name in expected if name.endswith(".png") or name.endswith(".jpg")) == 24
+    assert sum(1 for name in expected if name.endswith(".wav") or name.endswith(".flac")) == 24
+    rows = committed(str(tmp_path / "output"))
+    got = Counter(uri.rsplit("/", 1)[-1] for uri in rows["uri"].to_pylist())
+    assert got == expected  # every input, each with its rows: one per picture, one per window of a clip
+    assert set(rows["status"].to_pylist()) == {"ok"}
+    assert sum(rows_per_run(str(tmp_path / "output")).values()) == sum(expected.values())
+    [(counted,)] = query(str(tmp_path / "output"), "SELECT count(*) FROM predictions").rows
+    assert counted == sum(expected.values())
 
     commands = [shlex.split(line) for line in out.splitlines() if " query " in line and line.startswith("  ")]
     assert len(commands) == 3, out
