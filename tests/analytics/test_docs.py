@@ -63,13 +63,17 @@ def examples() -> list[str]:
 def test_the_doc_has_runnable_examples_for_each_engine():
     code = "\n".join(examples())
 
-    for engine in ("pipeline.analytics", "import duckdb", "pyarrow.dataset", "import polars"):
+    engines = ("from analytics import Output", "pipeline.analytics", "import duckdb", "pyarrow.dataset",
+               "import polars")
+    for engine in engines:
         assert engine in code
 
 
 # What each example must print about the fixture's two runs (5 ok and 1 decode_error rows each):
 # the answer it promises, not just something.
 EXPECTED = [
+    # analytics.Output: pandas with nulls kept, Arrow, a DuckDB relation, the run records
+    ("12 rows; 10 without an error", "2 [(datetime.date(2026, 11, 27), 12)]", "('first', 'committed', 6)"),
     ("ok", "10", "decode_error"),  # connect(): rows per status
     ("ok", "10", "decode_error", "2026-11-27"),  # DuckDB through deltalake
     ("10 ok rows", "dtype: int64"),  # pandas: the ok rows, counted per label

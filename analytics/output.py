@@ -1,0 +1,143 @@
+"""An output's committed tables from Python, for notebooks and scripts: Arrow, pandas or DuckDB.
+
+    >>> from analytics import Output
+    >>> labels = Output("s3://labels/photos")                                   # doctest: +SKIP
+    >>> df = labels.predictions(run_date="2026-11-30", model="ghostnet_100").to_pandas()  # doctest: +SKIP
+
+Only committed rows are read (through the tables' Delta logs), and only the files a filter can
+match: ``run_date`` is the partition column, and the other filters skip files by their statistics.
+pandas and DuckDB are imported when asked for, so reading Arrow needs neither.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from pipeline import record as records
+from pipeline import storage
+from pipeline.errors import UsageError
+from pipeline.record import RunRecord
+from pipeline.tables import OutputLayout, open_table, table_schema
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+__all__ = ["Output", "Selection"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The rows of one committed table that a filter matches; nothing is read until asked."""
+
+    dataset: ds.Dataset
+    columns: tuple[str, ...] | None = None
+
+    def to_arrow(self) -> pa.Table:
+        return self.dataset.to_table(columns=self._columns())
+
+    def to_batches(self) -> Iterator[pa.RecordBatch]:
+        """Batch by batch, for selections larger than memory."""
+        yield from self.dataset.to_batches(columns=self._columns())
+
+    def to_pandas(self) -> pd.DataFrame:
+        """A DataFrame with Arrow-backed columns: a null stays null (``pd.NA``), never NaN or
+        the string "nan", and list columns stay lists."""
+        import pandas as pd
+
+        return self.to_arrow().to_pandas(types_mapper=pd.ArrowDtype)
+
+    def to_duckdb(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyRelation:
+        """A DuckDB relation over the selection (on ``con``, or a new in-memory connection)."""
+        import duckdb
+
+        relation = (con or duckdb.connect()).from_arrow(self.dataset)
+        return relation.select(*self.columns) if self.columns else relation
+
+    def _columns(self) -> list[str] | None:
+        return list(self.columns) if self.columns else None
+
+
+class Output:
+    """The committed tables of one output root (a local path or an fsspec URI such as ``s3://``)."""
+
+    def __init__(self, uri: str) -> None:
+        fs, path = storage.filesystem(uri)
+        if not storage.with_retries(lambda: fs.exists(path)):
+            raise UsageError(f"output {storage.redact_uri(uri)} does not exist; check the path or URI")
+        self.uri = uri
+        self.layout = OutputLayout.of(uri)
+
+    def predictions(
+        self,
+        *,
+        run_date: str | date | None = None,
+        since: str | date | None = None,
+        until: str | date | None = None,
+        run_id: str | None = None,
+        model: str | None = None,
+        weights_sha256: str | None = None,
+        status: str | None = None,
+        columns: list[str] | tuple[str, ...] | None = None,
+    ) -> Selection:
+        """Prediction rows, filtered by any of: one ``run_date`` or the dates ``since``..``until``
+        (both included), a run, a model, a weights digest (``weights_sha256`` column) and a status."""
+        where = _matching(run_date=run_date, since=since, until=until, run_id=run_id, model=model,
+                          weights_sha256=weights_sha256, status=status)
+        return Selection(self._dataset("predictions", where), tuple(columns) if columns else None)
+
+    def channel_stats(
+        self,
+        *,
+        run_date: str | date | None = None,
+        since: str | date | None = None,
+        until: str | date | None = None,
+        run_id: str | None = None,
+        model: str | None = None,
+        weights_sha256: str | None = None,
+    ) -> Selection:
+        """The channel statistics table as committed: per (run, shard, layer, channel) sums
+        (``count``, ``sum``, ``sum_sq``, ``min``, ``max``); the ``channel_stats`` view of ``query``
+        adds the shards up per run."""
+        where = _matching(run_date=run_date, since=since, until=until, run_id=run_id, model=model,
+                          weights_sha256=weights_sha256)
+        return Selection(self._dataset("channel_stats", where))
+
+    def runs(self) -> list[RunRecord]:
+        """Every run record of the output (committed, failed and running), oldest first."""
+        return records.load_all(self.layout.runs)
+
+    def _dataset(self, name: str, where: pc.Expression | None) -> ds.Dataset:
+        table = open_table(self.layout.table(name), name)
+        dataset = table.to_pyarrow_dataset() if table is not None else ds.dataset(table_schema(name).empty_table())
+        return dataset.filter(where) if where is not None else dataset
+
+
+def _matching(*, run_date=None, since=None, until=None, **equal: str | None) -> pc.Expression | None:
+    if run_date is not None and (since is not None or until is not None):
+        raise UsageError("give run_date, or since and until, not both")
+    day = pc.field("run_date")
+    terms = [pc.field(column) == value for column, value in equal.items() if value is not None]
+    if run_date is not None:
+        terms.append(day == _date(run_date))
+    if since is not None:
+        terms.append(day >= _date(since))
+    if until is not None:
+        terms.append(day <= _date(until))
+    return functools.reduce(operator.and_, terms) if terms else None
+
+
+def _date(value: str | date) -> pa.Scalar:
+    try:
+        return pa.scalar(value if isinstance(value, date) else date.fromisoformat(value), pa.date32())
+    except ValueError:
+        raise UsageError(f"{value!r} is not a date; write it as YYYY-MM-DD") from None
