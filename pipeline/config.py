@@ -12,6 +12,11 @@ from typing import Any
 from pipeline.errors import UsageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def default_batch_size(on_gpu: bool) -> int:
+    """Rows per model call when ``--batch-size`` is not given: 256 on a GPU, 32 on a CPU."""
+    return 256 if on_gpu else 32
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 
 MODALITIES = ("image", "audio", "auto")
@@ -34,7 +39,7 @@ class RunConfig:
     audio_model: str | None = None
     audio_weights: str | None = "random"
     audio_weights_sha256: str | None = None
-    batch_size: int | None = None  # None: 256 per GPU actor, 32 per CPU actor
+    batch_size: int | None = None  # None: default_batch_size(on the actor's device)
     actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
     cpus_per_actor: float = 1.0

@@ -266,11 +266,13 @@ def unlabeled(items: pa.Table, labeled: pa.Table) -> pa.Table:
 
 def _join_keys(table: pa.Table) -> pa.Table:
     # Null never equals null in a join: an object listed without etag or size still matches itself.
-    return (
-        table.append_column("_uri", table["uri"])
-        .append_column("_etag", pc.fill_null(table["etag"], ""))
-        .append_column("_size", pc.fill_null(table["size_bytes"], -1))
-    )
+    etag, size = _known(table)
+    return table.append_column("_uri", table["uri"]).append_column("_etag", etag).append_column("_size", size)
+
+
+def _known(table: pa.Table) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """``etag`` and ``size_bytes`` with a missing value as "" and -1, values no object has."""
+    return pc.fill_null(table["etag"], ""), pc.fill_null(table["size_bytes"], -1)
 
 
 class _ShardWriter:
@@ -326,8 +328,8 @@ class _ShardWriter:
 
 
 def _key_strings(rows: pa.Table) -> pa.Array:
-    size = pc.cast(pc.fill_null(rows["size_bytes"], -1), pa.string())
-    joined = pc.binary_join_element_wise(rows["uri"], pc.fill_null(rows["etag"], ""), size, "\x00")
+    etag, size = _known(rows)
+    joined = pc.binary_join_element_wise(rows["uri"], etag, pc.cast(size, pa.string()), "\x00")
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 

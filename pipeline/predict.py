@@ -21,7 +21,7 @@ import torch
 
 import ghostnet
 from pipeline import audio, channel_stats, decode
-from pipeline.config import DEFAULT_MAX_PIXELS
+from pipeline.config import DEFAULT_MAX_PIXELS, default_batch_size
 from pipeline.errors import InternalError
 from pipeline.model import ModelSpec, pick_device
 from pipeline.rows import ModelOutputs, Provenance, prediction_rows
@@ -66,8 +66,8 @@ class Predictor:
         batch_size: int | None = None,
     ) -> None:
         """``compile``: run batches through ``torch.compile`` (inductor) of the model, compiled here
-        for ``batch_size`` rows (the batch size Ray Data gives this actor; None: 256 on a GPU, 32 on
-        a CPU, as ``pipeline.run`` picks). Where compiling fails, the actor runs eager and says why.
+        for ``batch_size`` rows (the batch size Ray Data gives this actor; None: the default for its
+        device, ``config.default_batch_size``). Where compiling fails, the actor runs eager and says why.
         """
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -85,7 +85,7 @@ class Predictor:
         self.embeddings = embeddings
         self.decode_on_device = decode_on_device and self.meta.modality == "image"
         self.max_pixels = max_pixels
-        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 32)
+        self.batch_size = batch_size or default_batch_size(on_gpu=self.device.type == "cuda")
         self._compiled: Callable[[torch.Tensor], ghostnet.InferenceOutput] | None = None
         if compile:
             self._compiled = self._compile()

@@ -17,7 +17,7 @@ from ray.data.datasource import Datasource, ReadTask
 import ghostnet
 from pipeline import audio, cluster, decode, plan, sink
 from pipeline.commit import RunIdentity
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, default_batch_size
 from pipeline.model import ModelSpec
 from pipeline.plan import Plan, ShardPlan
 from pipeline.predict import Predictor
@@ -75,7 +75,7 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if cluster.cluster_gpus() else 0.0
     actors = config.actors or _default_actors(gpus_per_actor, config.actor_resources)
-    batch_size = config.batch_size or (256 if gpus_per_actor else 32)
+    batch_size = config.batch_size or default_batch_size(on_gpu=gpus_per_actor > 0)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-planned.items // (4 * actors))))
     on_device = meta.modality == "image" and (
         config.decode == "device" or (config.decode == "auto" and gpus_per_actor > 0)
