@@ -36,7 +36,8 @@ import soxr
 from ghostnet import AudioFrontend
 from ghostnet.audio import hop_samples, window_samples
 from pipeline import storage
-from pipeline.schema import DECODED, ITEMS, LAST, SHARD, Status
+from pipeline.rows import decoded_rows
+from pipeline.schema import ITEMS, SHARD, Status
 
 DEFAULT_WINDOWS_PER_BATCH = 64
 READ_FRAMES = 1 << 15
@@ -227,24 +228,17 @@ def _window(segment: int, start: int, waveform: np.ndarray, bad: np.ndarray, rat
 
 
 def _to_table(rows: list[tuple[dict, Window, bool]]) -> pa.Table:
-    def item_column(name: str) -> list:
-        return [item[name] for item, _, _ in rows]
-
     windows = [w for _, w, _ in rows]
-    return pa.table(
-        {
-            **{name: item_column(name) for name in ITEMS.names},
-            "segment": [w.segment for w in windows],
-            "start_s": [w.start_s for w in windows],
-            "end_s": [w.end_s for w in windows],
-            "status": [w.status.value for w in windows],
-            "error": [w.error for w in windows],
-            "encoding": ["raw" if w.waveform is not None else None for w in windows],
-            "encoded": [None if w.waveform is None else w.waveform.astype(np.float32).tobytes() for w in windows],
-            SHARD: item_column(SHARD),
-            LAST: [last for _, _, last in rows],
-        },
-        schema=DECODED,
+    return decoded_rows(
+        {name: [item[name] for item, _, _ in rows] for name in (*ITEMS.names, SHARD)},
+        segment=[w.segment for w in windows],
+        start_s=[w.start_s for w in windows],
+        end_s=[w.end_s for w in windows],
+        status=[w.status.value for w in windows],
+        error=[w.error for w in windows],
+        encoding=["raw" if w.waveform is not None else None for w in windows],
+        encoded=[None if w.waveform is None else w.waveform.astype(np.float32).tobytes() for w in windows],
+        last=[last for _, _, last in rows],
     )
 
 

@@ -23,7 +23,8 @@ from ghostnet import ModelMeta
 from ghostnet.transforms import resize_crop, resize_crop_tensor, resizes_in_full
 from pipeline import storage
 from pipeline.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
-from pipeline.schema import DECODED, ITEMS, LAST, SHARD, Status
+from pipeline.rows import decoded_rows
+from pipeline.schema import Status
 
 # JPEGs whose shorter side is at least this many times the resize target are decoded at a
 # reduced DCT scale (PIL draft mode); smaller ones decode in full, exactly as timm does.
@@ -174,20 +175,16 @@ def read_and_decode(
         decoded = list(pool.map(one, uris, sizes))
     n = len(uris)
     encoding, encoded = _encoded(decoded)
-    return pa.table(
-        {
-            **{name: batch[name] for name in ITEMS.names},
-            "segment": pa.array(np.zeros(n, np.int32)),
-            "start_s": pa.nulls(n, pa.float32()),
-            "end_s": pa.nulls(n, pa.float32()),
-            "status": pa.array([d.status.value for d in decoded], pa.string()),
-            "error": pa.array([d.error for d in decoded], pa.string()),
-            "encoding": encoding,
-            "encoded": encoded,
-            SHARD: batch[SHARD],
-            LAST: pa.array(np.ones(n, bool)),
-        },
-        schema=DECODED,
+    return decoded_rows(
+        batch,
+        segment=pa.array(np.zeros(n, np.int32)),
+        start_s=pa.nulls(n, pa.float32()),
+        end_s=pa.nulls(n, pa.float32()),
+        status=pa.array([d.status.value for d in decoded], pa.string()),
+        error=pa.array([d.error for d in decoded], pa.string()),
+        encoding=encoding,
+        encoded=encoded,
+        last=pa.array(np.ones(n, bool)),
     )
 
 

@@ -1,4 +1,5 @@
-"""Prediction rows: the model stage's outputs, scattered back onto its input rows, column by column.
+"""The rows between stages: decoded rows (:func:`decoded_rows`, from the decode stages), and
+prediction rows, the model stage's outputs scattered back onto its input rows, column by column.
 
 Every input row gives one output row of :data:`pipeline.schema.PREDICTIONS`. The item columns
 pass through as Arrow (so a null stays null); rows that reached the model get their top-k, their
@@ -9,6 +10,7 @@ write stage.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,13 +18,22 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.channel_stats import SUMMARY_STATS
-from pipeline.schema import CHANNEL_WEIGHT, LAST, PARTIALS, PREDICTIONS, SHARD
+from pipeline.schema import CHANNEL_WEIGHT, DECODED, ITEMS, LAST, PARTIALS, PREDICTIONS, SHARD
 
-__all__ = ["ROWS", "ModelOutputs", "Provenance", "prediction_rows"]
+__all__ = ["ROWS", "ModelOutputs", "Provenance", "decoded_rows", "prediction_rows"]
 
 # What the model stage hands to the write stage.
 ROWS = pa.schema([*PREDICTIONS, pa.field(SHARD, pa.int32()), pa.field(LAST, pa.bool_()),
                   pa.field(PARTIALS, pa.binary())])
+
+def decoded_rows(items: Mapping[str, Sequence | pa.Array | pa.ChunkedArray], **decoded: object) -> pa.Table:
+    """Rows of :data:`DECODED`: each row's item columns (its item's, and the shard) taken from
+    ``items``, and what decoding found (``segment``, ``start_s``, ``end_s``, ``status``, ``error``,
+    ``encoding``, ``encoded``, and ``_last``, given as ``last``)."""
+    columns = {name: items[name] for name in (*ITEMS.names, SHARD)}
+    columns |= {LAST if name == "last" else name: value for name, value in decoded.items()}
+    return pa.table({name: columns[name] for name in DECODED.names}, schema=DECODED)
+
 
 _PASSED_THROUGH = ("uri", "etag", "size_bytes", "modality", "segment", "start_s", "end_s")
 
