@@ -25,5 +25,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "unit and not slow" $(ARGS)
 
+# mypy's packages and modes (strict for ghostnet) are in pyproject.toml.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ghostnet pipeline jobs tests bench
+	$(VENV)/bin/mypy

@@ -131,6 +131,9 @@ class LogMel(nn.Module):
     Move it to the model's device with `.to(device)`; it computes in float32 whatever the input.
     """
 
+    window: torch.Tensor
+    filterbank: torch.Tensor
+
     def __init__(self, meta: ModelMeta, *, min_frames: int = 1) -> None:
         super().__init__()
         if meta.audio is None:

@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .layers import GhostModule, SqueezeExcite
+
+if TYPE_CHECKING:
+    from .model import GhostNet
 
 __all__ = ["InferenceOutput", "capture_channel_weights", "channel_weight_names", "traceable_forward_all"]
 
@@ -41,9 +45,12 @@ class InferenceOutput:
     def cat(outputs: list[InferenceOutput]) -> InferenceOutput:
         """The outputs of consecutive batches as those of one batch."""
         first = outputs[0]
+        embeddings = [o.embedding for o in outputs if o.embedding is not None]
+        if len(embeddings) not in (0, len(outputs)):
+            raise ValueError("cannot concatenate outputs with and without embeddings")
         return InferenceOutput(
             logits=torch.cat([o.logits for o in outputs]),
-            embedding=None if first.embedding is None else torch.cat([o.embedding for o in outputs]),
+            embedding=torch.cat(embeddings) if embeddings else None,
             channel_weights={
                 name: torch.cat([o.channel_weights[name] for o in outputs]) for name in first.channel_weights
             },
@@ -87,7 +94,7 @@ def capture_channel_weights(model: nn.Module) -> Iterator[dict[str, torch.Tensor
             handle.remove()
 
 
-def traceable_forward_all(model: nn.Module, *, embeddings: bool) -> Callable[[torch.Tensor], InferenceOutput]:
+def traceable_forward_all(model: GhostNet, *, embeddings: bool) -> Callable[[torch.Tensor], InferenceOutput]:
     """`model.forward_all` as one function `torch.compile` captures whole: gates, features and head.
 
     `forward_all` registers its hooks per call, which `torch.compile` cannot trace (a graph break);

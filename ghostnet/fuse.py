@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBn, GhostModule
+from .layers import ConvBn, GhostModule, conv_bns
 from .model import GhostBottleneck, GhostNet
 
 __all__ = ["for_inference", "reparameterize"]
@@ -77,22 +77,30 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
 def _conv_with(template: nn.Conv2d, kernel: Kernel) -> nn.Conv2d:
     """A biased copy of `template` carrying the given kernel and bias."""
     weight, bias = kernel
+    padding = template.padding
     conv = nn.Conv2d(
         template.in_channels,
         template.out_channels,
-        template.kernel_size,
-        template.stride,
-        template.padding,
-        template.dilation,
+        _pair(template.kernel_size),
+        _pair(template.stride),
+        padding if isinstance(padding, str) else _pair(padding),
+        _pair(template.dilation),
         template.groups,
         bias=True,
         device=template.weight.device,
         dtype=template.weight.dtype,
     )
+    assert conv.bias is not None
     with torch.no_grad():
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
     return conv
+
+
+def _pair(size: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d size attribute, which torch types as a tuple of any length, as the pair it is."""
+    height, width = size
+    return height, width
 
 
 def _sum_kernels(kernels: Iterable[Kernel]) -> Kernel:
@@ -102,7 +110,7 @@ def _sum_kernels(kernels: Iterable[Kernel]) -> Kernel:
 
 def _branch_kernel(branch: ConvBn, kernel_size: int) -> Kernel:
     """A conv+BN branch as a fused kernel, zero-padded to kernel_size (for 1x1 scale branches)."""
-    weight, bias = _fold_bn(branch.conv.weight, None, branch.bn1)
+    weight, bias = _fold_bn(branch.conv.weight, None, branch.norm)
     pad = (kernel_size - weight.shape[-1]) // 2
     return F.pad(weight, [pad] * 4), bias
 
@@ -115,13 +123,14 @@ def _identity_kernel(bn: nn.BatchNorm2d, kernel_size: int) -> Kernel:
 
 
 def _fuse_ghost_module(module: GhostModule) -> None:
-    primary_template = module.primary_rpr_conv[0].conv
-    primary = _sum_kernels(_branch_kernel(b, 1) for b in module.primary_rpr_conv)
-    cheap_template = module.cheap_rpr_conv[0].conv
+    primary_branches, cheap_branches = conv_bns(module.primary_rpr_conv), conv_bns(module.cheap_rpr_conv)
+    primary_template = primary_branches[0].conv
+    primary = _sum_kernels(_branch_kernel(b, 1) for b in primary_branches)
+    cheap_template = cheap_branches[0].conv
     size = cheap_template.kernel_size[0]
     cheap = _sum_kernels(
         [
-            *(_branch_kernel(b, size) for b in module.cheap_rpr_conv),
+            *(_branch_kernel(b, size) for b in cheap_branches),
             _branch_kernel(module.cheap_rpr_scale, size),
             _identity_kernel(module.cheap_rpr_skip, size),
         ]
@@ -142,11 +151,10 @@ def _fuse_ghost_module(module: GhostModule) -> None:
 
 
 def _fuse_downsample(block: GhostBottleneck) -> None:
-    template = block.dw_rpr_conv[0].conv
+    branches = conv_bns(block.dw_rpr_conv)
+    template = branches[0].conv
     size = template.kernel_size[0]
-    kernel = _sum_kernels(
-        [*(_branch_kernel(b, size) for b in block.dw_rpr_conv), _branch_kernel(block.dw_rpr_scale, size)]
-    )
+    kernel = _sum_kernels([*(_branch_kernel(b, size) for b in branches), _branch_kernel(block.dw_rpr_scale, size)])
     block.conv_dw = _conv_with(template, kernel)
     block.bn_dw = nn.Identity()
     del block.dw_rpr_conv, block.dw_rpr_scale

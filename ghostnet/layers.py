@@ -58,8 +58,24 @@ class ConvBn(nn.Module):
         self.bn1: nn.Module = nn.BatchNorm2d(out_chs)
         self.act = relu_or_identity(act)
 
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        """`bn1` while it is still a BatchNorm, that is before `ghostnet.for_inference` folds it."""
+        if not isinstance(self.bn1, nn.BatchNorm2d):
+            raise ValueError("this ConvBn's BatchNorm is already folded into its conv")
+        return self.bn1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn1(self.conv(x)))
+        out: torch.Tensor = self.act(self.bn1(self.conv(x)))
+        return out
+
+
+def conv_bns(modules: nn.ModuleList) -> list[ConvBn]:
+    """The branches of a v3 multi-branch conv, typed as the ConvBns they are (nn.ModuleList types plain Modules)."""
+    branches = [module for module in modules if isinstance(module, ConvBn)]
+    if len(branches) != len(modules):
+        raise TypeError("expected a ModuleList of ConvBn branches")
+    return branches
 
 
 class SqueezeExcite(nn.Module):
@@ -75,7 +91,8 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         squeezed = x.mean((2, 3), keepdim=True)
-        return x * self.gate(self.conv_expand(self.act1(self.conv_reduce(squeezed))))
+        gate: torch.Tensor = self.gate(self.conv_expand(self.act1(self.conv_reduce(squeezed))))
+        return x * gate
 
 
 def dfc_branch(in_chs: int, out_chs: int) -> nn.Sequential:
@@ -120,20 +137,26 @@ class GhostModule(nn.Module):
         self.cheap_activation = relu_or_identity(act)
 
     def _primary(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor
         if not self.multi_branch:
-            return self.primary_conv(x)
-        return self.primary_activation(sum(branch(x) for branch in self.primary_rpr_conv))
+            out = self.primary_conv(x)
+        else:
+            out = self.primary_activation(sum(branch(x) for branch in self.primary_rpr_conv))
+        return out
 
     def _cheap(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor
         if not self.multi_branch:
-            return self.cheap_operation(x)
-        total = self.cheap_rpr_scale(x) + self.cheap_rpr_skip(x)
-        return self.cheap_activation(sum((branch(x) for branch in self.cheap_rpr_conv), total))
+            out = self.cheap_operation(x)
+        else:
+            total = self.cheap_rpr_scale(x) + self.cheap_rpr_skip(x)
+            out = self.cheap_activation(sum((branch(x) for branch in self.cheap_rpr_conv), total))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         primary = self._primary(x)
         out = torch.cat([primary, self._cheap(primary)], dim=1)[:, : self.out_chs]
-        if self.short_conv is None:
+        if self.short_conv is None or self.dfc_gate is None:
             return out
         gate = self.dfc_gate(self.short_conv(F.avg_pool2d(x, kernel_size=2, stride=2)))
         return out * F.interpolate(gate, size=out.shape[-2:], mode="nearest")

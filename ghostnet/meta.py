@@ -100,8 +100,9 @@ class ModelMeta:
         try:
             fields: dict[str, Any] = json.loads(text)
             audio = fields.pop("audio", None)
+            values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
             return cls(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()},
+                **values,
                 audio=AudioFrontend(**audio) if audio is not None else None,
             )
         except (json.JSONDecodeError, TypeError, AttributeError) as err:

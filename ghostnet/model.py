@@ -94,15 +94,19 @@ class GhostBottleneck(nn.Module):
     def _downsample(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             return x
+        out: torch.Tensor
         if self.multi_branch:
-            return sum((branch(x) for branch in self.dw_rpr_conv), self.dw_rpr_scale(x))
-        return self.bn_dw(self.conv_dw(x))
+            out = sum((branch(x) for branch in self.dw_rpr_conv), self.dw_rpr_scale(x))
+        else:
+            out = self.bn_dw(self.conv_dw(x))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._downsample(self.ghost1(x))
         if self.se is not None:
             out = self.se(out)
-        return self.ghost2(out) + self.shortcut(x)
+        residual: torch.Tensor = self.ghost2(out) + self.shortcut(x)
+        return residual
 
 
 def _shortcut(in_chs: int, out_chs: int, kernel_size: int, stride: int) -> nn.Module:
@@ -181,7 +185,8 @@ class GhostNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and all blocks: the (N, num_features, H/32, W/32) feature map."""
         self._check_input(x)
-        return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+        features: torch.Tensor = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+        return features
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, conv_head + ReLU, dropout, classifier; `pre_logits=True` stops at the 1280-d embedding."""

@@ -32,7 +32,7 @@ def _register(name: str, width: float, version: Version) -> None:
     _VARIANTS[name] = _Variant(width, version)
 
 
-for _name, _width, _version in (
+_BUILTIN_VARIANTS: tuple[tuple[str, float, Version], ...] = (
     ("ghostnet_050", 0.5, "v1"),
     ("ghostnet_100", 1.0, "v1"),
     ("ghostnet_130", 1.3, "v1"),
@@ -43,7 +43,8 @@ for _name, _width, _version in (
     ("ghostnetv3_100", 1.0, "v3"),
     ("ghostnetv3_130", 1.3, "v3"),
     ("ghostnetv3_160", 1.6, "v3"),
-):
+)
+for _name, _width, _version in _BUILTIN_VARIANTS:
     _register(_name, _width, _version)
 
 
@@ -70,7 +71,8 @@ def default_meta(
         return _default_audio_meta(name, num_classes, 1 if in_chans is None else in_chans)
     in_chans = 3 if in_chans is None else in_chans
     labels = imagenet_labels() if num_classes == IMAGENET_CLASSES else _numbered(num_classes)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     if in_chans != len(IMAGENET_MEAN):
         mean = (round(sum(IMAGENET_MEAN) / 3, 3),) * in_chans
         std = (round(sum(IMAGENET_STD) / 3, 3),) * in_chans

@@ -24,7 +24,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 from torch import nn
 
-from .layers import GhostModule
+from .layers import GhostModule, conv_bns
 from .meta import ModelMeta
 from .model import GhostBottleneck, GhostNet, checkpoint_filter_fn
 
@@ -181,10 +181,11 @@ def init_random(model: nn.Module, seed: int) -> nn.Module:
 def _summed_branch_norms(model: nn.Module) -> Iterator[list[nn.BatchNorm2d]]:
     for module in model.modules():
         if isinstance(module, GhostModule) and module.multi_branch:
-            yield [b.bn1 for b in module.primary_rpr_conv]
-            yield [*(b.bn1 for b in module.cheap_rpr_conv), module.cheap_rpr_scale.bn1, module.cheap_rpr_skip]
+            yield [b.norm for b in conv_bns(module.primary_rpr_conv)]
+            cheap = conv_bns(module.cheap_rpr_conv)
+            yield [*(b.norm for b in cheap), module.cheap_rpr_scale.norm, module.cheap_rpr_skip]
         elif isinstance(module, GhostBottleneck) and module.multi_branch:
-            yield [*(b.bn1 for b in module.dw_rpr_conv), module.dw_rpr_scale.bn1]
+            yield [*(b.norm for b in conv_bns(module.dw_rpr_conv)), module.dw_rpr_scale.norm]
 
 
 def _init_module(module: nn.Module, generator: torch.Generator) -> None:
@@ -230,7 +231,8 @@ def _fetch_fsspec(uri: str) -> bytes:
     try:
         # A fresh filesystem picks up the current AWS environment instead of a cached client.
         with fsspec.open(uri, "rb", skip_instance_cache=True) as f:
-            return f.read()
+            data: bytes = f.read()
+        return data
     except (OSError, ValueError, ImportError) as err:
         raise WeightsError(f"cannot read weights from {uri}: {type(err).__name__}: {err}") from err
 
