@@ -25,7 +25,7 @@ from jobs._errors import guarded
 from jobs.label import print_summary
 from pipeline import tables
 from pipeline.config import RunConfig
-from pipeline.errors import UsageError
+from pipeline.errors import InternalError, UsageError
 from pipeline.record import RunRecord
 from pipeline.run import run_by_modality
 
@@ -64,23 +64,25 @@ def run_config(samples_dir: Path, output: Path, modality: str) -> RunConfig:
     """The run of the shipped models; `both` is one `--modality auto` run over the mixed folder."""
     image, audio = PRETRAINED["demo-image"], PRETRAINED["demo-audio"]
     main = audio if modality == "audio" else image
-    extra = {}
-    if modality == "both":
-        extra = {"audio_model": audio.architecture, "audio_weights": str(pretrained_path(audio.name)),
-                 "audio_weights_sha256": audio.sha256}
+    both = modality == "both"
     return RunConfig(
         inputs=(str(samples_dir),), output=str(output), model=main.architecture,
         weights=str(pretrained_path(main.name)), weights_sha256=main.sha256,
         modality="auto" if modality == "both" else modality, reprocess=True, torch_threads=1,
         # Logical CPUs for the private Ray: on a 2-core machine the model actor and the decode
         # tasks would otherwise wait on each other's reservations.
-        num_cpus=max(4, os.cpu_count() or 1), **extra,
+        num_cpus=max(4, os.cpu_count() or 1),
+        audio_model=audio.architecture if both else None,
+        audio_weights=str(pretrained_path(audio.name)) if both else "random",
+        audio_weights_sha256=audio.sha256 if both else None,
     )
 
 
 def predictions(output: Path, record: RunRecord) -> pa.Table:
     """The committed rows of one run, read through the predictions table's log."""
     table = tables.open_table(tables.OutputLayout.of(str(output)).table("predictions"), "predictions")
+    if table is None:
+        raise InternalError(f"run {record.run_id} committed, but {output} has no predictions table")
     columns = ["uri", "modality", "segment", "status", "label"]
     return table.to_pyarrow_dataset().to_table(columns=columns, filter=pads.field("run_id") == record.run_id)
 

@@ -185,12 +185,12 @@ def check_job_arguments(name: str, job_args: list[str]) -> None:
                              "would store on the cluster; give the cluster its own credentials")
     # A --config file is read on the cluster, so only flags-only jobs can be checked in full here.
     if parsed.config is None:
-        overrides = {}
+        overrides: dict[str, object] = {}
         if name == "nightly":
             if not parsed.date:
                 raise UsageError("nightly needs --date YYYY-MM-DD")
             overrides["run_date"] = validate_run_date(parsed.date)
-        label.config_from_args(parsed, **overrides)
+        label.config_from_args(parsed, settings=None, **overrides)
     warn_relative_paths(parsed)
 
 

@@ -93,7 +93,10 @@ def audio_inputs(count: int, seed: int, meta: ghostnet.ModelMeta) -> tuple[torch
     """`count` windows of generated clips as log-mel model inputs (`meta`'s normalisation), and their classes."""
     rng = random.Random(seed)
     y = _labels(count, len(meta.labels))
-    waves = torch.stack([_window_of_clip(meta.labels[i], rng, meta.audio) for i in y.tolist()])
+    if meta.audio is None:
+        raise ValueError(f"{meta.architecture} is not an audio model: its metadata has no audio front end")
+    frontend = meta.audio
+    waves = torch.stack([_window_of_clip(meta.labels[i], rng, frontend) for i in y.tolist()])
     with torch.no_grad():
         return ghostnet.LogMel(meta)(waves), y
 
@@ -148,7 +151,7 @@ def train(modality: str, out: Path, *, seed: int, steps: int = 300, sample_count
     out.parent.mkdir(parents=True, exist_ok=True)
     ghostnet.save_weights(model.half(), out, meta)
     reloaded = ghostnet.create_model(ARCHITECTURE, weights=out)
-    eval_x, eval_y = _inputs(modality, EVAL_SAMPLES, seed + EVAL_SEED_OFFSET, reloaded.meta)
+    eval_x, eval_y = _inputs(modality, EVAL_SAMPLES, seed + EVAL_SEED_OFFSET, meta)
     return TrainResult(out, accuracy(reloaded, eval_x, eval_y), EVAL_SAMPLES, time.monotonic() - started)
 
 

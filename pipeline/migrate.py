@@ -11,6 +11,7 @@ files) into the Delta tables, without rewriting a data file.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ def _finish_old_publishes(layout: OutputLayout) -> None:
                 _, dst_path = storage.filesystem(dst)
                 if storage.is_local(fs):
                     fs.makedirs(dst_path.rsplit("/", 1)[0], exist_ok=True)
-                storage.with_retries(lambda f=fs, s=src_path, d=dst_path: f.mv(s, d))
+                storage.with_retries(functools.partial(fs.mv, src_path, dst_path))
         storage.write_bytes(storage.join(layout.runs, f"{intent['run_id']}.json"),
                             json.dumps(intent["record"], indent=2).encode())
         log.warning("finished publishing run %s, which the old layout left half done", intent["run_id"])

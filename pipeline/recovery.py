@@ -78,8 +78,10 @@ def sweep(layout: OutputLayout, run_id: str, run_date: str) -> int:
         if stats is not None and relative in _committed_paths(stats, prefix):
             continue
         match = _SHARD_FILE.match(relative.rsplit("/", 1)[-1])
-        app = match and tables.app_id(run_id, int(match["shard"]), match["digest"])
-        if app and predictions is not None and tables.is_committed(predictions, app):
+        if match is None or predictions is None:
+            continue
+        app = tables.app_id(run_id, int(match["shard"]), match["digest"])
+        if tables.is_committed(predictions, app):
             stats_file = tables.read_file_stats(layout.table("channel_stats"), relative)
             commit_channel_stats(layout, run_id, run_date, app, stats_file, int(match["shard"]))
     deleted = 0

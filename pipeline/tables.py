@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -90,6 +90,10 @@ def table_schema(name: str) -> pa.Schema:
     return TABLES[name].append(pa.field(PARTITION, pa.date32()))
 
 
+@overload
+def open_table(uri: str, name: str, *, create: Literal[True]) -> DeltaTable: ...
+@overload
+def open_table(uri: str, name: str, *, create: bool = False) -> DeltaTable | None: ...
 def open_table(uri: str, name: str, *, create: bool = False) -> DeltaTable | None:
     """The table at ``uri``, created empty first when ``create`` (another writer may race us to it)."""
     options = storage_options(uri)
