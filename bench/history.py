@@ -9,8 +9,8 @@ commit path, each dry run in a fresh process whose peak RSS the kernel reports.
    committed as night k's run (one shard, its channel statistics and its run record beside it).
    The diff measured is ``nightly --dry-run`` for the next night, whose listing holds its own
    100k new items and the previous night's 100k again (objects re-listed late, as a two-day
-   inventory window does); it is measured after 1 night and after all of them. Target: time and
-   peak each at most 1.5x.
+   inventory window does); it is measured against an output of 1 night and one of all of them,
+   alternating, ``--repeats`` times each. Target: time and peak each at most 1.5x.
 
 The prediction rows are made up (random scores, a 1000-class head, seven channel-weight
 summaries a row, as ghostnet_050 writes); the files are written by ``sink.write_predictions``
@@ -227,33 +227,40 @@ def bench_labeled(work: Path, n: int) -> dict:
 
 
 def bench_nights(work: Path, nights: int, n: int, repeats: int) -> dict:
-    output, layout, rng = work / "nights", OutputLayout.of(str(work / "nights")), np.random.default_rng(1)
-    for name in ("predictions", "channel_stats"):
-        tables.open_table(layout.table(name), name, create=True)
-    commit_night(layout, 0, n, rng)
-    after_one = [measured(nightly_args(next_night_manifest(work, 1, n), output, 1)) for _ in range(repeats)]
-    print(json.dumps({"after 1 night": [r["seconds"] for r in after_one]}), flush=True)
-    started = time.perf_counter()
-    for night in range(1, nights):
-        commit_night(layout, night, n, rng)
-        if night % 25 == 0:
-            print(f"  {night + 1} nights committed, {time.perf_counter() - started:.0f} s", flush=True)
+    """Two outputs, one night and ``nights`` nights of history; their dry runs alternate, so a
+    change in the machine's load falls on both alike."""
+    outputs = {"one": work / "one-night", "all": work / "all-nights"}
+    rng = np.random.default_rng(1)
+    for label, output in outputs.items():
+        layout = OutputLayout.of(str(output))
+        for name in ("predictions", "channel_stats"):
+            tables.open_table(layout.table(name), name, create=True)
+        started = time.perf_counter()
+        for night in range(1 if label == "one" else nights):
+            commit_night(layout, night, n, rng)
+            if night and night % 25 == 0:
+                print(f"  {night + 1} nights committed, {time.perf_counter() - started:.0f} s", flush=True)
     build_s = time.perf_counter() - started
-    manifest = next_night_manifest(work, nights, n)
-    after_all = [measured(nightly_args(manifest, output, nights)) for _ in range(repeats)]
-    print(json.dumps({f"after {nights} nights": [r["seconds"] for r in after_all]}), flush=True)
-    for result in (*after_one, *after_all):
+    manifests = {"one": next_night_manifest(work, 1, n), "all": next_night_manifest(work, nights, n)}
+    night_of = {"one": 1, "all": nights}
+    results: dict[str, list[dict]] = {"one": [], "all": []}
+    for _ in range(repeats):
+        for label in ("one", "all"):
+            results[label].append(measured(nightly_args(manifests[label], outputs[label], night_of[label])))
+        print(json.dumps({label: [r["plan"]["diff_s"] for r in rs] for label, rs in results.items()}), flush=True)
+    for result in (*results["one"], *results["all"]):
         plan = result["plan"]
         if (plan["already_labeled"], plan["to_label"]) != (n, n):
             raise RuntimeError(f"expected {n} labeled and {n} to label: {plan}")
-    def median(results: list[dict], key) -> float:
-        return round(float(np.median([key(r) for r in results])), 3)
 
-    diff = {label: median(rs, lambda r: r["plan"]["diff_s"]) for label, rs in (("one", after_one), ("all", after_all))}
-    whole = {label: median(rs, lambda r: r["seconds"]) for label, rs in (("one", after_one), ("all", after_all))}
-    peak = {label: max(r["peak_rss_mib"] for r in rs) for label, rs in (("one", after_one), ("all", after_all))}
+    def median(label: str, key) -> float:
+        return round(float(np.median([key(r) for r in results[label]])), 3)
+
+    diff = {label: median(label, lambda r: r["plan"]["diff_s"]) for label in results}
+    whole = {label: median(label, lambda r: r["seconds"]) for label in results}
+    peak = {label: max(r["peak_rss_mib"] for r in results[label]) for label in results}
     return {"nights": nights, "items_per_night": n, "history_build_s": round(build_s, 1),
-            "after_1_night": after_one, f"after_{nights}_nights": after_all,
+            "after_1_night": results["one"], f"after_{nights}_nights": results["all"],
             "diff_s": diff, "dry_run_s": whole, "peak_rss_mib": peak,
             "diff_time_ratio": round(diff["all"] / diff["one"], 3),
             "dry_run_time_ratio": round(whole["all"] / whole["one"], 3),
@@ -265,20 +272,22 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=20_000_000, help="entries of the labeled history (0: skip)")
     parser.add_argument("--nights", type=int, default=365, help="nights of history (0: skip)")
     parser.add_argument("--night-items", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3, help="dry runs per nightly measurement (median time)")
+    parser.add_argument("--repeats", type=int, default=7, help="dry runs per nightly measurement (median time)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "history.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-history-"))
+    load_at_start = os.getloadavg()[0]
     summary = {"what": "--dry-run diff against histories committed by the real commit path, fresh process each",
                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
     try:
-        if args.nights:
-            summary["nightly"] = bench_nights(work, args.nights, args.night_items, args.repeats)
         if args.labeled:
             summary["labeled"] = bench_labeled(work, args.labeled)
+        if args.nights:
+            summary["nightly"] = bench_nights(work, args.nights, args.night_items, args.repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    summary["load_average_1m_at_start"] = load_at_start
     summary["load_average_1m_at_end"] = os.getloadavg()[0]
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
 
