@@ -127,10 +127,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="timed batches per model-only measurement")
     parser.add_argument("--decode-batch-size", type=int, default=None, help="RunConfig.decode_batch_size")
     parser.add_argument("--torch-threads", type=int, default=None, help="RunConfig.torch_threads")
+    parser.add_argument("--actors", type=int, default=None, help="RunConfig.actors")
+    parser.add_argument("--cpus-per-actor", type=float, default=None, help="RunConfig.cpus_per_actor")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     config = {k: v for k, v in (("decode_batch_size", args.decode_batch_size),
-                                ("torch_threads", args.torch_threads)) if v is not None}
+                                ("torch_threads", args.torch_threads), ("actors", args.actors),
+                                ("cpus_per_actor", args.cpus_per_actor)) if v is not None}
     date = datetime.now(timezone.utc)
     out = args.out or Path(__file__).parent / "results" / f"cpu_pipeline-{date.date().isoformat()}.json"
 
@@ -146,8 +149,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=OBJECT_STORE,
                  include_dashboard=False, _temp_dir=str(work / "ray"), _node_ip_address="127.0.0.2",
                  logging_level="ERROR")
-        cpus_per_actor = RunConfig.__dataclass_fields__["cpus_per_actor"].default
-        threads = config.get("torch_threads") or actor_threads(cpus_per_actor)
+        threads = config.get("torch_threads") or actor_threads(config.get("cpus_per_actor", stages.CPU_ACTOR_CPUS))
         sample = sorted(folders["n"].glob("*.jpg"))
         before = model_only(args.model, sample, threads, args.rounds)
         print(f"model only (before, {threads} threads): {before}", flush=True)

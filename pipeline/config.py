@@ -42,7 +42,7 @@ class RunConfig:
     batch_size: int | None = None  # None: default_batch_size(on the actor's device)
     actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
-    cpus_per_actor: float = 1.0
+    cpus_per_actor: float | None = None  # None: 1 for a GPU actor, stages.CPU_ACTOR_CPUS on a CPU-only cluster
     # Ray resources each model actor also needs, e.g. {"model_node": 1} to keep actors on the nodes
     # that advertise that custom resource; with it and no --actors, one actor per unit in the cluster.
     actor_resources: dict[str, float] | None = None

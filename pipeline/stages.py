@@ -104,7 +104,7 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
                 "run_id": identity.run_id,
                 "topk": config.topk,
                 "embeddings": config.embeddings,
-                "torch_threads": config.torch_threads,
+                "torch_threads": config.torch_threads or (None if gpus_per_actor else 1),
                 "decode_on_device": on_device,
                 "max_pixels": config.max_pixels,
                 "compile": config.compile,
@@ -114,7 +114,8 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
             batch_size=batch_size,
             batch_format="pyarrow",
             num_gpus=gpus_per_actor,
-            num_cpus=config.cpus_per_actor,
+            num_cpus=config.cpus_per_actor if config.cpus_per_actor is not None else (
+                1.0 if gpus_per_actor else CPU_ACTOR_CPUS),
             resources=config.actor_resources,
         )
         .map_batches(
@@ -129,12 +130,21 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
     )
 
 
+# On a CPU-only cluster the model actors and the decode tasks share the cores. Decoding a 500x375
+# JPEG costs about 7 ms of a core and ghostnet_100 about 24 ms (bench/RESULTS.md), so three quarters
+# of the cores get a single-threaded actor, each reserving half a CPU: Ray then still schedules
+# decode tasks beside them, and the OS shares the cores (Ray's CPUs only place work).
+CPU_MODEL_SHARE = 0.75
+CPU_ACTOR_CPUS = 0.5
+
+
 def _spread() -> dict[str, str]:
     return {"scheduling_strategy": "SPREAD"}
 
 
 def _default_actors(gpus_per_actor: float, resources: dict[str, float] | None) -> int:
-    """As many actors as the scarcest resource they ask for allows; one where they ask only for CPUs."""
+    """As many actors as the scarcest resource they ask for allows; where they ask only for CPUs,
+    one for each core of :data:`CPU_MODEL_SHARE` of the cluster's."""
     available = ray.cluster_resources()
     wanted = {**(resources or {}), **({"GPU": gpus_per_actor} if gpus_per_actor else {})}
     missing = sorted(name for name in wanted if available.get(name, 0) < wanted[name])
@@ -145,7 +155,9 @@ def _default_actors(gpus_per_actor: float, resources: dict[str, float] | None) -
             ", ".join(missing),
         )
         return 1
-    return max(1, min((int(available[name] // amount) for name, amount in wanted.items()), default=1))
+    if not wanted:
+        return max(1, round(available.get("CPU", 1) * CPU_MODEL_SHARE))
+    return max(1, min(int(available[name] // amount) for name, amount in wanted.items()))
 
 
 def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta, on_device: bool) -> tuple[Callable, dict]:
