@@ -15,6 +15,7 @@ import ray
 
 LOCAL_NODE_IP = "127.0.0.2"
 KEEP_LOGS = "GHOSTNET_KEEP_RAY_LOGS"  # set: the private Ray's temp dir (its logs) stays after the run
+METRICS_PORT = "GHOSTNET_METRICS_PORT"  # set: the private Ray serves Prometheus metrics on this port
 
 log = logging.getLogger("ghostnet_pipeline")
 
@@ -49,6 +50,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
     kwargs = {}
     if platform.system() == "Linux":
         kwargs["_node_ip_address"] = LOCAL_NODE_IP
+    if os.environ.get(METRICS_PORT):
+        kwargs["_metrics_export_port"] = int(os.environ[METRICS_PORT])
     ray.init(
         address="local",
         num_cpus=num_cpus or os.cpu_count(),

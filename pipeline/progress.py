@@ -32,6 +32,8 @@ class Progress:
         self.started = time.monotonic()
         self.done_shards = self.done_items = 0
         self.rows: dict[str, int] = {}
+        self.rate = 0.0  # items committed per second so far
+        self.remaining: float | None = None  # seconds to the last commit at that rate; None before the first
 
     def committed(self, shard: ShardRecord) -> None:
         self.done_shards += 1
@@ -39,8 +41,8 @@ class Progress:
         for status, count in shard.rows_per_status.items():
             self.rows[status] = self.rows.get(status, 0) + count
         elapsed = time.monotonic() - self.started
-        rate = self.done_items / elapsed if elapsed > 0 else 0.0
-        remaining = (self.items - self.done_items) / rate if rate > 0 else None
+        rate = self.rate = self.done_items / elapsed if elapsed > 0 else 0.0
+        remaining = self.remaining = (self.items - self.done_items) / rate if rate > 0 else None
         statuses = " · ".join(f"{k} {v:,}" for k, v in sorted(self.rows.items()))
         if self.interactive:
             line = (f"shards {self.done_shards}/{self.shards} · {statuses} · {rate:,.1f} items/s · "
