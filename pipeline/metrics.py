@@ -30,12 +30,11 @@ from functools import cache
 import ray
 from ray.util import metrics
 
+from pipeline.record import STAGES
+
 __all__ = ["STAGES", "Reporter", "StageClock", "exported_names"]
 
 PREFIX = "ghostnet_pipeline_"
-# Where a run's time goes, in the order the data flows. Seconds of work, summed over the processes
-# doing it (and over a decode task's fetch threads), not wall-clock time.
-STAGES = ("listing", "plan", "fetch", "decode", "model", "write", "commit")
 ACTOR_BUSY = "actor_busy"  # seconds the model actors spent in their batches, device decoding included
 BATCH_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 

@@ -28,6 +28,9 @@ __all__ = ["RUNNING", "RunRecord", "ShardRecord", "load", "load_all", "running",
            "validate_run_id", "write"]
 
 RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
+# Where a run's time goes, in the order the data flows (pipeline.metrics reports them): seconds of
+# work, summed over the processes doing it (and over a decode task's fetch threads), not wall time.
+STAGES = ("listing", "plan", "fetch", "decode", "model", "write", "commit")
 SCORE_BINS = 20  # the top-1 score histogram: equal bins over [0, 1]
 BUSY_BOUND = 0.8  # model actors busy this share of the inference time or more: the run is model-bound
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -98,7 +101,7 @@ class RunRecord:
     top_errors: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     items_per_s: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # seconds of work per stage (metrics.STAGES)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # seconds of work per stage (STAGES)
     model_actors: int = 0
     model_busy: float | None = None  # share of the inference time the model actors spent running batches
     label_counts: dict[str, int] = field(default_factory=dict)  # ok rows per top-1 label

@@ -318,7 +318,7 @@ def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: Ou
     placed = stages.placement(config)
     record.model_actors = placed.actors
     reporter.planned(items=planned.items, shards=len(planned.shards), actors=placed.actors)
-    progress = Progress(shards=len(planned.shards), items=planned.items)
+    progress = Progress(shards=len(planned.shards), items=planned.items, run_id=identity.run_id)
     errors: Counter = Counter()
     examples: dict = {}
     conflicts = 0

@@ -25,7 +25,7 @@ import ray
 import yaml
 
 from pipeline.config import RunConfig
-from pipeline.metrics import STAGES
+from pipeline.record import STAGES
 from pipeline.run import run
 from tests import corpus
 from tests.conftest import free_port
