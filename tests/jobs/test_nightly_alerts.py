@@ -76,7 +76,8 @@ def test_json_logs_carry_run_shard_stage_counts_and_no_credential(nights):
     _, _, two = nights
     parsed = [p for p in map(as_json, two.stderr.splitlines()) if p is not None]
     commits = [p for p in parsed if p.get("stage") == "commit"]
-    assert [c["shard"] for c in commits] == [0, 1] and all(c["run_id"].startswith("nightly-2026-11-29") for c in commits)
+    assert [c["shard"] for c in commits] == [0, 1]
+    assert all(c["run_id"].startswith("nightly-2026-11-29") for c in commits)
     assert sum(sum(c["counts"].values()) for c in commits) == 12
     assert SECRET_KEY not in two.stderr + two.stdout and ACCESS_KEY not in two.stderr + two.stdout
 
