@@ -128,6 +128,12 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return tensor.to(device)
 
 
+def _grey(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) uint8 to (N, 1, H, W): ITU-R 601-2 luma in Pillow's fixed point, rounding included."""
+    r, g, b = rgb.to(torch.int32).unbind(1)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8).unsqueeze(1)
+
+
 def resize_crop_tensor(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
     """`resize_crop` for decoded uint8 tensors on any device, e.g. straight from nvJPEG.
 
@@ -136,11 +142,18 @@ def resize_crop_tensor(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
     resize is torch's antialiased interpolation (bicubic uses PIL's a=-0.5 kernel there),
     rounded back to uint8 like PIL. Pixels agree with the PIL path to a few levels, not exactly.
 
+    RGB input to a one-channel model is made grey first, with Pillow's `convert("L")` arithmetic,
+    as `resize_crop` converts before resizing.
+
     Returns:
-        uint8 tensor (H, W, C), or (N, H, W, C) for a batch, on the input's device.
+        uint8 tensor (H, W, meta.in_chans), or (N, H, W, meta.in_chans) for a batch, on the input's device.
     """
     single = images.ndim == 3
     x = images.unsqueeze(0) if single else images
+    if meta.in_chans == 1 and x.shape[1] == 3:
+        x = _grey(x)
+    if x.shape[1] != meta.in_chans:
+        raise ValueError(f"expected images with {meta.in_chans} channels (or RGB for a grey model), got {x.shape[1]}")
     _, crop_h, crop_w = meta.input_size
     height, width = x.shape[-2:]
     new_h, new_w = _resized_size(height, width, crop_h, crop_w, meta.crop_pct)

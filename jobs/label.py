@@ -162,6 +162,7 @@ def print_plan(summaries: list[PlanSummary], fmt: str) -> None:
         print(f"  already labeled: {s.already_labeled}")
         print(f"  to label:        {s.to_label} in {s.shards} shards of at most {s.shard_size}")
         print(f"  estimated:       {s.estimated_files} files, {s.estimated_bytes / 2**20:.1f} MiB")
+        print(f"  planned in:      {s.list_s:.1f} s listing, {s.diff_s:.1f} s diff")
     print("dry run: nothing was started or written")
 
 

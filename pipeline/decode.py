@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from ghostnet import ModelMeta
@@ -26,11 +26,6 @@ from pipeline import storage
 from pipeline.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
 from pipeline.metrics import Reporter
 from pipeline.schema import DECODED, ITEMS, LAST, SHARD, Status
-
-# We check the decoded size ourselves, after JPEG draft scaling, so PIL's blanket limit
-# (which would refuse a large JPEG that draft mode decodes cheaply) is switched off here.
-Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # JPEGs whose shorter side is at least this many times the resize target are decoded at a
 # reduced DCT scale (PIL draft mode); smaller ones decode in full, exactly as timm does.
@@ -71,7 +66,11 @@ def decode_image(
             warnings.simplefilter("ignore")
             return _decode(data, meta, max_pixels, leave_jpeg)
     except Image.DecompressionBombError as exc:
-        return _fail(Status.TOO_LARGE, f"decompression bomb refused: {exc}")
+        # Pillow's own guard (2x Image.MAX_IMAGE_PIXELS) holds for formats other than JPEG,
+        # whatever --max-pixels says; an application that needs bigger ones raises Pillow's limit.
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        return _fail(Status.TOO_LARGE, f"refused as a decompression bomb: over Pillow's limit of {limit:.0f} "
+                                       f"megapixels for this format ({exc})")
     except UnidentifiedImageError:
         return _fail(Status.DECODE_ERROR, "not an image Pillow can identify (corrupt or wrong format)")
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
@@ -80,8 +79,17 @@ def decode_image(
         return _fail(Status.TOO_LARGE, "decoding ran out of memory")
 
 
+def _open(data: bytes) -> Image.Image:
+    """``Image.open``, except that a JPEG skips Pillow's decompression-bomb check: draft mode
+    decodes it at a reduced scale, and ``--max-pixels`` then holds for the size it decodes at.
+    Other formats keep Pillow's check, and the process-wide limit is left as it is."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    return Image.open(io.BytesIO(data))
+
+
 def _decode(data: bytes, meta: ModelMeta, max_pixels: int, leave_jpeg: bool) -> Decoded:
-    image = Image.open(io.BytesIO(data))
+    image = _open(data)
     device_ready = leave_jpeg and _device_decodable(image, meta, data)
     if image.format == "JPEG" and not device_ready:
         _draft(image, meta)
@@ -207,9 +215,9 @@ def _encoded(decoded: list[Decoded]) -> tuple[pa.Array, pa.Array]:
 
 
 def raw_pixels(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
-    """Raw uint8 crops (``encoding`` ``raw``) as one (n, H, W, 3) array."""
-    h, w = meta.input_size[1:]
-    return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.uint8).reshape(len(encoded), h, w, 3)
+    """Raw uint8 crops (``encoding`` ``raw``) as one (n, H, W, C) array, C the model's channels."""
+    c, h, w = meta.input_size
+    return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.uint8).reshape(len(encoded), h, w, c)
 
 
 def _read_and_decode_one(
@@ -245,11 +253,11 @@ def decode_on_device(
     (nvJPEG on a GPU), resized and cropped there; raw crops moved there as they are. A JPEG the
     device decoder refuses falls back to Pillow for that item alone.
     """
-    h, w = meta.input_size[1:]
+    c, h, w = meta.input_size
     results: list[Decoded | None] = [None] * len(encoded)
     for i, (data, kind) in enumerate(zip(encoded, encoding, strict=True)):
         if kind == "raw":
-            pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3)
+            pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, c)
             results[i] = Decoded(Status.OK, pixels=pixels.to(device))
     jpegs = [i for i, kind in enumerate(encoding) if kind == "jpeg"]
     images = dict(zip(jpegs, _device_jpegs([encoded[i] for i in jpegs], device), strict=True))

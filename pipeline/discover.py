@@ -18,7 +18,8 @@ import asyncio
 import csv
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -114,25 +115,26 @@ def _expand(uri: str) -> Iterator[pa.RecordBatch]:
         yield _batch(fs, [info])
 
 
-def list_tree(fs: fsspec.AbstractFileSystem, root: str, max_depth: int | None = None) -> list[pa.RecordBatch]:
-    """Every object below ``root`` (at most ``max_depth`` folders down), as batches of (uri, etag, size_bytes)."""
+def list_tree(fs: fsspec.AbstractFileSystem, root: str, max_depth: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Every object below ``root`` (at most ``max_depth`` folders down), as batches of (uri, etag,
+    size_bytes) that stream: at most :data:`PAGES_AHEAD` pages wait for the consumer."""
     root = root.rstrip("/")
     if getattr(fs, "async_impl", False) and hasattr(fs, "_iterdir"):
-        return fsspec.asyn.sync(fs.loop, _list_s3, fs, root, max_depth)
+        return _stream_s3(fs, root, max_depth)
     return _walk(fs, root, max_depth)
 
 
-def _glob(fs: fsspec.AbstractFileSystem, pattern: str) -> list[pa.RecordBatch]:
+def _glob(fs: fsspec.AbstractFileSystem, pattern: str) -> Iterator[pa.RecordBatch]:
     """Objects matching ``pattern``: the folder above its first wildcard, listed, then matched in Arrow."""
     root = pattern[: pattern.index("*")].rsplit("/", 1)[0]
     if _info(fs, root) is None:
-        return []
+        return
     depth = None if "**" in pattern else pattern[len(root) + 1 :].count("/") + 1
-    listing = pa.Table.from_batches(list_tree(fs, root, depth), schema=LISTING)
-    uris = listing["uri"]
-    paths = uris if storage.is_local(fs) else pc.replace_substring_regex(uris, "^[a-z0-9+]+://", "")
-    matched = pc.match_substring_regex(paths, _glob_regex(pattern))
-    return listing.filter(matched).to_batches()
+    regex = _glob_regex(pattern)
+    for batch in list_tree(fs, root, depth):
+        uris = batch.column("uri")
+        paths = uris if storage.is_local(fs) else pc.replace_substring_regex(uris, "^[a-z0-9+]+://", "")
+        yield batch.filter(pc.match_substring_regex(paths, regex))
 
 
 def _glob_regex(pattern: str) -> str:
@@ -175,25 +177,67 @@ def _etag(info: dict) -> str | None:
 
 # --- S3: paged listings of sub-prefixes, side by side ---------------------------------------------
 
-
-async def _list_s3(fs, root: str, max_depth: int | None) -> list[pa.RecordBatch]:
-    bucket, key, _ = fs.split_path(root)
-    prefixes, batches = [key + "/" if key else ""], []
-    limit = asyncio.Semaphore(CONCURRENCY)
-    for _ in range(max_depth or SPLIT_LEVELS):
-        if max_depth is None and len(prefixes) >= CONCURRENCY:
-            break
-        levels = await asyncio.gather(*(_retrying(limit, _list_level, fs, bucket, p) for p in prefixes))
-        prefixes = [sub for files, subs in levels for sub in subs]
-        batches += [batch for files, _ in levels for batch in files]
-    if max_depth is not None:
-        return batches
-    flat = await asyncio.gather(*(_retrying(limit, _list_flat, fs, bucket, p) for p in prefixes))
-    return batches + [batch for part in flat for batch in part]
+PAGES_AHEAD = 64  # listing pages (S3) or folders (elsewhere) listed ahead of the consumer
 
 
-async def _list_level(fs, bucket: str, prefix: str) -> tuple[list[pa.RecordBatch], list[str]]:
-    """The objects directly under ``prefix`` and its sub-prefixes (a delimited listing)."""
+def _stream_s3(fs, root: str, max_depth: int | None) -> Iterator[pa.RecordBatch]:
+    """Run the listing on fsspec's event loop and hand its pages over one at a time; the listing
+    waits while :data:`PAGES_AHEAD` pages are not taken yet."""
+    pages: asyncio.Queue = fsspec.asyn.sync(fs.loop, _new_queue)
+    room = asyncio.Semaphore(PAGES_AHEAD)
+
+    async def emit(batch: pa.RecordBatch) -> None:
+        await room.acquire()
+        pages.put_nowait(batch)
+
+    async def take() -> pa.RecordBatch | BaseException | None:
+        page = await pages.get()
+        room.release()
+        return page
+
+    listing = asyncio.run_coroutine_threadsafe(_list_s3(fs, root, max_depth, emit, pages), fs.loop)
+    try:
+        while (page := fsspec.asyn.sync(fs.loop, take)) is not None:
+            if isinstance(page, BaseException):
+                raise page
+            yield page
+    finally:
+        listing.cancel()
+
+
+async def _new_queue() -> asyncio.Queue:
+    return asyncio.Queue()
+
+
+async def _list_s3(fs, root: str, max_depth: int | None, emit: Callable, pages: asyncio.Queue) -> None:
+    """List ``root`` a level or two down by delimiter, then its sub-prefixes flat, side by side;
+    ends the stream with None, or with the error that stopped it."""
+    try:
+        bucket, key, _ = fs.split_path(root)
+        prefixes = [key + "/" if key else ""]
+        limit = asyncio.Semaphore(CONCURRENCY)
+        for _ in range(max_depth or SPLIT_LEVELS):
+            if max_depth is None and len(prefixes) >= CONCURRENCY:
+                break
+            levels = await _together(_retrying(limit, _list_level, fs, emit, bucket, p) for p in prefixes)
+            prefixes = [sub for subs in levels for sub in subs]
+        if max_depth is None:
+            await _together(_retrying(limit, _list_flat, fs, emit, bucket, p) for p in prefixes)
+    except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+        pages.put_nowait(exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc)
+    else:
+        pages.put_nowait(None)
+
+
+async def _together(parts: Iterable[Coroutine]) -> list:
+    """Run ``parts`` side by side; the first to fail cancels the others and its error is raised."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(part) for part in parts]
+    return [task.result() for task in tasks]
+
+
+async def _list_level(fs, emit: Callable, bucket: str, prefix: str, emitted: list[str]) -> list[str]:
+    """Emit the objects directly under ``prefix``; return its sub-prefixes (a delimited listing)."""
     subs = []
 
     def is_object(info: dict) -> bool:
@@ -202,32 +246,43 @@ async def _list_level(fs, bucket: str, prefix: str) -> tuple[list[pa.RecordBatch
             return False
         return True
 
-    return await _paged(fs, fs._iterdir(bucket, prefix=prefix, delimiter="/"), is_object), subs
+    await _paged(fs, emit, fs._iterdir(bucket, prefix=prefix, delimiter="/"), is_object, emitted)
+    return subs
 
 
-async def _list_flat(fs, bucket: str, prefix: str) -> list[pa.RecordBatch]:
+async def _list_flat(fs, emit: Callable, bucket: str, prefix: str, emitted: list[str]) -> None:
     # Keys ending in "/" are the folder markers some tools create.
     infos = fs._iterdir(bucket, prefix=prefix, delimiter="")
-    return await _paged(fs, infos, lambda info: not info["name"].endswith("/"))
+    await _paged(fs, emit, infos, lambda info: not info["name"].endswith("/"), emitted)
 
 
-async def _paged(fs, infos: AsyncIterator[dict], keep: Callable[[dict], bool]) -> list[pa.RecordBatch]:
-    page, batches = [], []
+async def _paged(fs, emit: Callable, infos: AsyncIterator[dict], keep: Callable[[dict], bool],
+                 emitted: list[str]) -> None:
+    """Emit the kept objects a page at a time. S3 lists in key order, so a listing started again
+    skips what ``emitted`` (the last key handed on, if any) says is already out."""
+    page = []
     async for info in infos:
-        if keep(info):
+        if keep(info) and (not emitted or info["name"] > emitted[0]):
             page.append(info)
         if len(page) == PAGE_ROWS:
-            batches.append(_batch(fs, page))
+            await _emit_page(fs, emit, page, emitted)
             page = []
-    return [*batches, _batch(fs, page)]
+    if page:
+        await _emit_page(fs, emit, page, emitted)
+
+
+async def _emit_page(fs, emit: Callable, page: list[dict], emitted: list[str]) -> None:
+    await emit(_batch(fs, page))
+    emitted[:] = [page[-1]["name"]]
 
 
 async def _retrying(limit: asyncio.Semaphore, list_part: Callable, *args, attempts: int = 5):
-    """List one part again from its start when a transient error ends it early."""
+    """List one part again when a transient error ends it early, going on after its last emitted key."""
+    emitted: list[str] = []
     async with limit:
         for attempt in range(attempts):
             try:
-                return await list_part(*args)
+                return await list_part(*args, emitted)
             except Exception as exc:
                 if attempt == attempts - 1 or not storage.is_transient(exc):
                     raise
@@ -237,16 +292,30 @@ async def _retrying(limit: asyncio.Semaphore, list_part: Callable, *args, attemp
 # --- Other filesystems: one folder per task ----------------------------------------------------
 
 
-def _walk(fs, root: str, max_depth: int | None) -> list[pa.RecordBatch]:
+def _walk(fs, root: str, max_depth: int | None) -> Iterator[pa.RecordBatch]:
+    """Breadth first, a level at a time; within a level, folders are listed on a thread pool with at
+    most :data:`PAGES_AHEAD` listed ahead of the consumer."""
     read = _scan_local_folder if storage.is_local(fs) else partial(_list_folder, fs)
-    batches, folders, depth = [], [root], 0
+    folders, depth = [root], 0
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         while folders and (max_depth is None or depth < max_depth):
             depth += 1
-            listed = list(pool.map(read, folders))
-            batches += [batch for batch, _ in listed]
-            folders = [sub for _, subs in listed for sub in subs]
-    return batches
+            below = []
+            for batch, subs in _ahead(pool, read, folders):
+                below += subs
+                yield batch
+            folders = below
+
+
+def _ahead(pool: ThreadPoolExecutor, read: Callable, folders: list[str]) -> Iterator:
+    """``read`` of each folder in order, with at most :data:`PAGES_AHEAD` running or waiting."""
+    pending: deque = deque()
+    for folder in folders:
+        pending.append(pool.submit(read, folder))
+        if len(pending) >= PAGES_AHEAD:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _list_folder(fs, folder: str) -> tuple[pa.RecordBatch, list[str]]:

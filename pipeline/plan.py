@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import resource
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -129,6 +130,7 @@ class Listing:
     skipped: Counter[str] = field(default_factory=Counter)  # not items, by lower-case extension
     uri_min: dict[str, str] = field(default_factory=dict)  # per modality
     uri_max: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0  # spent listing and spilling
 
     def uri_range(self, modality: str) -> tuple[str, str] | None:
         if modality not in self.uri_min:
@@ -140,6 +142,7 @@ def spill_listing(batches: Iterable[pa.RecordBatch], folder: Path, modalities: I
     """Stream a listing of (uri, etag, size_bytes) into partitions; keep the items of ``modalities``."""
     wanted = pa.array(sorted(modalities))
     listing = Listing(_Partitions(folder, ITEMS))
+    started = time.monotonic()
     try:
         for batch in batches:
             listing.listed += batch.num_rows
@@ -152,6 +155,7 @@ def spill_listing(batches: Iterable[pa.RecordBatch], folder: Path, modalities: I
             listing.partitions.add(items)
     finally:
         listing.partitions.close()
+    listing.seconds = time.monotonic() - started
     return listing
 
 

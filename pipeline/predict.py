@@ -35,12 +35,11 @@ def model_input(
 ) -> Callable[[np.ndarray | torch.Tensor], torch.Tensor]:
     """How a batch of decoded inputs becomes the model's input tensor.
 
-    Images: uint8 RGB pixels (grey for a one-channel model), normalised. Audio: waveform windows,
+    Images: uint8 crops with the model's channels (decode made them), normalised. Audio: waveform windows,
     log-mel on ``device``, the time axis padded up to ``min_size``.
     """
     if meta.modality == "image":
-        to_tensor = partial(ghostnet.normalize, meta=meta, device=device, dtype=dtype, channels_last=True)
-        return (lambda pixels: to_tensor(_grey(pixels))) if meta.in_chans == 1 else to_tensor
+        return partial(ghostnet.normalize, meta=meta, device=device, dtype=dtype, channels_last=True)
     log_mel = ghostnet.LogMel(meta, min_frames=min_size).to(device)
 
     def spectrogram(waveform: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -48,15 +47,6 @@ def model_input(
         return x.to(dtype).contiguous(memory_format=torch.channels_last)
 
     return spectrogram
-
-
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what Pillow's convert("L") uses
-
-
-def _grey(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
-    rgb = torch.as_tensor(pixels)
-    weights = torch.tensor(_LUMA, device=rgb.device)
-    return (rgb.float() @ weights).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(-1)
 
 
 class Predictor:

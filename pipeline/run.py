@@ -74,29 +74,32 @@ class PlanSummary:
     shards: int
     estimated_files: int
     estimated_bytes: int
+    list_s: float  # listing the inputs into partitions (all modalities)
+    diff_s: float  # reading what is labeled, diffing and cutting shards (this modality)
 
     @classmethod
-    def of(cls, config: RunConfig, spec: ModelSpec, listing: Listing, planned: Plan) -> PlanSummary:
+    def of(cls, config: RunConfig, spec: ModelSpec, listing: Listing, planned: Plan, diff_s: float) -> PlanSummary:
         rows_per_file = config.rows_per_file
         files = sum(-(-s.items // rows_per_file) for s in planned.shards)
         per_row = BYTES_PER_ROW + (BYTES_PER_EMBEDDING if config.embeddings else 0)
         return cls(planned.modality, spec.name, spec.identity(), storage.redact_uri(config.output),
                    listing.listed, dict(sorted(listing.skipped.items())), planned.items_listed, planned.duplicates,
                    planned.items_labeled, planned.items, planned.shard_size, len(planned.shards), files,
-                   planned.items * per_row)
+                   planned.items * per_row, round(listing.seconds, 3), round(diff_s, 3))
 
 
 def plan_by_modality(config: RunConfig, *, kind: str = "run") -> list[PlanSummary]:
     """``--dry-run``: list, diff and cut shards, and say what a run would do. Starts no Ray, loads no
     model, writes nothing to the output."""
-    with _listed(config) as (listing, work, _):
+    with _listed(config) as (listing, work):
         summaries = []
         for modality_config in _per_modality(config, listing):
             spec = model_spec(modality_config)
             layout = OutputLayout.of(config.output)
             identity = _identity(modality_config, spec, run_id=config.resume or "dry-run", run_date=config.run_date)
+            started = time.monotonic()
             planned, _ = _plan(modality_config, layout, listing, identity, work / modality_config.modality)
-            summaries.append(PlanSummary.of(modality_config, spec, listing, planned))
+            summaries.append(PlanSummary.of(modality_config, spec, listing, planned, time.monotonic() - started))
         return summaries
 
 
@@ -104,25 +107,23 @@ def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
     """``run(config)``, or for ``--modality auto`` one run per modality found, in one Ray session."""
     from pipeline import cluster
 
-    with _listed(config) as (listing, work, listing_s):
+    with _listed(config) as (listing, work):
         # Inputs, weights and output are checked, in that order, before anything is written or started.
         models = [(c, _checked_model(c)) for c in _per_modality(config, listing)]
         _open_tables(OutputLayout.of(config.output))
         with cluster.connect(config.address, num_cpus=config.num_cpus):
-            return [run(c, kind=kind, listing=listing, work=work / c.modality, model=model, listing_s=listing_s)
+            return [run(c, kind=kind, listing=listing, work=work / c.modality, model=model)
                     for c, model in models]
 
 
 @contextlib.contextmanager
-def _listed(config: RunConfig) -> Iterator[tuple[Listing, Path, float]]:
+def _listed(config: RunConfig) -> Iterator[tuple[Listing, Path]]:
     work = Path(tempfile.mkdtemp(prefix="ghostnet-plan-"))
     try:
         modalities = ["image", "audio"] if config.modality == "auto" else [config.modality]
-        t = time.monotonic()
         listing = plan.spill_listing(discover.list_inputs(config.inputs), work / "listing", modalities)
-        listing_s = time.monotonic() - t
-        log.info("listed %d objects in %.1f s", listing.listed, listing_s)
-        yield listing, work, listing_s
+        log.info("listed %d objects in %.1f s", listing.listed, listing.seconds)
+        yield listing, work
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -154,10 +155,8 @@ def _identity(config: RunConfig, spec: ModelSpec, *, run_id: str, run_date: str)
 
 
 def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None, work: Path | None = None,
-        model: tuple[ModelSpec, object] | None = None, listing_s: float = 0.0) -> RunRecord:
+        model: tuple[ModelSpec, object] | None = None) -> RunRecord:
     """Label every item of ``config.inputs`` that this model and weights have not labeled yet.
-
-    ``listing_s``: the seconds the listing took, for the record's stage breakdown.
 
     ``kind="nightly"`` makes the run idempotent per date: once a nightly run of this model and
     weights committed ``config.run_date``, nothing is done; a night whose run stopped early
@@ -189,7 +188,7 @@ def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None,
         return _finish(layout, record, started, write=bool(config.resume))
     records.write(layout.runs, record)
     reporter = metrics.Reporter.start(run_id)
-    reporter.stage("listing", listing_s)
+    reporter.stage("listing", listing.seconds)
     reporter.stage("plan", record.timings["plan_s"])
     with _heartbeat(layout, record):
         try:

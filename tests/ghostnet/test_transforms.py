@@ -14,7 +14,7 @@ from timm.data import create_transform, resolve_data_config
 from timm.data.transforms_factory import transforms_imagenet_eval
 
 from ghostnet import ModelMeta, create_model, normalize, resize_crop
-from ghostnet.transforms import to_device
+from ghostnet.transforms import resize_crop_tensor, to_device
 from tests.corpus import photos
 
 Transform = Callable[[Image.Image], torch.Tensor]
@@ -133,3 +133,19 @@ def test_to_device_copies_to_cuda_from_pinned_memory_without_blocking(monkeypatc
     monkeypatch.setattr(torch.Tensor, "to", lambda self, *args, **kwargs: calls.append(("to", args, kwargs)) or self)
     to_device(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.device("cuda"))
     assert calls == [("pin",), ("to", (torch.device("cuda"),), {"non_blocking": True})]
+
+
+def test_resize_crop_tensor_makes_rgb_grey_for_a_one_channel_model_as_pillow_does(meta: ModelMeta) -> None:
+    """The device path (`resize_crop_tensor`) gives a one-channel model the channels `resize_crop`
+    gives it: Pillow's grey of the RGB image, then the resize; the grey step is exact."""
+    grey_meta = dataclasses.replace(meta, in_chans=1, input_size=(1, *meta.input_size[1:]), mean=(0.5,), std=(0.5,))
+    image = photos()["flower"].convert("RGB")
+    rgb = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+    on_device = resize_crop_tensor(rgb, grey_meta)
+    by_pillow = resize_crop(image, grey_meta)
+
+    assert on_device.shape == by_pillow.shape == (*grey_meta.input_size[1:], 1)
+    assert (on_device.int() - torch.from_numpy(by_pillow).int()).abs().max() <= 3
+    same_size = dataclasses.replace(grey_meta, crop_pct=1.0, input_size=(1, image.height, image.width))
+    assert torch.equal(resize_crop_tensor(rgb, same_size)[..., 0], torch.from_numpy(np.asarray(image.convert("L"))))

@@ -4,6 +4,9 @@ against the pixels it promises, and against the wrong pixels it rules out."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -77,3 +80,15 @@ def test_an_exif_rotated_jpeg_is_rotated_before_resizing():
     not_turned = resize_crop(as_stored, META)
     assert np.abs(decoded.pixels.astype(int) - not_turned.astype(int)).mean() > 10
     assert not np.array_equal(decoded.pixels, np.rot90(not_turned, k=-1))
+
+
+def test_importing_the_pipeline_leaves_pillows_process_wide_settings_alone():
+    """#17 "no import-time global side effects": Pillow's decompression-bomb limit and its
+    truncated-image switch are the embedding application's; importing our modules changes neither."""
+    probe = (
+        "from PIL import Image, ImageFile\n"
+        "before = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)\n"
+        "import pipeline.decode, pipeline.predict, pipeline.stages, pipeline.run, jobs.cli\n"
+        "assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before, before\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=Path(__file__).parents[2], timeout=300)

@@ -269,3 +269,41 @@ def test_cli_run_exit_codes_and_no_secret_in_logs(tmp_path, s3fs_client, bucket)
     assert "committed run" in done.stdout and "ok 3" in done.stdout
     assert usage.returncode == 2 and "missing --input, --model" in usage.stderr
     assert SECRET_KEY not in done.stdout + done.stderr + usage.stderr
+
+
+def test_a_single_channel_model_labels_colour_and_grey_images_end_to_end(tmp_path):
+    """#17 item 6, README "any GhostNet checkpoint": a ghostnet_050 checkpoint with in_chans=1 labels
+    RGB, RGBA and grey inputs through the whole run; each image reaches the model as timm's
+    loader makes it (Pillow's grey conversion, then the resize and crop), so top-k equals the
+    checkpoint applied to that by hand."""
+    import torch
+
+    import ghostnet
+    from ghostnet.transforms import resize_crop
+
+    model = ghostnet.create_model("ghostnet_050", num_classes=6, in_chans=1)
+    ghostnet.init_random(model, 7)
+    weights = tmp_path / "grey.safetensors"
+    ghostnet.save_weights(model, weights)
+    images = tmp_path / "in"
+    images.mkdir()
+    photos = corpus.photos()
+    cases = {"colour.jpg": photos["flower"], "alpha.png": photos["flower"].convert("RGBA"),
+             "grey.png": next(iter(photos.values())).convert("L")}
+    for name, image in cases.items():
+        image.save(images / name)
+
+    result = run(RunConfig(inputs=(str(images),), output=str(tmp_path / "out"), model="ghostnet_050",
+                           weights=str(weights), topk=3))
+
+    table = committed(str(tmp_path / "out"))
+    assert result.committed and table.num_rows == len(cases)
+    reference = ghostnet.create_model("ghostnet_050", weights=str(weights)).eval()
+    for row in table.to_pylist():
+        assert row["status"] == "ok", row["error"]
+        crop = resize_crop(Image.open(images / Path(row["uri"]).name).convert("RGB"), reference.meta)
+        assert crop.shape[-1] == 1
+        pixels = torch.from_numpy(crop).unsqueeze(0)
+        with torch.no_grad():
+            logits = reference(ghostnet.normalize(pixels, meta=reference.meta))
+        assert row["topk_ids"] == logits.topk(3).indices[0].tolist(), row["uri"]
