@@ -8,6 +8,7 @@ channel drift went over BITS.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from jobs._command import Command
@@ -18,6 +19,8 @@ from pipeline.config import RunConfig, load_toml
 from pipeline.errors import UsageError
 from pipeline.nightly import nightly, nightly_plan
 from pipeline.record import RunRecord
+
+log = logging.getLogger("ghostnet_pipeline")
 
 EXAMPLE = """example (crontab, every night at 02:00 UTC):
   ghostnet-pipeline nightly --input s3://photos/ --output s3://labels/photos \\
@@ -70,9 +73,9 @@ def execute(args: argparse.Namespace) -> int:
         print_summary(record, config.output)
     if alert is None:
         return 0
-    alerts = [message for record in records if (message := drift_alert(config.output, record, alert))]
-    for message in alerts:
-        print(message, file=sys.stderr)
+    alerts = [(record, message) for record in records if (message := drift_alert(config.output, record, alert))]
+    for record, message in alerts:
+        log.warning("%s", message, extra={"run_id": record.run_id, "stage": "drift"})
     return DRIFT if alerts else 0
 
 
