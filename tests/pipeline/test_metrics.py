@@ -110,7 +110,7 @@ def images(folder: Path, good: int = 14) -> None:
 def test_counters_rise_while_the_run_goes_and_end_at_what_it_committed(metrics_port, tmp_path):
     """docs/operations.md, "Metrics": rows committed per status, items per status, shards and
     per-stage seconds are scraped from the node's endpoint during the run; they rise, and their
-    final values equal the committed rows."""
+    final values equal the committed rows. Seen failing when the driver counted only ok rows committed."""
     images(tmp_path / "in")
     thread, result = label_in_background(tmp_path / "in", tmp_path / "out", "metrics-run")
     seen = []
