@@ -14,6 +14,10 @@ as ``ray_ghostnet_pipeline_X_total`` (measured with Ray 2.60; docs/operations.md
 name). Each series carries the ``run_id`` tag, and Ray adds ``WorkerId``, ``NodeAddress`` and
 ``SessionName``: sum over ``WorkerId`` for the run's total.
 
+Ray 2.60 drops a gauge's series about two report intervals after a process last set it, so the
+driver sets its gauges again every :data:`REFRESH_S` while the run goes (:class:`_DriverGauges`): a
+scrape at any time of a run sees them, and they age out once it ended.
+
 The run record needs the same per-stage seconds after the run, and Prometheus is not something a run
 can read back; so the workers also add their seconds to a :class:`StageClock` actor of the run, which
 the driver reads at the end (:meth:`Reporter.stage_seconds`).
@@ -21,6 +25,7 @@ the driver reads at the end (:meth:`Reporter.stage_seconds`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -36,6 +41,7 @@ __all__ = ["STAGES", "Reporter", "StageClock", "exported_names"]
 
 PREFIX = "ghostnet_pipeline_"
 ACTOR_BUSY = "actor_busy"  # seconds the model actors spent in their batches, device decoding included
+REFRESH_S = 1.0  # the driver's gauges are set again this often (Ray's shortest report interval is 1 s)
 BATCH_BOUNDARIES = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 
 _COUNTERS = {
@@ -84,6 +90,36 @@ def _batch_seconds() -> metrics.Histogram:
                              boundaries=BATCH_BOUNDARIES, tag_keys=("run_id",))
 
 
+class _DriverGauges:
+    """The driver's gauges of one run, set again every :data:`REFRESH_S` until :meth:`close`."""
+
+    def __init__(self, run_id: str) -> None:
+        self.values: dict[str, float] = {}
+        self.tags = {"run_id": run_id}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._refresh, name=f"gauges-{run_id}", daemon=True)
+        self.thread.start()
+
+    def set(self, name: str, value: float) -> None:
+        with self.lock:
+            self.values[name] = value
+            _gauge(name).set(value, tags=self.tags)
+
+    def _refresh(self) -> None:
+        while not self.stop.wait(REFRESH_S):
+            with self.lock:
+                for name, value in self.values.items():
+                    _gauge(name).set(value, tags=self.tags)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+_driver_gauges: dict[str, _DriverGauges] = {}  # by run id, on the driver only
+
+
 @ray.remote(num_cpus=0)
 class StageClock:
     """Seconds per stage of one run, added up from every worker."""
@@ -110,9 +146,12 @@ class Reporter:
 
     @classmethod
     def start(cls, run_id: str) -> Reporter:
+        _driver_gauges[run_id] = _DriverGauges(run_id)
         return cls(run_id, StageClock.remote())
 
     def close(self) -> None:
+        if (gauges := _driver_gauges.pop(self.run_id, None)) is not None:
+            gauges.close()
         if self.clock is not None:
             ray.kill(self.clock)
 
@@ -152,10 +191,10 @@ class Reporter:
     # --- driver --------------------------------------------------------------------------------
 
     def planned(self, *, items: int, shards: int, actors: int) -> None:
-        tags = {"run_id": self.run_id}
-        _gauge("items_planned").set(items, tags=tags)
-        _gauge("shards_planned").set(shards, tags=tags)
-        _gauge("model_actors").set(actors, tags=tags)
+        gauges = _driver_gauges[self.run_id]
+        gauges.set("items_planned", items)
+        gauges.set("shards_planned", shards)
+        gauges.set("model_actors", actors)
 
     def shard_committed(self, *, items: int, rows_per_status: dict[str, int], commit_s: float,
                         items_per_s: float, eta_s: float | None) -> None:
@@ -166,10 +205,11 @@ class Reporter:
         if items:
             _counter("items_committed").inc(items, tags=tags)
         _counter("shards_committed").inc(1, tags=tags)
-        _gauge("items_per_second").set(items_per_s, tags=tags)
+        gauges = _driver_gauges[self.run_id]
+        gauges.set("items_per_second", items_per_s)
         if eta_s is not None:
-            _gauge("eta_seconds").set(eta_s, tags=tags)
-        _gauge("last_commit_timestamp_seconds").set(time.time(), tags=tags)
+            gauges.set("eta_seconds", eta_s)
+        gauges.set("last_commit_timestamp_seconds", time.time())
         self.stage("commit", commit_s)
 
     def stage_seconds(self) -> tuple[dict[str, float], float]:
