@@ -44,6 +44,7 @@ from bench.model_cpu import cpu_name
 from pipeline import decode, stages
 from pipeline.config import RunConfig
 from pipeline.model import ModelSpec
+from pipeline.record import RunRecord
 
 OBJECT_STORE = 400 * 2**20
 BATCH = 32  # pipeline.run._plan: 32 rows per batch on a CPU actor
@@ -115,7 +116,13 @@ def end_to_end(folder: Path, out: Path, model_name: str, stats: StageStats, **co
     if not result.committed or result.rows_per_status != {"ok": result.items}:
         raise RuntimeError(f"run did not label every item: {result}")
     return {"items": result.items, "elapsed_s": round(elapsed, 2), "timings": result.timings,
-            "ray_data_stats": stats.last}
+            "stage_breakdown": stage_breakdown(result), "ray_data_stats": stats.last}
+
+
+def stage_breakdown(record: RunRecord) -> dict:
+    """Where the run record says the time went (docs/operations.md, "Where the time goes")."""
+    return {"stage_seconds": record.stage_seconds, "model_actors": record.model_actors,
+            "model_busy": record.model_busy, "bound": record.bound}
 
 
 def main() -> None:
@@ -164,7 +171,8 @@ def main() -> None:
                     row = end_to_end(folders[name], work / f"out-{name}-{repeat}", args.model, stats, **config)
                     runs.append(row)
                     print(f"run {repeat}: {row['items']} items in {row['elapsed_s']} s "
-                          f"(inference {row['timings']['inference_s']:.2f} s)", flush=True)
+                          f"(inference {row['timings']['inference_s']:.2f} s, bound by "
+                          f"{row['stage_breakdown']['bound']})", flush=True)
         after = model_only(args.model, sample, threads, args.rounds)
         print(f"model only (after, {threads} threads): {after}", flush=True)
         whole_after = model_only(args.model, sample, os.cpu_count(), args.rounds)
@@ -209,6 +217,7 @@ def main() -> None:
         "meets_target": whole_ratio >= TARGET,
     }
     print(runs[-1]["ray_data_stats"])
+    print(f"stage breakdown of the last run: {json.dumps(runs[-1]['stage_breakdown'])}")
     print(f"model only {model_rate:.1f} img/s ({threads} torch threads, batch {BATCH}), whole machine "
           f"{whole_rate:.1f} img/s ({os.cpu_count()} threads); marginal end to end "
           f"({sizes['n']} -> {sizes['kn']} items) {marginal:.1f} img/s; ratio {ratio:.3f} vs the actor's threads, "

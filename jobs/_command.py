@@ -4,10 +4,11 @@ parser for ``ghostnet-pipeline NAME`` and for ``python -m jobs.NAME`` from it.""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from pipeline import logs
 
 
 class SubcommandParser(argparse.ArgumentParser):
@@ -39,17 +40,24 @@ class Command:
 
     def build_parser(self, prog: str | None = None) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(prog=prog or f"ghostnet-pipeline {self.name}", **self._options())
-        self.add_arguments(parser)
+        self._add_arguments(parser)
         return parser
+
+    def _add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        self.add_arguments(parser)
+        # Also after the subcommand; not set there, the top-level --log-format (default text) stands.
+        parser.add_argument("--log-format", choices=logs.FORMATS, default=argparse.SUPPRESS,
+                            help="text (default) or json: one JSON object per log line")
 
     def register(self, commands: argparse._SubParsersAction) -> None:
         parser = commands.add_parser(self.name, help=self.help, **self._options())
-        self.add_arguments(parser)
+        self._add_arguments(parser)
         parser.set_defaults(handler=self.handler)
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """The entry point of ``python -m jobs.<module>``, which a Ray job runs."""
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         prog = f"python -m {spec.name}" if spec else None
-        return self.handler(self.build_parser(prog).parse_args(argv))
+        args = self.build_parser(prog).parse_args(argv)
+        logs.configure(getattr(args, "log_format", "text"))
+        return self.handler(args)

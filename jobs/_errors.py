@@ -14,6 +14,7 @@ from pipeline.errors import InternalError, RunFailed, UsageError
 
 FAILED = 1
 USAGE = 2
+DRIFT = 4  # nightly --alert-drift: the night committed, and its label or channel drift went over the threshold
 
 # Ordered: subclasses before their bases. A user's wrong weights file is a usage error like a
 # wrong input; an InternalError is ours, and says so.

@@ -5,18 +5,19 @@ registers itself with ``register(commands)``; results go to stdout, everything e
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from jobs import demo, label, migrate, models, nightly, query, report, submit, train
 from jobs._command import SubcommandParser
+from pipeline import logs
 
 # One line per subcommand, in the order `--help` lists them.
 COMMANDS = (label, nightly, submit, demo, train, query, report, models, migrate)
 
 EPILOG = (
-    "exit codes: 0 success, 1 the run failed (shards committed before stay committed), 2 usage error"
+    "exit codes: 0 success, 1 the run failed (shards committed before stay committed), 2 usage error, "
+    "4 nightly --alert-drift: committed, but the drift went over the threshold"
 )
 
 
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="text",
+                        help="text (default) or json: one JSON object per log line, for a log pipeline")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                      parser_class=SubcommandParser)
     for module in COMMANDS:
@@ -36,10 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.log_format, verbose=args.verbose)
     return args.handler(args)
 
 

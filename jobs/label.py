@@ -129,8 +129,17 @@ def print_summary(record: RunRecord, output: str) -> None:
     print(f"  shards: {record.shards_committed} of {record.shards_total} committed")
     print(f"  rows:   {record.rows} ({statuses})")
     print(f"  speed:  {record.items_per_s:.1f} items/s, {record.timings.get('total_s', 0):.1f} s elapsed")
+    if record.stage_seconds:
+        print(f"  time:   {_stage_line(record)}")
     _print_not_items(record)
     print(f"  output: {output} (run record: _runs/{record.run_id}.json)")
+
+
+def _stage_line(record: RunRecord) -> str:
+    """Seconds of work per stage, the model actors' busy share and what bound the run."""
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in record.stage_seconds.items())
+    busy = "" if record.model_busy is None else f"; model actors busy {record.model_busy:.0%}"
+    return f"{stages}{busy}" + (f" ({record.bound}-bound)" if record.bound else "")
 
 
 def _print_not_items(record: RunRecord) -> None:

@@ -1,40 +1,57 @@
 """``ghostnet-pipeline nightly`` / ``python -m jobs.nightly``: the scheduled incremental run.
 
 Exit codes: 0 committed or nothing to add, 1 failed (what committed stays; running it again goes
-on from there), 2 usage error.
+on from there), 2 usage error, 4 committed but with ``--alert-drift BITS``, the night's label or
+channel drift went over BITS.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from jobs._command import Command
-from jobs._errors import guarded
+from jobs._errors import DRIFT, guarded
 from jobs.label import add_run_arguments, config_from_args, print_plan, print_summary
+from pipeline.analytics import run_drift
 from pipeline.config import RunConfig, load_toml
 from pipeline.errors import UsageError
 from pipeline.nightly import nightly, nightly_plan
+from pipeline.record import RunRecord
+
+log = logging.getLogger("ghostnet_pipeline")
 
 EXAMPLE = """example (crontab, every night at 02:00 UTC):
   ghostnet-pipeline nightly --input s3://photos/ --output s3://labels/photos \\
-      --model ghostnet_100 --weights s3://models/ghostnet_100.safetensors --date "$(date -u +%F)"
+      --model ghostnet_100 --weights s3://models/ghostnet_100.safetensors --date "$(date -u +%F)" \\
+      --alert-drift 0.05
+
+exit codes: 0 committed or nothing to add, 1 failed (what committed stays), 2 usage error,
+4 committed, but the label or channel drift against the previous run went over --alert-drift
 """
 
 
 # Settings of nightly's own, which a --config file may hold beside the run's.
-NIGHTLY_SETTINGS = ("date",)
+NIGHTLY_SETTINGS = ("date", "alert_drift")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     parser.add_argument("--date", metavar="YYYY-MM-DD", help="the night to label into (required)")
+    parser.add_argument("--alert-drift", metavar="BITS", type=float,
+                        help="after committing, exit 4 when the Jensen-Shannon divergence of the night's top-1 "
+                        "label distribution, or of any layer's channel weights, against the previous committed "
+                        "run of the same model and weights is over BITS (0..1)")
 
 
-def settings(args: argparse.Namespace) -> RunConfig:
-    """The run's config from --config and flags; flags win."""
+def settings(args: argparse.Namespace) -> tuple[RunConfig, float | None]:
+    """The run's config and the drift alert threshold, from --config and flags; flags win."""
     file = load_toml(args.config, extra=NIGHTLY_SETTINGS) if args.config else {}
     own = {name: file.pop(name) for name in NIGHTLY_SETTINGS if name in file}
+    alert = args.alert_drift if args.alert_drift is not None else own.get("alert_drift")
+    if alert is not None and not 0 <= float(alert) <= 1:
+        raise UsageError(f"--alert-drift {alert}: a Jensen-Shannon divergence in bits is between 0 and 1")
     night = args.date or own.get("date")
     if not night:
         raise UsageError("missing --date YYYY-MM-DD (the night to label; `date` in --config)")
@@ -43,17 +60,37 @@ def settings(args: argparse.Namespace) -> RunConfig:
         raise UsageError("--run-date and --date disagree; nightly takes --date only")
     if args.reprocess or file.get("reprocess"):
         raise UsageError("--reprocess does not apply to nightly runs; use `run --reprocess`")
-    return config_from_args(args, settings=file, run_date=str(night))
+    return config_from_args(args, settings=file, run_date=str(night)), None if alert is None else float(alert)
 
 
 def execute(args: argparse.Namespace) -> int:
-    config = settings(args)
+    config, alert = settings(args)
     if args.dry_run:
         print_plan(nightly_plan(config), args.format)
         return 0
-    for record in nightly(config):
+    records = nightly(config)
+    for record in records:
         print_summary(record, config.output)
-    return 0
+    if alert is None:
+        return 0
+    alerts = [(record, message) for record in records if (message := drift_alert(config.output, record, alert))]
+    for record, message in alerts:
+        log.warning("%s", message, extra={"run_id": record.run_id, "stage": "drift"})
+    return DRIFT if alerts else 0
+
+
+def drift_alert(output: str, record: RunRecord, bits: float) -> str | None:
+    """What went over ``bits`` for a run that labeled something tonight, or None."""
+    if not record.committed or record.items == 0:
+        return None
+    drift = run_drift(output, record.run_id)
+    over = [f"{name} drift {value:.4f} bits" for name, value in (("label", drift.label_js),
+                                                                    ("channel", drift.channel_js))
+            if value is not None and value > bits]
+    if not over:
+        return None
+    return (f"drift alert: run {record.run_id} against {drift.previous_run_id}: {', '.join(over)}, over "
+            f"--alert-drift {bits} (committed; see `ghostnet-pipeline query OUTPUT \"SELECT * FROM label_drift\"`)")
 
 
 def command(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@
   sums added up, plus ``run_date``;
 - ``runs``: one row per run record, flattened (:data:`RUNS`), running and failed runs included;
 - ``channel_drift``: per layer, each committed run against the previous committed run of the
-  same model and weights (:data:`CHANNEL_DRIFT`, distances from :func:`layer_drift`).
+  same model and weights (:data:`CHANNEL_DRIFT`, distances from :func:`layer_drift`);
+- ``label_drift``: each committed run's top-1 label distribution and score histogram against the
+  previous committed run of the same model and weights (:data:`LABEL_DRIFT`), from the run records.
 
 Files a run wrote but did not commit are never read: the tables are read through their logs
 (deltalake's Arrow datasets, which DuckDB scans), local or on S3.
@@ -30,7 +32,7 @@ from duckdb.sqltypes import BOOLEAN, DOUBLE
 from pipeline import record as records
 from pipeline import storage
 from pipeline.errors import UsageError
-from pipeline.record import RunRecord
+from pipeline.record import STAGES, RunRecord
 from pipeline.schema import STATUSES
 from pipeline.tables import OutputLayout, open_table, table_schema
 
@@ -38,24 +40,37 @@ __all__ = [
     "CHANNEL_DRIFT",
     "CHANNEL_STATS_VIEW",
     "JS_SHIFT_BITS",
+    "LABEL_DRIFT",
+    "LABEL_SHIFT_BITS",
     "RUNS",
     "TIMINGS",
     "VIEWS",
     "LayerDrift",
     "QueryResult",
+    "RunDrift",
     "connect",
+    "distribution_js",
+    "label_drift_table",
     "layer_drift",
     "query",
+    "run_drift",
     "runs_table",
 ]
 
-VIEWS = ("predictions", "channel_stats", "runs", "channel_drift")
+VIEWS = ("predictions", "channel_stats", "runs", "channel_drift", "label_drift")
 
 # A layer has shifted when the Jensen-Shannon divergence between its normalized channel-mean
 # vectors exceeds this many bits. Chosen from measurements recorded in docs/analytics.md.
 JS_SHIFT_BITS = 0.001
 
+# A run's label distribution has shifted when its Jensen-Shannon divergence from the previous run's
+# exceeds this many bits: a starting point (0.05 bits is, for instance, 10% of the rows moving from one
+# label to another new one), not a measured boundary; `nightly --alert-drift` takes its own threshold.
+LABEL_SHIFT_BITS = 0.05
+
 TIMINGS = ("plan_s", "inference_s", "total_s")
+# Seconds of work per stage (pipeline.record.STAGES; planning is plan_s above).
+STAGE_COLUMNS = tuple(f"{stage}_s" for stage in STAGES if stage != "plan")
 
 RUNS = pa.schema(
     [
@@ -90,6 +105,10 @@ RUNS = pa.schema(
         ),
         *(pa.field(name, pa.float64()) for name in TIMINGS),
         pa.field("items_per_s", pa.float64()),
+        *(pa.field(name, pa.float64()) for name in STAGE_COLUMNS),
+        pa.field("model_actors", pa.int64()),
+        pa.field("model_busy", pa.float64()),
+        pa.field("bound", pa.string()),
         pa.field("shard_size", pa.int64()),
         pa.field("shards_total", pa.int64()),
         pa.field("shards_committed", pa.int64()),
@@ -136,6 +155,21 @@ CHANNEL_DRIFT = pa.schema(
     metadata={"ghostnet_pipeline.table": "channel_drift"},
 )
 
+LABEL_DRIFT = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("previous_run_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("weights_sha256", pa.string(), nullable=False),
+        pa.field("labels", pa.int64(), nullable=False),
+        pa.field("previous_labels", pa.int64(), nullable=False),
+        pa.field("label_js_divergence", pa.float64()),
+        pa.field("score_js_divergence", pa.float64()),
+        pa.field("shifted", pa.bool_()),
+    ],
+    metadata={"ghostnet_pipeline.table": "label_drift"},
+)
+
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "runs": {
         "run_id": "the run",
@@ -159,6 +193,17 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "inference_s": "seconds from scheduling to the last shard committed",
         "total_s": "seconds from start to end",
         "items_per_s": "items labeled per second of inference",
+        "listing_s": "seconds listing the inputs",
+        "fetch_s": "seconds of work fetching item bytes, summed over the decode tasks' threads",
+        "decode_s": "seconds of work decoding (on the model actors' device too, with device decoding), summed"
+        " over the workers",
+        "model_s": "seconds the model actors spent running batches (besides device decoding), summed over them",
+        "write_s": "seconds of work writing prediction files, summed over the write tasks",
+        "commit_s": "seconds the driver spent committing shards",
+        "model_actors": "model actors of the run",
+        "model_busy": "share (0..1) of the inference time the model actors spent running batches",
+        "bound": "the stage that limited the run: `model` when the actors were busy at least 80% of the"
+        " time, else the stage among fetch, decode, write and commit with the most seconds",
         "shard_size": "the run's --shard-size",
         "shards_total": "shards with items to label",
         "shards_committed": "shards committed",
@@ -181,6 +226,19 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         " gate vectors, each normalized to sum 1",
         "cosine_distance": "1 - cosine similarity of the two per-channel mean gate vectors",
         "shifted": f"js_divergence > {JS_SHIFT_BITS}",
+    },
+    "label_drift": {
+        "run_id": "the run",
+        "previous_run_id": "the previous committed run of the same model and weights with ok rows",
+        "model": "the model architecture name",
+        "weights_sha256": "sha256 of the weights file",
+        "labels": "distinct top-1 labels among the run's ok rows",
+        "previous_labels": "distinct top-1 labels among the previous run's ok rows",
+        "label_js_divergence": "Jensen-Shannon divergence (bits, 0..1) between the two runs' top-1 label"
+        " distributions (ok rows)",
+        "score_js_divergence": "Jensen-Shannon divergence (bits, 0..1) between the two runs' top-1 score"
+        " histograms (20 bins over 0..1)",
+        "shifted": f"label_js_divergence > {LABEL_SHIFT_BITS}",
     },
 }
 
@@ -235,6 +293,65 @@ def _cosine_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(min(1.0, max(0.0, 1.0 - similarity)))  # rounding can step just outside [0, 1]
 
 
+def distribution_js(previous: dict[str, int] | Sequence[int], current: dict[str, int] | Sequence[int]) -> float | None:
+    """Jensen-Shannon divergence in bits between two count distributions, by key (dicts, missing keys
+    count 0) or by position (sequences of the same length); None when either has no counts."""
+    if isinstance(previous, dict):
+        keys = sorted(set(previous) | set(current))
+        previous, current = [previous.get(k, 0) for k in keys], [current.get(k, 0) for k in keys]
+    p, q = np.asarray(previous, np.float64), np.asarray(current, np.float64)
+    if p.shape != q.shape or p.sum() <= 0 or q.sum() <= 0:
+        return None
+    return _js_bits(p / p.sum(), q / q.sum())
+
+
+def label_drift_table(records: Sequence[RunRecord]) -> pa.Table:
+    """:data:`LABEL_DRIFT` rows: each committed run with ok rows against the previous such run of the
+    same model and weights, in the order they committed."""
+    ordered = sorted((r for r in records if r.committed and r.label_counts),
+                     key=lambda r: (r.finished_at or "", r.run_id))
+    latest: dict[tuple[str, str], RunRecord] = {}
+    rows = []
+    for record in ordered:
+        key = (record.model, record.weights_sha256)
+        previous = latest.get(key)
+        latest[key] = record
+        if previous is None:
+            continue
+        label_js = distribution_js(previous.label_counts, record.label_counts)
+        rows.append({
+            "run_id": record.run_id, "previous_run_id": previous.run_id, "model": record.model,
+            "weights_sha256": record.weights_sha256, "labels": len(record.label_counts),
+            "previous_labels": len(previous.label_counts), "label_js_divergence": label_js,
+            "score_js_divergence": distribution_js(previous.score_histogram, record.score_histogram),
+            "shifted": None if label_js is None else label_js > LABEL_SHIFT_BITS,
+        })
+    return pa.Table.from_pylist(rows, schema=LABEL_DRIFT)
+
+
+@dataclass(frozen=True)
+class RunDrift:
+    """How far one run moved from the previous committed run of its model and weights."""
+
+    previous_run_id: str | None
+    label_js: float | None  # bits, top-1 label distribution
+    channel_js: float | None  # bits, the largest of its layers'
+
+
+def run_drift(output: str, run_id: str) -> RunDrift:
+    """The label and channel drift of ``run_id`` (None where there is nothing to compare with)."""
+    con = connect(output)
+    try:
+        label = con.execute("SELECT previous_run_id, label_js_divergence FROM label_drift WHERE run_id = ?",
+                            [run_id]).fetchone()
+        channel = con.execute("SELECT any_value(previous_run_id), max(js_divergence) FROM channel_drift "
+                              "WHERE run_id = ?", [run_id]).fetchone()
+    finally:
+        con.close()
+    previous = (label[0] if label else None) or channel[0]
+    return RunDrift(previous, label[1] if label else None, channel[1])
+
+
 def runs_table(records: Sequence[RunRecord]) -> pa.Table:
     """Run records flattened into :data:`RUNS` rows."""
     return pa.Table.from_pylist([_run_row(r) for r in records], schema=RUNS)
@@ -255,6 +372,10 @@ def _run_row(record: RunRecord) -> dict:
         "started_at": datetime.fromisoformat(record.started_at),
         **{f"rows_{s}": int(per_status.get(s, 0)) for s in STATUSES},
         **{name: record.timings.get(name) for name in TIMINGS},
+        **{name: record.stage_seconds.get(name.removesuffix("_s")) for name in STAGE_COLUMNS},
+        "model_actors": record.model_actors or None,
+        "model_busy": record.model_busy,
+        "bound": record.bound,
         "prediction_files": sum(s.files for s in record.shards),
         "not_items": json.dumps(record.not_items, sort_keys=True),
         "config": json.dumps(record.config, sort_keys=True),
@@ -289,7 +410,9 @@ def connect(output: str) -> duckdb.DuckDBPyConnection:
         raise UsageError(f"output {storage.redact_uri(output)} does not exist; check the path or URI")
     layout = OutputLayout.of(output)
     con = duckdb.connect()
-    con.register("runs", runs_table(records.load_all(layout.runs)))
+    found = records.load_all(layout.runs)
+    con.register("runs", runs_table(found))
+    con.register("label_drift", label_drift_table(found))
     _register_table(con, "predictions", layout)
     _register_table(con, "_channel_stats_shards", layout)
     con.execute(_CHANNEL_STATS_SQL)

@@ -23,6 +23,7 @@ What an item's rows say when something is wrong:
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import soxr
 from ghostnet import AudioFrontend
 from ghostnet.audio import hop_samples, window_samples
 from pipeline import storage
+from pipeline.metrics import Reporter
 from pipeline.rows import decoded_rows
 from pipeline.schema import ITEMS, SHARD, Status
 
@@ -73,22 +75,38 @@ def read_and_decode_audio(
     *,
     frontend: AudioFrontend,
     windows_per_batch: int = DEFAULT_WINDOWS_PER_BATCH,
+    reporter: Reporter | None = None,
 ) -> Iterator[pa.Table]:
     """The decode stage (Ray tasks): items in, tables of at most ``windows_per_batch`` rows of
     :data:`pipeline.schema.DECODED` out, each window's float32 samples as its ``encoded`` bytes.
 
     A generator, so that one long file becomes many small blocks instead of one huge one.
+    ``reporter`` gets the seconds spent between yields as decoding (audio streams its bytes while it
+    decodes, so its fetching counts as decoding).
     """
     rows: list[tuple[dict, Window, bool]] = []
+    started = time.perf_counter()
     for item in batch.select([*ITEMS.names, SHARD]).to_pylist():
         windows = item_windows(item["uri"], frontend, hold=windows_per_batch, size=item["size_bytes"])
         for window, last in _marking_last(windows):
             rows.append((item, window, last))
             if len(rows) == windows_per_batch:
-                yield _to_table(rows)
+                table = _to_table(rows)
+                _report(reporter, started)
+                yield table
+                started = time.perf_counter()
                 rows = []
     if rows:
-        yield _to_table(rows)
+        table = _to_table(rows)
+        _report(reporter, started)
+        yield table
+    else:
+        _report(reporter, started)
+
+
+def _report(reporter: Reporter | None, started: float) -> None:
+    if reporter is not None:
+        reporter.stage("decode", time.perf_counter() - started)
 
 
 def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:

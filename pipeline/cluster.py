@@ -13,8 +13,11 @@ from contextlib import contextmanager
 
 import ray
 
+from pipeline import logs
+
 LOCAL_NODE_IP = "127.0.0.2"
 KEEP_LOGS = "GHOSTNET_KEEP_RAY_LOGS"  # set: the private Ray's temp dir (its logs) stays after the run
+METRICS_PORT = "GHOSTNET_METRICS_PORT"  # set: the private Ray serves Prometheus metrics on this port
 
 log = logging.getLogger("ghostnet_pipeline")
 
@@ -38,7 +41,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=not logs.is_json())
         try:
             yield f"Ray cluster at {address}"
         finally:
@@ -49,6 +52,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
     kwargs = {}
     if platform.system() == "Linux":
         kwargs["_node_ip_address"] = LOCAL_NODE_IP
+    if os.environ.get(METRICS_PORT):
+        kwargs["_metrics_export_port"] = int(os.environ[METRICS_PORT])
     ray.init(
         address="local",
         num_cpus=num_cpus or os.cpu_count(),
@@ -57,7 +62,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         _temp_dir=temp_dir,
         configure_logging=True,
         logging_level="WARNING",
-        log_to_driver=True,
+        log_to_driver=not logs.is_json(),  # JSON logs: the workers' lines stay in Ray's log files
         **kwargs,
     )
     try:

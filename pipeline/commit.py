@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -36,7 +37,7 @@ import pyarrow.parquet as pq
 from pipeline import channel_stats, storage, tables
 from pipeline.errors import InternalError, RunFailed
 from pipeline.plan import Plan, ShardPlan, read_shard, unlabeled
-from pipeline.record import ShardRecord, now
+from pipeline.record import SCORE_BINS, ShardRecord, now
 from pipeline.schema import PARTITION, Status
 from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout
 
@@ -82,6 +83,8 @@ class CommitOutcome:
     committed: bool  # False: another run labeled some of its items first; they are planned again
     record: ShardRecord | None = None
     errors: tuple[tuple[str, str, int, str], ...] = ()  # (status, error, count, example uri)
+    label_counts: dict[str, int] = field(default_factory=dict)  # ok rows per top-1 label
+    score_histogram: list[int] = field(default_factory=list)  # ok rows per top-1 score bin
 
 
 class ShardCommitter:
@@ -163,11 +166,11 @@ class ShardCommitter:
             written_s=round(self.written[shard.index], 3), commit_s=round(time.monotonic() - started, 3),
             committed_at=now(),
         )
-        return CommitOutcome(shard.index, True, record, _errors(rows))
+        return CommitOutcome(shard.index, True, record, _errors(rows), *_labels(rows))
 
     def _read_rows(self, pending: _Pending) -> pa.Table:
         table_uri = self.layout.table("predictions")
-        columns = ("uri", "segment", "status", "error")
+        columns = ("uri", "segment", "status", "error", "label", "score")
         return pa.Table.from_batches(
             list(tables.scan(table_uri, [f["path"] for f in pending.files], columns)),
         ) if pending.files else pa.table({c: [] for c in columns})
@@ -310,6 +313,15 @@ def check_rows(rows: pa.Table, items: pa.Array | pa.ChunkedArray, *, where: str)
 
 def _count(status: pa.ChunkedArray) -> dict[str, int]:
     return dict(sorted((c["values"], c["counts"]) for c in pc.value_counts(status).to_pylist()))
+
+
+def _labels(rows: pa.Table) -> tuple[dict[str, int], list[int]]:
+    """The ok rows per top-1 label, and per bin of the top-1 score (SCORE_BINS over [0, 1])."""
+    ok = rows.filter(pc.equal(rows["status"], Status.OK.value))
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(ok["label"]).to_pylist() if c["values"] is not None}
+    scores = ok["score"].drop_null().to_numpy()
+    histogram, _ = np.histogram(scores, bins=SCORE_BINS, range=(0.0, 1.0))
+    return dict(sorted(counts.items())), [int(n) for n in histogram]
 
 
 def _errors(rows: pa.Table, limit: int = 10) -> tuple[tuple[str, str, int, str], ...]:

@@ -8,6 +8,7 @@ model actor, so what crosses the object store is 1 byte per pixel.
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from ghostnet import ModelMeta
 from ghostnet.transforms import resize_crop, resize_crop_tensor, resizes_in_full
 from pipeline import storage
 from pipeline.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+from pipeline.metrics import Reporter
 from pipeline.rows import decoded_rows
 from pipeline.schema import Status
 
@@ -158,21 +160,27 @@ def read_and_decode(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     read_threads: int = 8,
     leave_jpegs: bool = False,
+    reporter: Reporter | None = None,
 ) -> pa.Table:
     """The decode stage (Ray tasks): items in, one row of :data:`DECODED` per item out.
 
     An item decoded here travels as its raw uint8 crop (``encoding`` ``raw``). With
     ``leave_jpegs`` (GPU actors), a JPEG the device decodes as Pillow would is only checked
     here and travels as the file itself (``encoding`` ``jpeg``), for :func:`decode_on_device`.
+    ``reporter`` gets the seconds spent fetching and decoding, summed over the items.
     """
     uris = batch["uri"].to_pylist()
     sizes = batch["size_bytes"].to_pylist()
 
-    def one(uri: str, size: int | None) -> Decoded:
+    def one(uri: str, size: int | None) -> tuple[Decoded, float, float]:
         return _read_and_decode_one(uri, size, meta, max_pixels, max_file_bytes, leave_jpegs)
 
     with ThreadPoolExecutor(max_workers=read_threads) as pool:
-        decoded = list(pool.map(one, uris, sizes))
+        timed = list(pool.map(one, uris, sizes))
+    decoded = [d for d, _, _ in timed]
+    if reporter is not None:
+        reporter.stage("fetch", sum(f for _, f, _ in timed))
+        reporter.stage("decode", sum(d for _, _, d in timed))
     n = len(uris)
     encoding, encoded = _encoded(decoded)
     return decoded_rows(
@@ -211,19 +219,23 @@ def raw_pixels(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
 
 def _read_and_decode_one(
     uri: str, size: int | None, meta: ModelMeta, max_pixels: int, max_file_bytes: int, leave_jpeg: bool
-) -> Decoded:
+) -> tuple[Decoded, float, float]:
+    """The item decoded, and the seconds its fetch and its decoding took."""
     if size is not None and size > max_file_bytes:
         return _fail(
             Status.TOO_LARGE,
             f"file is {size / 2**20:.0f} MiB, over the limit of {max_file_bytes / 2**20:.0f} MiB",
-        )
+        ), 0.0, 0.0
+    started = time.perf_counter()
     try:
         data = storage.read_bytes(uri)
     except FileNotFoundError:
-        return _fail(Status.READ_ERROR, "object not found (deleted or moved after listing)")
+        return _fail(Status.READ_ERROR, "object not found (deleted or moved after listing)"), 0.0, 0.0
     except Exception as exc:  # noqa: BLE001 - any failure to fetch is this item's read_error
-        return _fail(Status.READ_ERROR, storage.redact(f"{type(exc).__name__}: {exc}"))
-    return decode_image(data, meta, max_pixels=max_pixels, leave_jpeg=leave_jpeg)
+        return _fail(Status.READ_ERROR, storage.redact(f"{type(exc).__name__}: {exc}")), 0.0, 0.0
+    fetched = time.perf_counter()
+    decoded = decode_image(data, meta, max_pixels=max_pixels, leave_jpeg=leave_jpeg)
+    return decoded, fetched - started, time.perf_counter() - fetched
 
 
 def decode_on_device(

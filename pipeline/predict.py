@@ -23,6 +23,7 @@ import ghostnet
 from pipeline import audio, channel_stats, decode
 from pipeline.config import DEFAULT_MAX_PIXELS, default_batch_size
 from pipeline.errors import InternalError
+from pipeline.metrics import Reporter
 from pipeline.model import ModelSpec, pick_device
 from pipeline.rows import ModelOutputs, Provenance, prediction_rows
 from pipeline.schema import SHARD, Status
@@ -64,10 +65,12 @@ class Predictor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         compile: bool = False,
         batch_size: int | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         """``compile``: run batches through ``torch.compile`` (inductor) of the model, compiled here
         for ``batch_size`` rows (the batch size Ray Data gives this actor; None: the default for its
         device, ``config.default_batch_size``). Where compiling fails, the actor runs eager and says why.
+        ``reporter``: where each batch's latency, statuses and device memory are reported.
         """
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -86,18 +89,25 @@ class Predictor:
         self.decode_on_device = decode_on_device and self.meta.modality == "image"
         self.max_pixels = max_pixels
         self.batch_size = batch_size or default_batch_size(on_gpu=self.device.type == "cuda")
+        self.reporter = reporter
         self._compiled: Callable[[torch.Tensor], ghostnet.InferenceOutput] | None = None
         if compile:
             self._compiled = self._compile()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
         status = batch["status"].to_pylist()
         error = batch["error"].to_pylist()
         ok = [i for i, s in enumerate(status) if s == Status.OK.value]
         inputs, ok = self._inputs(batch, ok, status, error)
+        decoded = time.perf_counter()
         outputs = self._predict(inputs, ok, batch, status, error) if ok else ModelOutputs.none(self.topk)
-        return prediction_rows(batch, status, error, outputs, labels=self.labels, provenance=self.provenance,
+        rows = prediction_rows(batch, status, error, outputs, labels=self.labels, provenance=self.provenance,
                                processed_at=datetime.now(timezone.utc))
+        if self.reporter is not None:
+            decode_s = decoded - started if self.decode_on_device else 0.0
+            self.reporter.model_batch(time.perf_counter() - started, status, self.device, decode_s=decode_s)
+        return rows
 
     def _inputs(self, batch: pa.Table, ok: list[int], status: list, error: list) -> tuple[object, list[int]]:
         """The decoded inputs of the ``ok`` rows, and those rows (fewer if device decoding failed some)."""

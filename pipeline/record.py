@@ -28,6 +28,11 @@ __all__ = ["RUNNING", "RunRecord", "ShardRecord", "load", "load_all", "running",
            "validate_run_id", "write"]
 
 RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
+# Where a run's time goes, in the order the data flows (pipeline.metrics reports them): seconds of
+# work, summed over the processes doing it (and over a decode task's fetch threads), not wall time.
+STAGES = ("listing", "plan", "fetch", "decode", "model", "write", "commit")
+SCORE_BINS = 20  # the top-1 score histogram: equal bins over [0, 1]
+BUSY_BOUND = 0.8  # model actors busy this share of the inference time or more: the run is model-bound
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _RUNNING_SUFFIX = ".running.json"
 
@@ -96,6 +101,11 @@ class RunRecord:
     top_errors: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     items_per_s: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # seconds of work per stage (STAGES)
+    model_actors: int = 0
+    model_busy: float | None = None  # share of the inference time the model actors spent running batches
+    label_counts: dict[str, int] = field(default_factory=dict)  # ok rows per top-1 label
+    score_histogram: list[int] = field(default_factory=list)  # ok rows per top-1 score bin (SCORE_BINS)
     tasks_per_node: dict[str, dict[str, int]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -108,6 +118,26 @@ class RunRecord:
     @property
     def committed(self) -> bool:
         return self.status == COMMITTED
+
+    @property
+    def bound(self) -> str | None:
+        """The stage that limited the run: ``model`` when the model actors were busy at least
+        :data:`BUSY_BOUND` of the time, else the one of the others (fetch, decode, write, commit)
+        with the most seconds of work, which kept the actors waiting. None without a breakdown."""
+        if self.model_busy is None:
+            return None
+        if self.model_busy >= BUSY_BOUND:
+            return "model"
+        others = {s: self.stage_seconds.get(s, 0.0) for s in ("fetch", "decode", "write", "commit")}
+        return max(others, key=others.get) if any(others.values()) else None
+
+    def add_labels(self, label_counts: dict[str, int], score_histogram: list[int]) -> None:
+        """Add a shard's ok rows per top-1 label and per score bin."""
+        for label, count in label_counts.items():
+            self.label_counts[label] = self.label_counts.get(label, 0) + count
+        self.label_counts = dict(sorted(self.label_counts.items()))
+        mine = self.score_histogram or [0] * SCORE_BINS
+        self.score_histogram = [a + b for a, b in zip(mine, score_histogram, strict=True)]
 
     def add_shard(self, shard: ShardRecord) -> None:
         self.shards.append(shard)

@@ -1,10 +1,12 @@
 """One committed run summarized as a single self-contained HTML page.
 
 The page holds the run's facts, rows per status with the top errors, the label
-distribution, a score histogram, throughput and stage timings, a heatmap of the run's
-channel weights (``channel_stats`` means, layers x channels) and the channel drift against
-the previous committed run of the same model and weights. Figures are matplotlib PNGs
-embedded as base64, so the page needs nothing but itself.
+distribution, a score histogram, throughput and stage timings, where the time went (seconds
+of work per stage, the model actors' busy share and what bound the run, from the run record),
+a heatmap of the run's channel weights (``channel_stats`` means, layers x channels), the
+channel drift and the label drift (top-1 label distribution and score histogram, from the run
+records) against the previous committed run of the same model and weights. Figures are
+matplotlib PNGs embedded as base64, so the page needs nothing but itself.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pipeline import analytics, storage
+from pipeline import record as records
 from pipeline.errors import UsageError
+from pipeline.record import STAGES, RunRecord
 from pipeline.schema import STATUSES
+from pipeline.tables import OutputLayout
 
 __all__ = ["Report", "Section", "build", "render_html", "write"]
 
@@ -71,13 +76,18 @@ def build(output: str, *, run_id: str | None = None) -> Report:
         record = _pick_run(con, output, run_id)
         drift = _drift_rows(con, record["run_id"])
         previous = drift[0][0] if drift else _previous_run(con, record)
+        runs = OutputLayout.of(output).runs
+        run = records.load(runs, record["run_id"])
+        label_drift = _label_drift_row(con, record["run_id"])
         sections = [
             _status_section(record),
             _labels_section(con, record),
             _scores_section(con, record),
             _throughput_section(con, record),
+            _stages_section(run),
             _heatmap_section(con, record),
             _drift_section(record, previous, [row[1:] for row in drift]),
+            _label_drift_section(run, label_drift and records.load(runs, label_drift[0]), label_drift),
         ]
     finally:
         con.close()
@@ -134,6 +144,12 @@ def _drift_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
         [run_id],
     ).fetchall()
     return sorted(rows, key=lambda r: _layer_order(r[1]))
+
+
+def _label_drift_row(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple | None:
+    """(previous run id, label JS divergence, score JS divergence) of ``run_id``, or None."""
+    return con.execute("SELECT previous_run_id, label_js_divergence, score_js_divergence FROM label_drift "
+                       "WHERE run_id = ?", [run_id]).fetchone()
 
 
 def _layer_order(layer: str) -> list:
@@ -231,6 +247,77 @@ def _throughput_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section
     note = (f"{record['items']} items in {record['inference_s']:.1f} s of inference: {speed:.1f} items/s."
             if speed is not None and record["inference_s"] is not None else "")
     return Section("throughput", "Throughput and timings", _png(fig), note)
+
+
+def _stages_section(run: RunRecord) -> Section:
+    title = "Where the time went"
+    stages = [(stage, run.stage_seconds[stage]) for stage in STAGES if stage in run.stage_seconds]
+    if not stages:
+        return Section("stages", title, note="The run record has no stage breakdown.")
+    fig, ax = _figure(height=max(1.6, 0.4 * len(stages) + 0.8))
+    bars = ax.barh([name for name, _ in stages][::-1], [v for _, v in stages][::-1], color="#8064a2")
+    ax.bar_label(bars, labels=[f"{v:.2f} s" for _, v in stages][::-1], padding=3)
+    ax.set_xlabel("seconds of work, summed over the workers doing it")
+    ax.margins(x=0.2)
+    busy = "n/a" if run.model_busy is None else f"{run.model_busy:.1%}"
+    note = (f"{run.model_actors} model actors, busy {busy} of the inference time; "
+            f"bound by: {run.bound or 'n/a'}.")
+    return Section("stages", title, _png(fig), note, ("stage", "seconds of work"),
+                   [(name, f"{v:.3f}") for name, v in stages])
+
+
+def _label_drift_section(run: RunRecord, previous: RunRecord | None, drift: tuple | None) -> Section:
+    title = "Label drift against the previous run"
+    if not run.label_counts:
+        return Section("label_drift", title, note="No ok rows: no label distribution to compare.")
+    if previous is None or drift is None:
+        return Section("label_drift", title, note=(
+            f"No earlier committed run of {run.model} with weights {run.weights_sha256} has ok rows: "
+            "nothing to compare with."))
+    labels = sorted(set(run.label_counts) | set(previous.label_counts),
+                    key=lambda label: (-run.label_counts.get(label, 0), -previous.label_counts.get(label, 0), label))
+    fig = Figure(figsize=(10, max(3.2, 0.3 * min(len(labels), TOP_LABELS) + 1.0)), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _compare_bars(left, labels[:TOP_LABELS], [_shares(r.label_counts, labels) for r in (run, previous)])
+    left.set_title("top-1 label, share of ok rows", fontsize=10)
+    _compare_histograms(right, [_shares(r.score_histogram) for r in (run, previous)])
+    right.set_title("top-1 score, share of ok rows", fontsize=10)
+    note = (f"Against run {previous.run_id}: Jensen-Shannon divergence {_bits(drift[1])} between the top-1 label "
+            f"distributions, {_bits(drift[2])} between the score histograms (over "
+            f"{analytics.LABEL_SHIFT_BITS} bits the labels count as shifted).")
+    rows = [(label, run.label_counts.get(label, 0), previous.label_counts.get(label, 0))
+            for label in labels[:TOP_LABELS]]
+    return Section("label_drift", title, _png(fig), note, ("label", "ok rows, this run", "ok rows, previous run"),
+                   rows)
+
+
+def _shares(counts: dict[str, int] | list[int], keys: Sequence[str] = ()) -> np.ndarray:
+    values = np.array([counts.get(k, 0) for k in keys] if isinstance(counts, dict) else counts, dtype=np.float64)
+    total = sum(counts.values()) if isinstance(counts, dict) else values.sum()
+    return values / total if total else values
+
+
+def _compare_bars(ax: Axes, labels: Sequence[str], shares: Sequence[np.ndarray]) -> None:
+    positions = np.arange(len(labels))[::-1]
+    for offset, values, color, name in ((-0.2, shares[0], "#c0504d", "this run"),
+                                        (0.2, shares[1], "#4f81bd", "previous run")):
+        ax.barh(positions + offset, values[:len(labels)], height=0.4, color=color, label=name)
+    ax.set_yticks(positions, labels, fontsize=7)
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def _compare_histograms(ax: Axes, shares: Sequence[np.ndarray]) -> None:
+    for values, color, name in ((shares[0], "#c0504d", "this run"), (shares[1], "#4f81bd", "previous run")):
+        if not values.size:
+            continue  # a record written before score histograms were recorded
+        edges = np.linspace(0.0, 1.0, len(values) + 1)
+        ax.stairs(values, edges, color=color, label=name, linewidth=1.5)
+    ax.set_xlabel("top-1 softmax probability")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _bits(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f} bits"
 
 
 def _heatmap_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:

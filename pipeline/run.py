@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from pipeline import discover, plan, recovery, storage, tables
+from pipeline import discover, metrics, plan, recovery, storage, tables
 from pipeline import record as records
 from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter, merge_errors, top_errors
 from pipeline.config import RunConfig
@@ -112,7 +112,8 @@ def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
         models = [(c, _checked_model(c)) for c in _per_modality(config, listing)]
         _open_tables(OutputLayout.of(config.output))
         with cluster.connect(config.address, num_cpus=config.num_cpus):
-            return [run(c, kind=kind, listing=listing, work=work / c.modality, model=model) for c, model in models]
+            return [run(c, kind=kind, listing=listing, work=work / c.modality, model=model)
+                    for c, model in models]
 
 
 @contextlib.contextmanager
@@ -186,10 +187,13 @@ def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None,
         record.error = None
         return _finish(layout, record, started, write=bool(config.resume))
     records.write(layout.runs, record)
+    reporter = metrics.Reporter.start(run_id)
+    reporter.stage("listing", listing.seconds)
+    reporter.stage("plan", record.timings["plan_s"])
     with _heartbeat(layout, record):
         try:
             for _ in range(REPLANS):
-                conflicts = _execute(config, spec, meta, planned, layout, identity, known, record)
+                conflicts = _execute(config, spec, meta, planned, layout, identity, known, record, reporter)
                 record.conflicts += conflicts
                 if not conflicts:
                     break
@@ -198,8 +202,11 @@ def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None,
                     break
                 record.shards_total = record.shards_committed + len(planned.shards)
         except BaseException as exc:
+            with contextlib.suppress(Exception):
+                _note_stages(record, reporter)
             _fail(layout, record, exc)
             raise
+    _note_stages(record, reporter)
     record.status = records.COMMITTED
     return _finish(layout, record, started)
 
@@ -301,13 +308,16 @@ def _nothing(config, spec, run_id, run_date, kind, message) -> RunRecord:
 
 
 def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: OutputLayout, identity: RunIdentity,
-             known: frozenset[str], record: RunRecord) -> int:
+             known: frozenset[str], record: RunRecord, reporter: metrics.Reporter) -> int:
     """Stream the planned shards through Ray Data and commit them; returns the shards dropped
     because another run labeled their items first."""
     from pipeline import cluster, stages
 
     started = time.monotonic()
-    progress = Progress(shards=len(planned.shards), items=planned.items)
+    placed = stages.placement(config)
+    record.model_actors = placed.actors
+    reporter.planned(items=planned.items, shards=len(planned.shards), actors=placed.actors)
+    progress = Progress(shards=len(planned.shards), items=planned.items, run_id=identity.run_id)
     errors: Counter = Counter()
     examples: dict = {}
     conflicts = 0
@@ -319,18 +329,22 @@ def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: Ou
             conflicts += 1
             return
         record.add_shard(outcome.record)
+        record.add_labels(outcome.label_counts, outcome.score_histogram)
         merge_errors(errors, examples, outcome.errors)
         record.top_errors = top_errors(errors, examples)
         record.items_per_s = round(sum(s.items for s in record.shards) / max(1e-9, time.monotonic() - started), 3)
         records.write(layout.runs, record)
         progress.committed(outcome.record)
+        shard = outcome.record
+        reporter.shard_committed(items=shard.items, rows_per_status=shard.rows_per_status, commit_s=shard.commit_s,
+                                 items_per_s=progress.rate, eta_s=progress.remaining)
         if fault and fault == ("after-commit", record.shards_committed):
             _die()
 
     committer = ShardCommitter(layout, planned, identity, max_error_rate=config.max_error_rate, known_files=known,
                                on_outcome=on_outcome, started=started,
                                before_commit=lambda n: fault == ("before-commit", n) and _die())
-    dataset = stages.build(config, spec, meta, planned, layout, identity)
+    dataset = stages.build(config, spec, meta, planned, layout, identity, placed=placed, reporter=reporter)
     try:
         for manifests in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             committer.add(manifests)
@@ -345,6 +359,17 @@ def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: Ou
         record.timings["inference_s"] = round(record.timings.get("inference_s", 0) + time.monotonic() - started, 3)
     record.tasks_per_node = cluster.tasks_per_node(dataset)
     return conflicts
+
+
+def _note_stages(record: RunRecord, reporter: metrics.Reporter) -> None:
+    """The run's seconds per stage and the model actors' busy share, into its record; the clock goes."""
+    try:
+        record.stage_seconds, busy = reporter.stage_seconds()
+    finally:
+        reporter.close()
+    inference_s = record.timings.get("inference_s")
+    if record.model_actors and inference_s:
+        record.model_busy = round(min(1.0, busy / (record.model_actors * inference_s)), 3)
 
 
 def _fault() -> tuple[str, int] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import channel_stats, storage
+from pipeline.metrics import Reporter
 from pipeline.schema import LAST, PARTIALS, PARTITION, PREDICTIONS, SHARD
 from pipeline.tables import FileStats, delta_stats
 
@@ -39,13 +41,18 @@ MANIFEST = pa.schema(
 )
 
 
-def write_files(batch: pa.Table, *, table_uri: str, run_id: str, run_date: str, row_group_size: int) -> pa.Table:
-    """Write ``batch`` (rows of :data:`pipeline.rows.ROWS`), split by shard; return the manifests."""
+def write_files(batch: pa.Table, *, table_uri: str, run_id: str, run_date: str, row_group_size: int,
+                reporter: Reporter | None = None) -> pa.Table:
+    """Write ``batch`` (rows of :data:`pipeline.rows.ROWS`), split by shard; return the manifests.
+    ``reporter`` gets the seconds it took."""
+    started = time.perf_counter()
     manifests = []
     shards = batch[SHARD].to_numpy()
     for shard in np.unique(shards):
         rows = batch.filter(pa.array(shards == shard))
         manifests.append(_write_shard_file(rows, int(shard), table_uri, run_id, run_date, row_group_size))
+    if reporter is not None:
+        reporter.stage("write", time.perf_counter() - started)
     return pa.Table.from_pylist(manifests, schema=MANIFEST)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
@@ -18,12 +19,13 @@ import ghostnet
 from pipeline import audio, cluster, decode, plan, sink
 from pipeline.commit import RunIdentity
 from pipeline.config import RunConfig, default_batch_size
+from pipeline.metrics import Reporter
 from pipeline.model import ModelSpec
 from pipeline.plan import Plan, ShardPlan
 from pipeline.predict import Predictor
 from pipeline.tables import OutputLayout
 
-__all__ = ["ShardSource", "build"]
+__all__ = ["Placement", "ShardSource", "build", "placement"]
 
 log = logging.getLogger("ghostnet_pipeline")
 
@@ -68,19 +70,35 @@ def configure_data_context() -> None:
     ctx.raise_original_map_exception = True
 
 
-def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
-          identity: RunIdentity) -> ray.data.Dataset:
-    configure_data_context()
+@dataclass(frozen=True)
+class Placement:
+    """The model actors: how many, and the GPUs each asks for."""
+
+    actors: int
+    gpus_per_actor: float
+
+
+def placement(config: RunConfig) -> Placement:
     gpus_per_actor = config.gpus_per_actor
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if cluster.cluster_gpus() else 0.0
-    actors = config.actors or _default_actors(gpus_per_actor, config.actor_resources)
+    return Placement(config.actors or _default_actors(gpus_per_actor, config.actor_resources), gpus_per_actor)
+
+
+def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
+          identity: RunIdentity, *, placed: Placement | None = None,
+          reporter: Reporter | None = None) -> ray.data.Dataset:
+    """The run's Ray Data plan; ``reporter`` goes to every stage, which reports its part."""
+    configure_data_context()
+    placed = placed or placement(config)
+    actors, gpus_per_actor = placed.actors, placed.gpus_per_actor
     batch_size = config.batch_size or default_batch_size(on_gpu=gpus_per_actor > 0)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-planned.items // (4 * actors))))
     on_device = meta.modality == "image" and (
         config.decode == "device" or (config.decode == "auto" and gpus_per_actor > 0)
     )
     decode_fn, decode_kwargs = _decode_stage(config, meta, on_device)
+    decode_kwargs["reporter"] = reporter
     return (
         ray.data.read_datasource(ShardSource(planned.shards, block_rows),
                                  concurrency=min(READ_CONCURRENCY, len(planned.shards)), num_cpus=0)
@@ -109,6 +127,7 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
                 "max_pixels": config.max_pixels,
                 "compile": config.compile,
                 "batch_size": batch_size,
+                "reporter": reporter,
             },
             compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=batch_size,
@@ -121,7 +140,8 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
         .map_batches(
             sink.write_files,
             fn_kwargs={"table_uri": layout.table("predictions"), "run_id": identity.run_id,
-                       "run_date": identity.run_date, "row_group_size": config.row_group_size},
+                       "run_date": identity.run_date, "row_group_size": config.row_group_size,
+                       "reporter": reporter},
             # A shard commits once all its files are written: never wait for more rows than it has.
             batch_size=min(config.rows_per_file, config.shard_size),
             batch_format="pyarrow",

@@ -36,6 +36,9 @@ TABLES: list[tuple[str, pa.Schema, dict[str, str], str]] = [
      "View only: the run records `_runs/<run_id>.json` (and `.running.json`), one row each."),
     ("channel_drift", analytics.CHANNEL_DRIFT, analytics.DESCRIPTIONS["channel_drift"],
      "View only: each run against the previous committed run of the same model and weights, per layer."),
+    ("label_drift", analytics.LABEL_DRIFT, analytics.DESCRIPTIONS["label_drift"],
+     "View only: each run's top-1 labels and scores against the previous committed run of the same model and "
+     "weights, from the run records."),
 ]
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 from pipeline import commit, sink
 from pipeline import record as records
 from pipeline.commit import RunIdentity
-from pipeline.record import RunRecord, ShardRecord
+from pipeline.record import SCORE_BINS, RunRecord, ShardRecord
 from pipeline.schema import CHANNEL_STATS, PREDICTIONS
 from pipeline.tables import OutputLayout
 
@@ -59,8 +59,11 @@ def channel_stats(run_id: str, means: dict[str, np.ndarray], *, count: int = 10,
 
 
 def commit_run(root: str, run_id: str, rows: pa.Table, stats: pa.Table, *, minutes: int = 0,
-               run_date: str = "2026-11-27", model: str = MODEL, weights: str = WEIGHTS) -> RunRecord:
-    """Write ``rows`` and ``stats`` as one shard and commit them with the pipeline's own commit path."""
+               run_date: str = "2026-11-27", model: str = MODEL, weights: str = WEIGHTS,
+               stages: dict[str, float] | None = None, model_actors: int = 0,
+               model_busy: float | None = None) -> RunRecord:
+    """Write ``rows`` and ``stats`` as one shard and commit them with the pipeline's own commit path.
+    The record holds the ok rows per label and score bin, and ``stages`` as its stage breakdown."""
     layout = OutputLayout.of(root)
     identity = RunIdentity(run_id, run_date, model, weights, reprocess=True)
     written = sink.write_predictions(layout.table("predictions"), rows, run_id=run_id, run_date=run_date, shard=0)
@@ -77,6 +80,8 @@ def commit_run(root: str, run_id: str, rows: pa.Table, stats: pa.Table, *, minut
         items_listed=rows.num_rows, items=rows.num_rows, rows=rows.num_rows,
         rows_per_status={str(k): int(v) for k, v in per_status.items()}, top_errors=top_errors(rows),
         timings={"plan_s": 0.2, "inference_s": 4.0, "total_s": 5.0}, items_per_s=rows.num_rows / 4.0,
+        stage_seconds=stages or {}, model_actors=model_actors, model_busy=model_busy,
+        label_counts=label_counts(rows), score_histogram=score_histogram(rows),
         shards_total=1, shards_committed=1, config={"batch_size": 32, "topk": 4}, versions={"duckdb": "2.0.1"},
         started_at=ended, finished_at=ended,
         shards=[ShardRecord(shard=0, items=rows.num_rows, rows=rows.num_rows,
@@ -85,6 +90,18 @@ def commit_run(root: str, run_id: str, rows: pa.Table, stats: pa.Table, *, minut
     )
     records.write(layout.runs, record)
     return record
+
+
+def label_counts(rows: pa.Table) -> dict[str, int]:
+    """What the pipeline records: ok rows per top-1 label."""
+    labels = [r["label"] for r in rows.to_pylist() if r["status"] == "ok"]
+    return {label: labels.count(label) for label in sorted(set(labels))}
+
+
+def score_histogram(rows: pa.Table) -> list[int]:
+    """What the pipeline records: ok rows per top-1 score bin, SCORE_BINS equal bins over [0, 1]."""
+    scores = [r["score"] for r in rows.to_pylist() if r["status"] == "ok"]
+    return [int(n) for n in np.histogram(scores, bins=SCORE_BINS, range=(0.0, 1.0))[0]]
 
 
 def top_errors(rows: pa.Table) -> list[dict]:

@@ -174,13 +174,18 @@ def test_drift_is_clearly_higher_after_the_inputs_change(drift_runs):
 
 
 def test_report_on_real_runs_renders_in_a_browser(drift_runs, tmp_path):
+    """docs/analytics.md, "The run report": on real runs every section has its figure, the stage breakdown
+    and the label drift against the previous run included, and the page renders offline."""
     output, (_, again, boards) = drift_runs
     page, png = tmp_path / "report.html", tmp_path / "report.png"
 
     built = report.write(output, str(page), png_dir=str(tmp_path / "figures"))
 
     assert built.record["run_id"] == boards and built.previous_run_id == again
-    assert len(built.figures) == 6 and len(list((tmp_path / "figures").iterdir())) == 6
+    assert len(built.figures) == 8 and len(list((tmp_path / "figures").iterdir())) == 8
+    by_slug = {s.slug: s for s in built.sections}
+    assert {stage for stage, _ in by_slug["stages"].rows} >= {"fetch", "decode", "model", "write", "commit"}
+    assert "bound by: " in by_slug["stages"].note and by_slug["label_drift"].note.startswith(f"Against run {again}")
     html = page.read_text()
     assert "shifted" in html
     rows = rows_per_run(output)[boards]
@@ -189,6 +194,6 @@ def test_report_on_real_runs_renders_in_a_browser(drift_runs, tmp_path):
     assert f"<td>items</td><td>{rows} labeled of {rows} listed (0 already labeled)</td>" in html
     assert f"<td>rows</td><td>{rows}</td>" in html and f"<td>previous run</td><td>{again}</td>" in html
     assert f"{rows} rows for {rows} items. No errors." in html
-    assert html.count('src="data:image/png;base64,') == 6
+    assert html.count('src="data:image/png;base64,') == 8
     screenshot(page, png, tmp_path / "profile")
     assert_screenshot_shows_the_report(png)

@@ -21,14 +21,24 @@ No cluster runs here, so each manifest is checked against the schemas the API se
 - A ConfigMap entry named ``*.yaml`` holding a Kubernetes object (the RayJob that the fallback
   CronJob creates) is checked as that object.
 
+- Prometheus files (the scrape configuration and the alerting rules): ``promtool`` where it is
+  installed (Debian's ``prometheus`` package has it), and the metric names in every rule against
+  those ``pipeline/metrics.py`` exports. The Grafana dashboard: its panels' structure, and every
+  query's metric names likewise.
+
 Other configuration files plug in through ``CHECKS``: a glob under ``infra/`` and a function from
 one parsed document to its problems, each a readable ``path: message`` string.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
+import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -38,6 +48,8 @@ import jsonschema
 import kubernetes_validate
 import yaml
 from referencing import Registry, Resource
+
+from pipeline import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -74,11 +86,83 @@ def check_kubernetes_object(doc: Any) -> Problems:
     return list(dict.fromkeys(problems + embedded_object_problems(doc)))
 
 
+# --- Prometheus and Grafana -----------------------------------------------------------------------
+
+METRIC_NAME = re.compile(r"\bray_ghostnet_pipeline_\w+")
+PROMTOOL_MISSING = "promtool not installed: Prometheus files checked for structure and metric names only"
+
+
+def unknown_metrics(text: str) -> Problems:
+    """Names of ours in a PromQL expression that no metric of pipeline/metrics.py exports."""
+    known = metrics.exported_names()
+    return [f"unknown metric {name!r} (pipeline/metrics.py exports {len(known)} names)"
+            for name in sorted(set(METRIC_NAME.findall(text)) - known)]
+
+
+def promtool(*args: str, documents: dict[str, Any]) -> Problems:
+    """``promtool ARGS`` on the documents written to a temporary folder; [] where promtool is absent."""
+    if shutil.which("promtool") is None:
+        return []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, doc in documents.items():
+            Path(folder, name).write_text(yaml.safe_dump(doc))
+        done = subprocess.run(["promtool", *args], cwd=folder, capture_output=True, text=True, timeout=60)
+    if done.returncode == 0:
+        return []
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines()]
+    return [line for line in lines if line and not line.startswith("Checking")] or ["promtool failed"]
+
+
+def check_prometheus_config(doc: Any) -> Problems:
+    """A Prometheus configuration: scrape jobs of Ray's metrics ports, through ``promtool check config``.
+    Debian's Prometheus is built without Kubernetes discovery, so promtool sees a static target in its
+    place; the relabeling rules, intervals and everything else are checked as written."""
+    if not isinstance(doc, dict) or not doc.get("scrape_configs"):
+        return ["(top): expected a Prometheus configuration with scrape_configs"]
+    checked = copy.deepcopy(doc)
+    checked.pop("rule_files", None)  # checked on their own, as prometheus/*alerts*.yaml
+    for job in checked["scrape_configs"]:
+        if job.pop("kubernetes_sd_configs", None) is not None:
+            job["static_configs"] = [{"targets": ["127.0.0.1:8080"]}]
+    return promtool("check", "config", "prometheus.yaml", documents={"prometheus.yaml": checked})
+
+
+def check_prometheus_rules(doc: Any) -> Problems:
+    """Alerting rules: ``promtool check rules``, and every metric named is one the pipeline exports."""
+    if not isinstance(doc, dict) or not doc.get("groups"):
+        return ["(top): expected Prometheus rule groups"]
+    exprs = [rule.get("expr", "") for group in doc["groups"] for rule in group.get("rules", [])]
+    return unknown_metrics("\n".join(exprs)) + promtool("check", "rules", "rules.yaml",
+                                                        documents={"rules.yaml": doc})
+
+
+def check_grafana_dashboard(doc: Any) -> Problems:
+    """A Grafana dashboard: panels with a title, a type, a position and Prometheus queries, every query
+    naming only metrics the pipeline exports."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("panels"), list) or not doc.get("title"):
+        return ["(top): expected a Grafana dashboard with a title and panels"]
+    problems = []
+    for index, panel in enumerate(doc["panels"]):
+        where = f"panels[{index}] ({panel.get('title', '?')})"
+        missing = [key for key in ("title", "type", "gridPos") if key not in panel]
+        if missing:
+            problems.append(f"{where}: missing {', '.join(missing)}")
+        if panel.get("type") == "row":
+            continue
+        targets = panel.get("targets") or []
+        if not targets or any(not t.get("expr") for t in targets):
+            problems.append(f"{where}: every panel needs Prometheus targets with an expr")
+        problems += [f"{where}: {p}" for p in unknown_metrics("\n".join(t.get("expr", "") for t in targets))]
+    return problems
+
+
 # Each configuration file under infra/ is matched, by a glob relative to infra/, to the function
-# that checks one of its documents. Prometheus (prometheus/*.yml) and Grafana (grafana/*.json)
-# files plug in here the same way, with a function that returns their problems.
+# that checks one of its documents.
 CHECKS: dict[str, Callable[[Any], Problems]] = {
     "k8s/*.yaml": check_kubernetes_object,
+    "prometheus/prometheus.yaml": check_prometheus_config,
+    "prometheus/alerts.yaml": check_prometheus_rules,
+    "grafana/*.json": check_grafana_dashboard,
 }
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
