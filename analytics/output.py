@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+import analytics
 from pipeline import record as records
 from pipeline import storage
 from pipeline.errors import UsageError
@@ -32,7 +33,15 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-__all__ = ["Output", "Selection"]
+__all__ = ["Output", "QueryResult", "Selection"]
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a SQL query, with their column names."""
+
+    columns: list[str]
+    rows: list[tuple]
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,12 @@ class Selection:
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame with Arrow-backed columns: a null stays null (``pd.NA``), never NaN or
         the string "nan", and list columns stay lists."""
-        import pandas as pd
-
+        pd = analytics.require("pandas")
         return self.to_arrow().to_pandas(types_mapper=pd.ArrowDtype)
 
     def to_duckdb(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyRelation:
         """A DuckDB relation over the selection (on ``con``, or a new in-memory connection)."""
-        import duckdb
-
+        duckdb = analytics.require("duckdb")
         relation = (con or duckdb.connect()).from_arrow(self.dataset)
         return relation.select(*self.columns) if self.columns else relation
 

@@ -1,8 +1,8 @@
 """Weights shipped inside the package: two tiny demo models trained on synthetic samples.
 
 They exist so `ghostnet-pipeline demo` labels something meaningful without a network. They know
-only the procedurally generated classes of `jobs.samples` (shapes and textures; synthesized
-sounds) and are no use on real photos or recordings. `jobs.train` regenerates them.
+only the procedurally generated classes of `demo.samples` (shapes and textures; synthesized
+sounds) and are no use on real photos or recordings. `ghostnet-pipeline train` (`demo.train`) regenerates them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What every subcommand is: a name, its help, its flags and a handler. One place builds the
-parser for ``ghostnet-pipeline NAME`` and for ``python -m jobs.NAME`` from it."""
+parser for ``ghostnet-pipeline NAME`` and for ``python -m jobs.NAME`` from it, and one place
+(:func:`jobs._errors.guarded`) turns what a handler raises into a message and an exit code."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from jobs._errors import guarded
 from pipeline import logs
 
 
@@ -22,6 +24,15 @@ class SubcommandParser(argparse.ArgumentParser):
         return parsed, unknown
 
 
+def add_logging_arguments(parser: argparse.ArgumentParser, *, subcommand: bool = False) -> None:
+    """``-v`` and ``--log-format``. A subcommand takes them too, without defaults of its own, so
+    that they work after it as well as before it."""
+    verbose, fmt = (argparse.SUPPRESS, argparse.SUPPRESS) if subcommand else (False, "text")
+    parser.add_argument("-v", "--verbose", action="store_true", default=verbose, help="log progress details")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=fmt,
+                        help="text (default) or json: one JSON object per log line")
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -29,7 +40,10 @@ class Command:
     description: str
     example: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    handler: Callable[[argparse.Namespace], int]
+    handler: Callable[[argparse.Namespace], int]  # raises UsageError, RunFailed, ... for guarded()
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        return guarded(lambda: self.handler(args))
 
     def _options(self) -> dict:
         return {
@@ -40,24 +54,20 @@ class Command:
 
     def build_parser(self, prog: str | None = None) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(prog=prog or f"ghostnet-pipeline {self.name}", **self._options())
-        self._add_arguments(parser)
-        return parser
-
-    def _add_arguments(self, parser: argparse.ArgumentParser) -> None:
         self.add_arguments(parser)
-        # Also after the subcommand; not set there, the top-level --log-format (default text) stands.
-        parser.add_argument("--log-format", choices=logs.FORMATS, default=argparse.SUPPRESS,
-                            help="text (default) or json: one JSON object per log line")
+        add_logging_arguments(parser)
+        return parser
 
     def register(self, commands: argparse._SubParsersAction) -> None:
         parser = commands.add_parser(self.name, help=self.help, **self._options())
-        self._add_arguments(parser)
-        parser.set_defaults(handler=self.handler)
+        self.add_arguments(parser)
+        add_logging_arguments(parser, subcommand=True)
+        parser.set_defaults(handler=self)
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """The entry point of ``python -m jobs.<module>``, which a Ray job runs."""
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         prog = f"python -m {spec.name}" if spec else None
         args = self.build_parser(prog).parse_args(argv)
-        logs.configure(getattr(args, "log_format", "text"))
-        return self.handler(args)
+        logs.configure(args.log_format, verbose=args.verbose)
+        return self(args)

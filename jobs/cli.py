@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs import demo, label, migrate, models, nightly, query, report, submit, train
-from jobs._command import SubcommandParser
+from jobs._command import SubcommandParser, add_logging_arguments
 from pipeline import logs
 
 # One line per subcommand, in the order `--help` lists them.
@@ -27,13 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed batch inference with GhostNet: object storage in, Parquet out.",
         epilog=EPILOG,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument("--log-format", choices=logs.FORMATS, default="text",
-                        help="text (default) or json: one JSON object per log line, for a log pipeline")
+    add_logging_arguments(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                      parser_class=SubcommandParser)
     for module in COMMANDS:
-        module.register(commands)
+        module.COMMAND.register(commands)
     return parser
 
 

@@ -1,6 +1,6 @@
 """``ghostnet-pipeline demo``: the embedded default.
 
-Generates fresh pictures and sounds (`jobs.samples`, a seed the shipped models never trained
+Generates fresh pictures and sounds (`demo.samples`, a seed the shipped models never trained
 on), labels them on a private local Ray with the two demo models shipped in the package, and
 checks the labels against the truth in the file names. Needs no network, no cluster and no
 object store.
@@ -19,9 +19,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from demo import samples
 from ghostnet.pretrained import PRETRAINED, pretrained_path
-from jobs import samples
-from jobs._errors import guarded
+from jobs._command import Command
 from jobs.label import print_summary
 from pipeline import tables
 from pipeline.config import RunConfig
@@ -37,18 +37,11 @@ NOTE = (
 )
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "demo",
-        help="label generated pictures and sounds on a local Ray with the shipped demo models",
-        description="Generate pictures and sounds, label them on a private local Ray with the shipped demo "
-                    "models, print accuracy against the known truth and where the Parquet is.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="DIR", help="where samples and results go (default: a temp dir)")
     parser.add_argument("--modality", choices=MODALITIES, default="both", help="what to generate (default both)")
     parser.add_argument("--count", type=int, default=48, metavar="N", help="samples per modality (default 48)")
     parser.add_argument("--seed", type=int, default=2026, metavar="N", help="sample seed (default 2026)")
-    parser.set_defaults(handler=lambda args: guarded(lambda: demo(args)))
 
 
 def write_samples(folder: Path, modality: str, count: int, seed: int) -> None:
@@ -152,3 +145,17 @@ def demo(args: argparse.Namespace) -> int:
     root = Path(args.output or tempfile.mkdtemp(prefix="ghostnet-demo-")).resolve()
     run_demo(root, args.modality, args.count, args.seed)
     return 0
+
+
+COMMAND = Command(
+    name="demo",
+    help="label generated pictures and sounds on a local Ray with the shipped demo models",
+    description="Generate pictures and sounds, label them on a private local Ray with the shipped demo models, "
+                "print accuracy against the known truth and where the Parquet is.",
+    example="example:\n  ghostnet-pipeline demo --modality image --count 24 --output demo-output",
+    add_arguments=add_arguments,
+    handler=demo,
+)
+
+if __name__ == "__main__":
+    sys.exit(COMMAND.main())

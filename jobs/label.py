@@ -12,7 +12,6 @@ import json
 import sys
 
 from jobs._command import Command
-from jobs._errors import guarded
 from pipeline.config import DECODERS, MODALITIES, RunConfig, load_toml
 from pipeline.errors import UsageError
 from pipeline.record import RunRecord
@@ -30,8 +29,9 @@ EXAMPLE = """example:
 _FIELD = {"input": "inputs"}
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags shared by ``run`` and ``nightly``; every one can also come from --config."""
+def add_run_arguments(parser: argparse.ArgumentParser, *, nightly: bool = False) -> None:
+    """The flags of ``run``, which ``nightly`` shares but for those that choose the run's date and
+    what it labels again; every one can also come from --config."""
     add = parser.add_argument
     add("--input", action="append", metavar="URI",
         help="folder, prefix, glob (with *) or manifest (.txt/.csv/.parquet with a uri column); repeatable")
@@ -60,16 +60,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the model in each actor: faster batches after a start-up cost of seconds")
     add("--topk", type=int, metavar="K", help="top-k predictions per row (default 5)")
     add("--embeddings", action="store_true", default=None, help="also write the 1280-d pooled features")
-    add("--run-date", metavar="YYYY-MM-DD", help="partition for the rows (default: today, UTC)")
+    if not nightly:
+        add("--run-date", metavar="YYYY-MM-DD", help="partition for the rows (default: today, UTC)")
     add("--max-error-rate", type=float, metavar="F",
         help="fail without committing when more than this fraction of items fail (default 0.1)")
     add("--address", metavar="ADDR", help="Ray cluster to join (default: RAY_ADDRESS, else a private local Ray)")
     add("--num-classes", type=int, metavar="N", help="head size for --weights random")
     add("--seed", type=int, metavar="N", help="seed for --weights random (default 0)")
-    add("--reprocess", action="store_true", default=None,
-        help="label items again even if this model and weights already labeled them")
-    add("--resume", metavar="RUN_ID",
-        help="continue that run (its id, date and rows): with --reprocess, what it committed is not labeled again")
+    if not nightly:
+        add("--reprocess", action="store_true", default=None,
+            help="label items again even if this model and weights already labeled them")
+        add("--resume", metavar="RUN_ID",
+            help="continue that run (its id, date and rows): with --reprocess, what it committed is not labeled "
+                 "again")
     add("--max-pixels", type=int, metavar="N", help="refuse images larger than this when decoded")
     add("--rows-per-file", type=int, metavar="N",
         help="rows per output Parquet file, at least (default 100000; a run's last file may hold fewer)")
@@ -176,7 +179,7 @@ def execute(config: RunConfig, *, dry_run: bool = False, fmt: str = "text") -> i
 
 
 def command(args: argparse.Namespace) -> int:
-    return guarded(lambda: execute(config_from_args(args), dry_run=args.dry_run, fmt=args.format))
+    return execute(config_from_args(args), dry_run=args.dry_run, fmt=args.format)
 
 
 COMMAND = Command(
@@ -187,9 +190,6 @@ COMMAND = Command(
     add_arguments=add_run_arguments,
     handler=command,
 )
-build_parser = COMMAND.build_parser
-register = COMMAND.register
-main = COMMAND.main
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

@@ -10,7 +10,6 @@ import argparse
 import sys
 
 from jobs._command import Command
-from jobs._errors import guarded
 from pipeline import storage
 from pipeline.migrate import migrate
 
@@ -45,11 +44,8 @@ COMMAND = Command(
     description="Add the committed files of an old-layout output to Delta tables, without rewriting them.",
     example=EXAMPLE,
     add_arguments=add_arguments,
-    handler=lambda args: guarded(lambda: execute(args)),
+    handler=execute,
 )
-build_parser = COMMAND.build_parser
-register = COMMAND.register
-main = COMMAND.main
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

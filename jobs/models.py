@@ -12,12 +12,11 @@ import json
 import sys
 from typing import Any
 
+from analytics import QueryResult
 from ghostnet import list_models
 from ghostnet.pretrained import PRETRAINED, pretrained_path
 from jobs._command import Command
-from jobs._errors import guarded
 from jobs.query import write_table
-from pipeline.analytics import QueryResult
 
 FORMATS = ("table", "json")
 SHA256_SHOWN = 12  # table format; json carries the whole digest, for --weights-sha256
@@ -72,21 +71,14 @@ def execute(args: argparse.Namespace) -> int:
     return 0
 
 
-def command(args: argparse.Namespace) -> int:
-    return guarded(lambda: execute(args))
-
-
 COMMAND = Command(
     name="models",
     help="list the model architectures and the shipped weights",
     description="List the architectures --model takes and the weights shipped with the package.",
     example=EXAMPLE,
     add_arguments=add_arguments,
-    handler=command,
+    handler=execute,
 )
-build_parser = COMMAND.build_parser
-register = COMMAND.register
-main = COMMAND.main
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

@@ -11,10 +11,11 @@ import argparse
 import logging
 import sys
 
+from analytics import require
+from analytics.views import run_drift
 from jobs._command import Command
-from jobs._errors import DRIFT, guarded
+from jobs._errors import DRIFT
 from jobs.label import add_run_arguments, config_from_args, print_plan, print_summary
-from pipeline.analytics import run_drift
 from pipeline.config import RunConfig, load_toml
 from pipeline.errors import UsageError
 from pipeline.nightly import nightly, nightly_plan
@@ -37,7 +38,7 @@ NIGHTLY_SETTINGS = ("date", "alert_drift")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser)
+    add_run_arguments(parser, nightly=True)
     parser.add_argument("--date", metavar="YYYY-MM-DD", help="the night to label into (required)")
     parser.add_argument("--alert-drift", metavar="BITS", type=float,
                         help="after committing, exit 4 when the Jensen-Shannon divergence of the night's top-1 "
@@ -55,11 +56,11 @@ def settings(args: argparse.Namespace) -> tuple[RunConfig, float | None]:
     night = args.date or own.get("date")
     if not night:
         raise UsageError("missing --date YYYY-MM-DD (the night to label; `date` in --config)")
-    run_date = args.run_date or file.get("run_date")
-    if run_date and str(run_date) != str(night):
-        raise UsageError("--run-date and --date disagree; nightly takes --date only")
-    if args.reprocess or file.get("reprocess"):
-        raise UsageError("--reprocess does not apply to nightly runs; use `run --reprocess`")
+    if file.get("run_date") and str(file["run_date"]) != str(night):
+        raise UsageError("`run_date` in --config and the night disagree; nightly takes `date` (or --date) only")
+    if file.get("reprocess") or file.get("resume"):
+        raise UsageError("`reprocess` and `resume` in --config do not apply to nightly runs (a night goes on from "
+                         "what it committed by itself); use `run --reprocess`")
     return config_from_args(args, settings=file, run_date=str(night)), None if alert is None else float(alert)
 
 
@@ -68,6 +69,8 @@ def execute(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(nightly_plan(config), args.format)
         return 0
+    if alert is not None:
+        require("duckdb")  # the comparison reads the output with DuckDB: refuse before the night, not after
     records = nightly(config)
     for record in records:
         print_summary(record, config.output)
@@ -93,21 +96,14 @@ def drift_alert(output: str, record: RunRecord, bits: float) -> str | None:
             f"--alert-drift {bits} (committed; see `ghostnet-pipeline query OUTPUT \"SELECT * FROM label_drift\"`)")
 
 
-def command(args: argparse.Namespace) -> int:
-    return guarded(lambda: execute(args))
-
-
 COMMAND = Command(
     name="nightly",
     help="incremental scheduled run, idempotent per date",
     description="Label what is new or changed since the committed runs; idempotent per --date.",
     example=EXAMPLE,
     add_arguments=add_arguments,
-    handler=command,
+    handler=execute,
 )
-build_parser = COMMAND.build_parser
-register = COMMAND.register
-main = COMMAND.main
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

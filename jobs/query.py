@@ -9,20 +9,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import math
-import os
 import sys
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 
-import duckdb
-
+from analytics import QueryResult, require
+from analytics.views import VIEWS, query
 from jobs._command import Command
-from pipeline import storage
-from pipeline.analytics import VIEWS, QueryResult, query
-from pipeline.errors import UsageError
+from pipeline.errors import RunFailed, UsageError
 
 FORMATS = ("table", "csv", "json")
 CELL_WIDTH = 60  # table format only; csv and json carry every character
@@ -38,9 +34,6 @@ examples:
 exit codes: 0 the query ran, 1 it could not run, 2 bad SQL or usage error (no such output)
 """
 
-OK, FAILED, BAD_SQL = 0, 1, 2
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUTPUT", help="the output root the runs wrote to (path or s3://...)")
     parser.add_argument("sql", metavar="SQL", help="one DuckDB query over the views")
@@ -49,24 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    duckdb = require("duckdb")
     try:
         result = query(args.output, args.sql)
     except duckdb.ProgrammingError as exc:
-        return _fail(f"bad SQL: {exc}", BAD_SQL)
-    except UsageError as exc:
-        return _fail(str(exc), BAD_SQL)
+        raise UsageError(f"bad SQL: {_one_line(exc)}") from exc
     except (duckdb.Error, OSError) as exc:
-        return _fail(str(exc), FAILED)
+        raise RunFailed(f"the query could not run: {_one_line(exc)}") from exc
     WRITERS[args.format](result, sys.stdout)
-    return OK
+    return 0
 
 
-def _fail(message: str, code: int) -> int:
-    # One line, so that a caller can show it as it is; DuckDB's messages span several.
-    print(f"error: {' '.join(storage.redact(message).split())}", file=sys.stderr)
-    if os.environ.get("GHOSTNET_DEBUG"):
-        logging.getLogger("ghostnet_pipeline").exception("traceback")
-    return code
+def _one_line(exc: BaseException) -> str:
+    # A caller can show one line as it is; DuckDB's messages span several.
+    return " ".join(str(exc).split())
 
 
 def write_table(result: QueryResult, out: TextIO) -> None:
@@ -141,9 +130,6 @@ COMMAND = Command(
     add_arguments=add_arguments,
     handler=execute,
 )
-build_parser = COMMAND.build_parser
-register = COMMAND.register
-main = COMMAND.main
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

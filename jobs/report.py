@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analytics import require
 from jobs._command import Command
-from jobs._errors import guarded
-from pipeline.report import write
 
 EXAMPLE = """examples:
   ghostnet-pipeline report s3://labels/photos --out report.html
@@ -30,16 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    report = write(args.output, args.out, run_id=args.run_id, png_dir=args.png_dir)
+    report = require("analytics.report").write(args.output, args.out, run_id=args.run_id, png_dir=args.png_dir)
     record = report.record
     print(f"wrote {args.out}: run {record['run_id']} ({record['model']}, {record['rows']} rows)")
     if args.png_dir:
         print(f"  figures: {len(report.figures)} PNG files in {args.png_dir}")
     return 0
-
-
-def command(args: argparse.Namespace) -> int:
-    return guarded(lambda: execute(args))
 
 
 COMMAND = Command(
@@ -49,11 +44,8 @@ COMMAND = Command(
     "channel weights, drift) as a self-contained HTML page.",
     example=EXAMPLE,
     add_arguments=add_arguments,
-    handler=command,
+    handler=execute,
 )
-build_parser = COMMAND.build_parser
-register = COMMAND.register
-main = COMMAND.main
 
 if __name__ == "__main__":
     sys.exit(COMMAND.main())

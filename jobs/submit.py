@@ -28,8 +28,9 @@ import yaml
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
 from jobs import label, nightly
+from jobs._command import Command
 from pipeline import storage
-from pipeline.errors import UsageError
+from pipeline.errors import RunFailed, UsageError
 from pipeline.record import validate_run_date
 
 EXAMPLE = """examples:
@@ -45,8 +46,8 @@ cluster; paths in its arguments are resolved there. Logs stream here until the j
 
 # command after `--` -> (module the job runs, its argument parser)
 JOB_COMMANDS = {
-    "run": ("jobs.label", label.build_parser),
-    "nightly": ("jobs.nightly", nightly.build_parser),
+    "run": ("jobs.label", label.COMMAND.build_parser),
+    "nightly": ("jobs.nightly", nightly.COMMAND.build_parser),
 }
 
 # gitignore-style patterns, relative to the project root (Ray also honours .gitignore there).
@@ -58,17 +59,6 @@ PROJECT_EXCLUDES = [
 _CREDENTIAL_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.I)
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
 _POLL_S = 1.0
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "submit", help="send a run or nightly to a Ray cluster as a Ray job",
-        description="Submit `run` or `nightly` to a Ray cluster through the Ray Jobs API, stream its "
-                    "logs and exit with its outcome.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=command)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,17 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the command the job runs, with its arguments")
 
 
-def command(args: argparse.Namespace) -> int:
-    try:
-        return submit(args)
-    except ValueError as exc:  # ours, RunConfig's, and Ray's checks of the runtime_env
-        print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError, aiohttp.ClientError) as exc:  # unreachable, or refused the job
-        print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
-        return 1
-
-
 def submit(args: argparse.Namespace) -> int:
     quiet_ray_logs(verbose=getattr(args, "verbose", False))
     address = resolve_address(args.address)
@@ -112,15 +91,20 @@ def submit(args: argparse.Namespace) -> int:
 
     shown = storage.redact_uri(address)
     print(f"submitting `{name}` to {shown}", file=sys.stderr)
-    client = JobSubmissionClient(address)
-    job_id = client.submit_job(
-        entrypoint=shlex.join(["python", "-m", module, *job_args]),
-        submission_id=args.submission_id,
-        runtime_env=runtime_env,
-        metadata={"app": "ghostnet-pipeline", "command": name},
-        entrypoint_num_cpus=args.entrypoint_num_cpus,
-        entrypoint_num_gpus=args.entrypoint_num_gpus,
-    )
+    try:
+        client = JobSubmissionClient(address)
+        job_id = client.submit_job(
+            entrypoint=shlex.join(["python", "-m", module, *job_args]),
+            submission_id=args.submission_id,
+            runtime_env=runtime_env,
+            metadata={"app": "ghostnet-pipeline", "command": name},
+            entrypoint_num_cpus=args.entrypoint_num_cpus,
+            entrypoint_num_gpus=args.entrypoint_num_gpus,
+        )
+    except ValueError as exc:  # Ray's checks of the runtime_env and the submission
+        raise UsageError(str(exc)) from exc
+    except (OSError, RuntimeError, aiohttp.ClientError) as exc:  # unreachable, or refused the job
+        raise RunFailed(f"the job server at {shown} did not take the job: {exc}") from exc
     print(job_id, flush=True)
     if args.no_wait:
         print_follow_up(job_id, shown)
@@ -277,6 +261,9 @@ def follow(client: JobSubmissionClient, job_id: str, address: str) -> int:
         except (RuntimeError, aiohttp.ClientError, OSError) as exc:
             print(f"note: the log stream ended early ({exc}); waiting for the job to end", file=sys.stderr)
         info = _wait_until_done(client, job_id)
+    except (OSError, RuntimeError, aiohttp.ClientError) as exc:  # Ray's client: RuntimeError for HTTP errors
+        raise RunFailed(f"lost the job server while job {job_id} ran ({exc}); it may still be running: "
+                        f"ray job status {job_id} --address {shlex.quote(address)}") from exc
     except KeyboardInterrupt:
         print(f"\nstopped following; the job keeps running. Stop it with:\n"
               f"  ray job stop {job_id} --address {shlex.quote(address)}", file=sys.stderr)
@@ -302,3 +289,17 @@ def _wait_until_done(client: JobSubmissionClient, job_id: str) -> JobDetails:
         if info.status.is_terminal():
             return info
         time.sleep(_POLL_S)
+
+
+COMMAND = Command(
+    name="submit",
+    help="send a run or nightly to a Ray cluster as a Ray job",
+    description="Submit `run` or `nightly` to a Ray cluster through the Ray Jobs API, stream its logs and exit "
+                "with its outcome.",
+    example=EXAMPLE,
+    add_arguments=add_arguments,
+    handler=submit,
+)
+
+if __name__ == "__main__":
+    sys.exit(COMMAND.main())

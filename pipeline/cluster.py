@@ -10,6 +10,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import ray
 
@@ -49,7 +50,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     temp_dir = _private_temp_dir()
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if platform.system() == "Linux":
         kwargs["_node_ip_address"] = LOCAL_NODE_IP
     if os.environ.get(METRICS_PORT):
@@ -61,7 +62,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         include_dashboard=False,
         _temp_dir=temp_dir,
         configure_logging=True,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
         log_to_driver=not logs.is_json(),  # JSON logs: the workers' lines stay in Ray's log files
         **kwargs,
     )

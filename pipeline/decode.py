@@ -197,7 +197,8 @@ def read_and_decode(
 
 
 def _encoded(decoded: list[Decoded]) -> tuple[pa.Array, pa.Array]:
-    encoding, encoded = [], []
+    encoding: list[str | None] = []
+    encoded: list[bytes | None] = []
     for d in decoded:
         if d.jpeg is not None:
             encoding.append("jpeg")
@@ -259,18 +260,18 @@ def decode_on_device(
     jpegs = [i for i, kind in enumerate(encoding) if kind == "jpeg"]
     images = dict(zip(jpegs, _device_jpegs([encoded[i] for i in jpegs], device), strict=True))
     same_size: dict[tuple[int, ...], list[int]] = {}
-    for i, image in images.items():
-        if image is not None:
-            same_size.setdefault(tuple(image.shape), []).append(i)
+    decodable = {i: image for i, image in images.items() if image is not None}
+    for i, image in decodable.items():
+        same_size.setdefault(tuple(image.shape), []).append(i)
     for rows in same_size.values():
-        crops = resize_crop_tensor(torch.stack([images[i] for i in rows]), meta)
+        crops = resize_crop_tensor(torch.stack([decodable[i] for i in rows]), meta)
         for i, crop in zip(rows, crops, strict=True):
             results[i] = Decoded(Status.OK, pixels=crop)
     for i in jpegs:
         if results[i] is None:
             cpu = decode_image(encoded[i], meta, max_pixels=max_pixels)
-            pixels = None if cpu.pixels is None else torch.from_numpy(cpu.pixels).to(device)
-            results[i] = Decoded(cpu.status, cpu.error, pixels)
+            moved = None if cpu.pixels is None else torch.as_tensor(cpu.pixels).to(device)
+            results[i] = Decoded(cpu.status, cpu.error, moved)
     return [r if r is not None else _fail(Status.DECODE_ERROR, "nothing to decode") for r in results]
 
 

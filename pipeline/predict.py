@@ -77,11 +77,13 @@ class Predictor:
         self.device = pick_device()
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         model = spec.load()
+        if model.meta is None:
+            raise InternalError(f"{spec.name} was built without its metadata (labels, preprocessing)")
         self.meta: ghostnet.ModelMeta = model.meta
         self.to_input = model_input(self.meta, model.min_input_size, self.device, self.dtype)
         self.labels = pa.array(list(self.meta.labels), pa.string())
         model = ghostnet.for_inference(model).to(self.device)
-        self.model = model.to(memory_format=torch.channels_last, dtype=self.dtype)
+        self.model = model.to(dtype=self.dtype).to(memory_format=torch.channels_last)
         self.model_name = spec.name
         self.provenance = Provenance(spec.name, spec.identity(), run_id)
         self.topk = min(topk, len(self.labels))
@@ -127,7 +129,7 @@ class Predictor:
                 status[i], error[i] = d.status.value, d.error
             else:
                 kept.append(i)
-        pixels = [d.pixels for d in decoded if d.pixels is not None]
+        pixels = [torch.as_tensor(d.pixels) for d in decoded if d.pixels is not None]
         return (torch.stack(pixels) if pixels else None), kept
 
     @torch.inference_mode()
@@ -220,15 +222,17 @@ class Predictor:
 
     def _example_input(self) -> torch.Tensor:
         """A batch of zeros through the same input path as real batches (same dtype, layout, strides)."""
-        if self.meta.modality == "image":
-            _, height, width = self.meta.input_size
-            decoded = np.zeros((self.batch_size, height, width, self.meta.in_chans), np.uint8)
-        else:
-            decoded = np.zeros((self.batch_size, ghostnet.audio.window_samples(self.meta.audio)), np.float32)
-        return self.to_input(decoded)
+        if self.meta.audio is None:
+            chans, height, width = self.meta.input_size
+            return self.to_input(np.zeros((self.batch_size, height, width, chans), np.uint8))
+        samples = ghostnet.audio.window_samples(self.meta.audio)
+        return self.to_input(np.zeros((self.batch_size, samples), np.float32))
 
     def _forward_compiled(self, x: torch.Tensor) -> ghostnet.InferenceOutput:
         """The compiled graph on ``x`` in pieces of ``batch_size`` rows, the last one padded with zeros."""
+        compiled = self._compiled
+        if compiled is None:
+            raise InternalError("the compiled forward was called on an actor that runs eager")
         size, pieces = self.batch_size, []
         for start in range(0, len(x), size):
             piece = x[start : start + size]
@@ -238,5 +242,5 @@ class Predictor:
                 padded = padded.contiguous(memory_format=torch.channels_last)
                 padded[:n] = piece
                 piece = padded
-            pieces.append(self._compiled(piece).head(n))
+            pieces.append(compiled(piece).head(n))
         return pieces[0] if len(pieces) == 1 else ghostnet.InferenceOutput.cat(pieces)

@@ -145,8 +145,9 @@ def model_spec(config: RunConfig) -> ModelSpec:
                          f"{f'; did you mean {close[0]!r}' if close else ''}? See `ghostnet-pipeline models`")
     spec = ModelSpec(config.model, config.weights, config.weights_sha256, seed=config.seed,
                      num_classes=config.num_classes, modality=config.modality)
-    if not spec.is_random and not spec.weights.startswith("hf-hub:") and not storage.exists(spec.weights):
-        raise UsageError(f"--weights {storage.redact_uri(spec.weights)} does not exist; check the path or URI")
+    weights = spec.weights
+    if weights is not None and not spec.is_random and not weights.startswith("hf-hub:") and not storage.exists(weights):
+        raise UsageError(f"--weights {storage.redact_uri(weights)} does not exist; check the path or URI")
     return spec.pinned()
 
 
@@ -325,17 +326,17 @@ def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: Ou
 
     def on_outcome(outcome: CommitOutcome) -> None:
         nonlocal conflicts
-        if not outcome.committed:
+        shard = outcome.record
+        if not outcome.committed or shard is None:
             conflicts += 1
             return
-        record.add_shard(outcome.record)
+        record.add_shard(shard)
         record.add_labels(outcome.label_counts, outcome.score_histogram)
         merge_errors(errors, examples, outcome.errors)
         record.top_errors = top_errors(errors, examples)
         record.items_per_s = round(sum(s.items for s in record.shards) / max(1e-9, time.monotonic() - started), 3)
         records.write(layout.runs, record)
-        progress.committed(outcome.record)
-        shard = outcome.record
+        progress.committed(shard)
         reporter.shard_committed(items=shard.items, rows_per_status=shard.rows_per_status, commit_s=shard.commit_s,
                                  items_per_s=progress.rate, eta_s=progress.remaining)
         if fault and fault == ("after-commit", record.shards_committed):
@@ -343,7 +344,7 @@ def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: Ou
 
     committer = ShardCommitter(layout, planned, identity, max_error_rate=config.max_error_rate, known_files=known,
                                on_outcome=on_outcome, started=started,
-                               before_commit=lambda n: fault == ("before-commit", n) and _die())
+                               before_commit=lambda n: _die() if fault == ("before-commit", n) else None)
     dataset = stages.build(config, spec, meta, planned, layout, identity, placed=placed, reporter=reporter)
     try:
         for manifests in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):

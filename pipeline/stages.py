@@ -7,7 +7,7 @@ read shards (driver's node) -> decode (tasks on every node) -> GhostNet (actor p
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -58,7 +58,7 @@ class ShardSource(Datasource):
                 for s in self.shards]
 
 
-def _reader(path: str, block_rows: int) -> Callable[[], list[pa.Table]]:
+def _reader(path: str, block_rows: int) -> Callable[[], Iterator[pa.Table]]:
     return lambda: plan.read_shard(path, block_rows)
 
 

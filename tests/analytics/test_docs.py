@@ -63,7 +63,7 @@ def examples() -> list[str]:
 def test_the_doc_has_runnable_examples_for_each_engine():
     code = "\n".join(examples())
 
-    engines = ("from analytics import Output", "pipeline.analytics", "import duckdb", "pyarrow.dataset",
+    engines = ("from analytics import Output", "analytics.views", "import duckdb", "pyarrow.dataset",
                "import polars")
     for engine in engines:
         assert engine in code

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import analytics
-from pipeline.analytics import JS_SHIFT_BITS, layer_drift
+from analytics import views
+from analytics.views import JS_SHIFT_BITS, layer_drift
 from tests.analytics import synthetic
 
 LAYERS = {"blocks.1.0.se": 8, "blocks.2.0.se": 16, "blocks.10.0.se": 24}
@@ -57,11 +57,11 @@ def test_threshold_decides_shifted():
     [([0.5, 0.5], [0.5]), ([], []), ([0.5, math.nan], [0.5, 0.5]), ([-0.1, 0.5], [0.5, 0.5])],
 )
 def test_undefined_inputs_give_nulls(previous, current):
-    assert layer_drift(previous, current) == analytics.LayerDrift(None, None, None)
+    assert layer_drift(previous, current) == views.LayerDrift(None, None, None)
 
 
 def test_all_zero_gates_have_no_distance():
-    assert layer_drift([0.0, 0.0], [0.5, 0.5]) == analytics.LayerDrift(None, None, None)
+    assert layer_drift([0.0, 0.0], [0.5, 0.5]) == views.LayerDrift(None, None, None)
     assert layer_drift([0.0, 0.0], [0.0, 0.0]).js_divergence is None
 
 
@@ -85,7 +85,7 @@ def drift_output(tmp_path_factory) -> str:
 
 
 def drift_rows(root: str) -> dict[tuple[str, str], dict]:
-    con = analytics.connect(root)
+    con = views.connect(root)
     relation = con.sql("SELECT * FROM channel_drift")
     rows = [dict(zip(relation.columns, r, strict=True)) for r in relation.fetchall()]
     return {(r["run_id"], r["layer"]): r for r in rows}
@@ -105,7 +105,7 @@ def test_view_pairs_each_run_with_the_previous_of_same_model_and_weights(drift_o
 
 
 def test_view_matches_the_function(drift_output):
-    con = analytics.connect(drift_output)
+    con = views.connect(drift_output)
     sql = "SELECT run_id, layer, list(mean ORDER BY channel) FROM channel_stats GROUP BY ALL"
     stats = con.sql(sql).fetchall()
     means = {(run, layer): vector for run, layer, vector in stats}
@@ -116,5 +116,5 @@ def test_view_matches_the_function(drift_output):
 
 
 def test_view_columns_follow_the_documented_schema(drift_output):
-    con = analytics.connect(drift_output)
-    assert con.sql("SELECT * FROM channel_drift").columns == analytics.CHANNEL_DRIFT.names
+    con = views.connect(drift_output)
+    assert con.sql("SELECT * FROM channel_drift").columns == views.CHANNEL_DRIFT.names

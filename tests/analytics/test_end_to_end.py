@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from analytics import report, views
 from jobs import query
-from pipeline import analytics, report, sink
+from pipeline import sink
 from pipeline.config import RunConfig
 from pipeline.record import RunRecord
 from pipeline.run import run
@@ -130,12 +131,12 @@ def test_uncommitted_files_stay_out_of_the_views(s3fs_client, mixed):
     copy = output + "-copy"
     s3fs_client.copy(output.removeprefix("s3://"), copy.removeprefix("s3://"), recursive=True)
     layout = OutputLayout.of(copy)
-    rows = analytics.connect(copy).sql("SELECT * EXCLUDE (run_date) FROM predictions").arrow()
+    rows = views.connect(copy).sql("SELECT * EXCLUDE (run_date) FROM predictions").arrow()
     sink.write_predictions(layout.table("predictions"), rows.read_all() if hasattr(rows, "read_all") else rows,
                            run_id="died", run_date=RUN_DATE, shard=0)
     s3fs_client.invalidate_cache()
 
-    con = analytics.connect(copy)
+    con = views.connect(copy)
 
     assert con.execute("SELECT count(*), count(DISTINCT uri) FROM predictions").fetchone() == (
         len(expected), len(expected))
@@ -146,7 +147,7 @@ def test_uncommitted_files_stay_out_of_the_views(s3fs_client, mixed):
 
 
 def drift_by_layer(output: str, run_id: str) -> dict[str, dict]:
-    con = analytics.connect(output)
+    con = views.connect(output)
     relation = con.sql(f"SELECT * FROM channel_drift WHERE run_id = '{run_id}'")
     return {r["layer"]: r for r in (dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall())}
 
@@ -169,7 +170,7 @@ def test_drift_is_clearly_higher_after_the_inputs_change(drift_runs):
 
     assert {r["previous_run_id"] for r in changed.values()} == {again}
     assert len(changed) == len(drift_by_layer(output, again))
-    assert statistics.median(js) > 3 * analytics.JS_SHIFT_BITS
+    assert statistics.median(js) > 3 * views.JS_SHIFT_BITS
     assert sum(r["shifted"] for r in changed.values()) > len(changed) / 2
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from scipy.spatial.distance import jensenshannon
 
+from analytics import report
 from jobs import report as report_cli
-from pipeline import report
 from pipeline.record import STAGES
 from tests.analytics import synthetic
 
@@ -138,7 +138,7 @@ def screenshot(page: Path, png: Path, profile: Path) -> None:
     )
 
 
-# Colours the report's figures draw with (pipeline/report.py): ok rows' bar, label bars and histograms.
+# Colours the report's figures draw with (analytics/report.py): ok rows' bar, label bars and histograms.
 FIGURE_COLOURS = {"the ok bar of the status figure": (0x3A, 0x8D, 0x5D),
                   "the label bars and score histogram": (0x4F, 0x81, 0xBD)}
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import analytics, sink
+from analytics import views
+from pipeline import sink
 from pipeline.errors import UsageError
 from pipeline.schema import PARTITION, PREDICTIONS, STATUSES
 from pipeline.tables import OutputLayout
@@ -37,25 +38,25 @@ def counts(con, sql: str) -> dict:
 
 
 def test_empty_output_has_every_view_with_its_columns(tmp_path):
-    con = analytics.connect(str(tmp_path))
+    con = views.connect(str(tmp_path))
 
-    for view in analytics.VIEWS:
+    for view in views.VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
     assert con.sql("SELECT * FROM predictions").columns == [*PREDICTIONS.names, PARTITION]
     assert con.sql("SELECT * FROM channel_stats").columns == [
         "run_id", "model", "weights_sha256", "layer", "channel", "count", "mean", "std", "min", "max", PARTITION]
-    assert con.sql("SELECT * FROM runs").columns == analytics.RUNS.names
+    assert con.sql("SELECT * FROM runs").columns == views.RUNS.names
 
 
 def test_missing_output_is_an_error(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
-        analytics.connect(str(tmp_path / "typo"))
+        views.connect(str(tmp_path / "typo"))
 
 
 def test_views_read_the_committed_runs(tmp_path):
     root = str(tmp_path / "out")
     commit_two_runs(root)
-    con = analytics.connect(root)
+    con = views.connect(root)
 
     assert counts(con, "SELECT run_id, count(*) FROM predictions GROUP BY ALL") == {"first": 7, "second": 3}
     assert counts(con, "SELECT run_id, min(run_date) FROM predictions GROUP BY ALL") == {
@@ -69,7 +70,7 @@ def test_views_read_the_committed_runs(tmp_path):
 def test_runs_view_flattens_the_commit_records(tmp_path):
     root = str(tmp_path / "out")
     commit_two_runs(root)
-    relation = analytics.connect(root).sql("SELECT * FROM runs ORDER BY committed_at")
+    relation = views.connect(root).sql("SELECT * FROM runs ORDER BY committed_at")
     first, second = (dict(zip(relation.columns, r, strict=True)) for r in relation.fetchall())
 
     assert [first["run_id"], second["run_id"]] == ["first", "second"]
@@ -94,7 +95,7 @@ def test_files_of_uncommitted_shards_are_not_read(tmp_path):
     pq.write_table(synthetic.channel_stats("dead", synthetic.gates(LAYERS, 3)),
                    Path(layout.table("channel_stats")) / "run_date=2026-11-27" / "dead-00000-x.parquet")
 
-    con = analytics.connect(str(root))
+    con = views.connect(str(root))
 
     assert counts(con, "SELECT run_id, count(*) FROM predictions GROUP BY ALL") == {"first": 7, "second": 3}
     assert {r for (r,) in con.sql("SELECT run_id FROM channel_stats").fetchall()} == {"first", "second"}
@@ -108,7 +109,7 @@ def test_a_moved_output_still_reads(tmp_path):
     commit_two_runs(str(tmp_path / "out"))
     shutil.move(tmp_path / "out", tmp_path / "archive")
 
-    con = analytics.connect(str(tmp_path / "archive"))
+    con = views.connect(str(tmp_path / "archive"))
 
     assert con.execute("SELECT count(*) FROM predictions").fetchone() == (10,)
 
@@ -120,7 +121,7 @@ def test_s3_output(s3fs_client, bucket):
                           synthetic_parquet())
     s3fs_client.invalidate_cache()
 
-    con = analytics.connect(root)
+    con = views.connect(root)
 
     assert counts(con, "SELECT status, count(*) FROM predictions GROUP BY ALL") == {
         "ok": 7, "decode_error": 2, "empty": 1}
@@ -140,10 +141,10 @@ def synthetic_parquet() -> bytes:
 def test_s3_sees_a_run_committed_after_an_earlier_connect(bucket):
     root = f"s3://{bucket}/labels"
     commit_two_runs(root)
-    before = analytics.connect(root).execute("SELECT count(*) FROM runs").fetchone()
+    before = views.connect(root).execute("SELECT count(*) FROM runs").fetchone()
     synthetic.commit_run(root, "third", synthetic.predictions("third", {"ok": 2}),
                          synthetic.channel_stats("third", synthetic.gates(LAYERS, 1)), minutes=9)
 
-    after = analytics.connect(root).execute("SELECT count(*) FROM predictions").fetchone()
+    after = views.connect(root).execute("SELECT count(*) FROM predictions").fetchone()
 
     assert before == (2,) and after == (12,)

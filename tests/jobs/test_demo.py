@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from analytics.views import query
+from demo import samples
 from ghostnet import WeightsError
 from ghostnet.pretrained import PRETRAINED, create_pretrained, pretrained_path
-from jobs import samples
 from jobs.cli import main
-from pipeline.analytics import query
 from tests.output import committed, rows_per_run
 
 

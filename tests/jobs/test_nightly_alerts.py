@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
+from analytics.views import query
 from pipeline import logs
-from pipeline.analytics import query
 from tests import corpus
 from tests.analytics.test_end_to_end import checkerboard
 from tests.conftest import ACCESS_KEY, SECRET_KEY

@@ -48,8 +48,8 @@ def test_flags_win_over_the_file(tmp_path, started):
     ("toml", "message"),
     [
         ("", "missing --date YYYY-MM-DD"),
-        ('date = "2026-11-27"\nrun_date = "2026-11-26"\n', "--run-date and --date disagree"),
-        ('date = "2026-11-27"\nreprocess = true\n', "--reprocess does not apply to nightly runs"),
+        ('date = "2026-11-27"\nrun_date = "2026-11-26"\n', "`run_date` in --config and the night disagree"),
+        ('date = "2026-11-27"\nreprocess = true\n', "do not apply to nightly runs"),
         ('dat = "2026-11-27"\n', "unknown settings ['dat']"),
     ],
 )

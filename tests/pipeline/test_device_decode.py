@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import ghostnet
+from analytics.views import query
+from demo import samples
 from ghostnet.pretrained import PRETRAINED, pretrained_path
-from jobs import samples
 from pipeline import decode
-from pipeline.analytics import query
 from pipeline.config import RunConfig
 from pipeline.run import run
 from tests import corpus

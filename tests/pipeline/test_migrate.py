@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from analytics.views import query
 from jobs import cli
-from pipeline.analytics import query
 
 OLD = Path(__file__).resolve().parents[1] / "data" / "old_layout_output"
 

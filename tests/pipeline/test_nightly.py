@@ -14,7 +14,7 @@ import sys
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.analytics import query
+from analytics.views import query
 from pipeline.config import RunConfig
 from pipeline.nightly import nightly
 from tests import corpus

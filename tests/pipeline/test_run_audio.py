@@ -18,9 +18,9 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 
+from analytics import views
 from ghostnet.audio import DEFAULT_FRONTEND, hop_samples, window_samples
 from jobs.label import build_parser, config_from_args
-from pipeline import analytics
 from pipeline.audio import item_windows, read_and_decode_audio
 from pipeline.config import RunConfig
 from pipeline.errors import UsageError
@@ -245,7 +245,7 @@ def test_audio_run_on_a_local_folder(tmp_path):
         assert [(r["segment"], r["status"]) for r in rows[name]] == [(0, status)]
     [record] = run_records(output)
     assert record.modality == "audio" and record.model == "ghostnetv2_100"
-    con = analytics.connect(output)
+    con = views.connect(output)
     assert con.execute("SELECT DISTINCT count FROM channel_stats").fetchall() == [(record.rows_per_status["ok"],)]
     images_only = con.execute("SELECT count(*) FROM predictions WHERE modality = 'image'").fetchone()
     nulls = con.execute("SELECT count(*) FROM predictions WHERE start_s IS NULL").fetchone()

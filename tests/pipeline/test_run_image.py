@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
+from analytics import views
+from analytics.views import query
 from jobs import cli
-from pipeline import analytics, tables
-from pipeline.analytics import query
+from pipeline import tables
 from pipeline.config import RunConfig
 from pipeline.run import run
 from pipeline.schema import PREDICTIONS
@@ -63,7 +64,7 @@ def test_mixed_corpus_from_s3_to_s3(s3fs_client, bucket):
     assert record.committed and record.rows_per_status["ok"] == ok
     assert record.not_items == {".txt": 1}, "what is not an item is counted, by extension"
 
-    con = analytics.connect(output)
+    con = views.connect(output)
     assert con.execute("SELECT DISTINCT count FROM channel_stats").fetchall() == [(ok,)]
 
     keys = s3fs_client.find(f"{bucket}/out")

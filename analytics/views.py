@@ -23,18 +23,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import pyarrow as pa
-from duckdb.sqltypes import BOOLEAN, DOUBLE
 
+from analytics import require
+from analytics.output import QueryResult
 from pipeline import record as records
 from pipeline import storage
 from pipeline.errors import UsageError
 from pipeline.record import STAGES, RunRecord
 from pipeline.schema import STATUSES
 from pipeline.tables import OutputLayout, open_table, table_schema
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = [
     "CHANNEL_DRIFT",
@@ -383,12 +387,6 @@ def _run_row(record: RunRecord) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class QueryResult:
-    columns: list[str]
-    rows: list[tuple]
-
-
 def connect(output: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views of :data:`VIEWS` over ``output``.
 
@@ -409,6 +407,8 @@ def connect(output: str) -> duckdb.DuckDBPyConnection:
     if not storage.with_retries(lambda: fs.exists(path)):
         raise UsageError(f"output {storage.redact_uri(output)} does not exist; check the path or URI")
     layout = OutputLayout.of(output)
+    duckdb, types = require("duckdb"), require("duckdb.sqltypes")
+    double, boolean = types.DOUBLE, types.BOOLEAN
     con = duckdb.connect()
     found = records.load_all(layout.runs)
     con.register("runs", runs_table(found))
@@ -417,8 +417,8 @@ def connect(output: str) -> duckdb.DuckDBPyConnection:
     _register_table(con, "_channel_stats_shards", layout)
     con.execute(_CHANNEL_STATS_SQL)
     con.create_function(
-        "_layer_drift", _drift_udf, [duckdb.list_type(DOUBLE), duckdb.list_type(DOUBLE)],
-        duckdb.struct_type({"js_divergence": DOUBLE, "cosine_distance": DOUBLE, "shifted": BOOLEAN}),
+        "_layer_drift", _drift_udf, [duckdb.list_type(double), duckdb.list_type(double)],
+        duckdb.struct_type({"js_divergence": double, "cosine_distance": double, "shifted": boolean}),
     )
     con.execute(_CHANNEL_DRIFT_SQL)
     return con

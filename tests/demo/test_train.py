@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 
 import ghostnet
-from jobs import samples
-from jobs.train import train
+from demo import samples
+from demo.train import train
 
 
 def test_audio_model_from_scratch_beats_chance(tmp_path) -> None:

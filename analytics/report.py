@@ -24,8 +24,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline import analytics, storage
+from analytics import views
 from pipeline import record as records
+from pipeline import storage
 from pipeline.errors import UsageError
 from pipeline.record import STAGES, RunRecord
 from pipeline.schema import STATUSES
@@ -71,7 +72,7 @@ def build(output: str, *, run_id: str | None = None) -> Report:
         FileNotFoundError: ``output`` does not exist.
         ValueError: ``output`` has no committed run, or none called ``run_id``.
     """
-    con = analytics.connect(output)
+    con = views.connect(output)
     try:
         record = _pick_run(con, output, run_id)
         drift = _drift_rows(con, record["run_id"])
@@ -224,7 +225,7 @@ def _throughput_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section
         "ORDER BY committed_at, run_id",
         [record["model"], record["weights_sha256"]],
     ).fetchall()
-    stages = [(name, record[name]) for name in analytics.TIMINGS if record[name] is not None]
+    stages = [(name, record[name]) for name in views.TIMINGS if record[name] is not None]
     fig = Figure(figsize=(10, 3.2), layout="constrained")
     left, right = fig.subplots(1, 2)
     bars = left.barh([name.removesuffix("_s") for name, _ in stages][::-1], [v for _, v in stages][::-1],
@@ -284,7 +285,7 @@ def _label_drift_section(run: RunRecord, previous: RunRecord | None, drift: tupl
     right.set_title("top-1 score, share of ok rows", fontsize=10)
     note = (f"Against run {previous.run_id}: Jensen-Shannon divergence {_bits(drift[1])} between the top-1 label "
             f"distributions, {_bits(drift[2])} between the score histograms (over "
-            f"{analytics.LABEL_SHIFT_BITS} bits the labels count as shifted).")
+            f"{views.LABEL_SHIFT_BITS} bits the labels count as shifted).")
     rows = [(label, run.label_counts.get(label, 0), previous.label_counts.get(label, 0))
             for label in labels[:TOP_LABELS]]
     return Section("label_drift", title, _png(fig), note, ("label", "ok rows, this run", "ok rows, previous run"),
@@ -344,7 +345,7 @@ def _heatmap_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
 
 def _ok_count(con: duckdb.DuckDBPyConnection, record: dict) -> int:
     row = con.execute("SELECT max(count) FROM channel_stats WHERE run_id = ?", [record["run_id"]]).fetchone()
-    return row[0]
+    return row[0] if row and row[0] is not None else 0
 
 
 def _drift_section(record: dict, previous: str | None, drift: Sequence[tuple]) -> Section:
@@ -359,15 +360,15 @@ def _drift_section(record: dict, previous: str | None, drift: Sequence[tuple]) -
     colors = ["#c0504d" if d[4] else "#4f81bd" for d in drift]
     fig, ax = _figure(width=10, height=3.6)
     ax.bar(range(len(layers)), np.nan_to_num(js), color=colors)
-    ax.axhline(analytics.JS_SHIFT_BITS, color="#c0504d", linestyle="--", linewidth=1,
-               label=f"shift threshold {analytics.JS_SHIFT_BITS} bits")
+    ax.axhline(views.JS_SHIFT_BITS, color="#c0504d", linestyle="--", linewidth=1,
+               label=f"shift threshold {views.JS_SHIFT_BITS} bits")
     ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("Jensen-Shannon divergence (bits)")
     ax.legend(loc="upper left", fontsize=8)
     shifted = sum(1 for d in drift if d[4])
     note = (f"Against run {previous}: {shifted} of {len(drift)} layers shifted "
             "(Jensen-Shannon divergence of the normalized channel means above "
-            f"{analytics.JS_SHIFT_BITS} bits).")
+            f"{views.JS_SHIFT_BITS} bits).")
     rows = [(layer, channels, _fmt(j), _fmt(c), "yes" if s else "no") for layer, channels, j, c, s in drift]
     return Section("drift", title, _png(fig), note,
                    ("layer", "channels", "JS divergence (bits)", "cosine distance", "shifted"), rows)
