@@ -39,12 +39,11 @@ def guarded(fn: Callable[[], int]) -> int:
         for kind, code in _EXIT_CODES:
             if isinstance(exc, kind):
                 print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
-                if isinstance(exc, InternalError):
-                    print("this is a bug in ghostnet-pipeline, not a problem with your inputs: please report it "
-                          "with the message above", file=sys.stderr)
                 if os.environ.get("GHOSTNET_DEBUG"):
                     logging.getLogger("ghostnet_pipeline").exception("traceback")
-                else:
-                    print("(set GHOSTNET_DEBUG=1 for the traceback)", file=sys.stderr)
+                elif isinstance(exc, InternalError):
+                    # Only our bugs get more than one line: a caller can show the others as they are.
+                    print("this is a bug in ghostnet-pipeline, not a problem with your inputs: please report it "
+                          "with the message above (set GHOSTNET_DEBUG=1 for the traceback)", file=sys.stderr)
                 return code
         raise

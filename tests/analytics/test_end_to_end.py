@@ -81,7 +81,7 @@ def drift_runs(tmp_path_factory) -> tuple[str, list[str]]:
 
 
 def cli_json(capsys, output: str, sql: str) -> list[dict]:
-    assert query.main([output, sql, "--format", "json"]) == 0
+    assert query.COMMAND.main([output, sql, "--format", "json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -90,7 +90,7 @@ def test_counts_by_status_are_exact(capsys, mixed):
     sql = "SELECT status, count(*) AS n FROM predictions GROUP BY status ORDER BY status"
 
     as_json = cli_json(capsys, output, sql)
-    assert query.main([output, sql, "--format", "csv"]) == 0
+    assert query.COMMAND.main([output, sql, "--format", "csv"]) == 0
     as_csv = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     statuses = cli_json(capsys, output, "SELECT uri, status FROM predictions")
 

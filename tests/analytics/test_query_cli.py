@@ -23,7 +23,7 @@ def output(tmp_path_factory) -> str:
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = query.main(list(argv))
+    code = query.COMMAND.main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -119,4 +119,4 @@ def test_registered_in_the_cli():
     args = build_parser().parse_args(["query", "out", "SELECT 1", "--format", "csv"])
 
     assert (args.output, args.sql, args.format) == ("out", "SELECT 1", "csv")
-    assert args.handler is query.execute
+    assert args.handler is query.COMMAND and query.COMMAND.handler is query.execute

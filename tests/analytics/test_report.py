@@ -82,11 +82,11 @@ def test_page_is_self_contained_and_escaped(output, tmp_path):
 def test_cli_exit_codes(output, tmp_path, capsys):
     """docs/analytics.md, "The run report": the CLI writes the latest run's page; an unknown run or output exits 2."""
     page = tmp_path / "page.html"
-    assert report_cli.main([output, "--out", str(page)]) == 0
+    assert report_cli.COMMAND.main([output, "--out", str(page)]) == 0
     assert f"wrote {page}: run all-failed" in capsys.readouterr().out
-    assert report_cli.main([output, "--run-id", "nope", "--out", str(page)]) == 2
+    assert report_cli.COMMAND.main([output, "--run-id", "nope", "--out", str(page)]) == 2
     assert "no committed run 'nope'" in capsys.readouterr().err
-    assert report_cli.main([str(tmp_path), "--out", str(page)]) == 2
+    assert report_cli.COMMAND.main([str(tmp_path), "--out", str(page)]) == 2
     assert "has no committed run" in capsys.readouterr().err
 
 

@@ -61,5 +61,5 @@ def test_a_pattern_filters_models_and_weights(capsys, pattern, expected_models, 
 
 @pytest.mark.parametrize("command", [label, nightly])
 def test_the_model_flag_points_to_the_listing(command):
-    help_text = command.build_parser()._option_string_actions["--model"].help
+    help_text = command.COMMAND.build_parser()._option_string_actions["--model"].help
     assert "ghostnet-pipeline models" in help_text and "--list-models" not in help_text
