@@ -27,5 +27,5 @@ test-fast: $(STAMP)
 
 # mypy's packages and modes (strict for ghostnet) are in pyproject.toml.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ghostnet pipeline jobs tests bench
+	$(VENV)/bin/ruff check ghostnet pipeline analytics demo jobs tests bench tools
 	$(VENV)/bin/mypy

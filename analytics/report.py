@@ -79,7 +79,10 @@ def build(output: str, *, run_id: str | None = None) -> Report:
         previous = drift[0][0] if drift else _previous_run(con, record)
         runs = OutputLayout.of(output).runs
         run = records.load(runs, record["run_id"])
+        if run is None:
+            raise UsageError(f"run {record['run_id']} is committed but its record is missing from {runs}")
         label_drift = _label_drift_row(con, record["run_id"])
+        against = records.load(runs, label_drift[0]) if label_drift else None
         sections = [
             _status_section(record),
             _labels_section(con, record),
@@ -88,7 +91,7 @@ def build(output: str, *, run_id: str | None = None) -> Report:
             _stages_section(run),
             _heatmap_section(con, record),
             _drift_section(record, previous, [row[1:] for row in drift]),
-            _label_drift_section(run, label_drift and records.load(runs, label_drift[0]), label_drift),
+            _label_drift_section(run, against, label_drift),
         ]
     finally:
         con.close()
@@ -105,7 +108,8 @@ def write(output: str, out: str, *, run_id: str | None = None, png_dir: str | No
     storage.write_bytes(out, render_html(report).encode())
     if png_dir:
         for number, section in enumerate(report.figures, start=1):
-            storage.write_bytes(storage.join(png_dir, f"{number:02d}-{section.slug}.png"), section.png)
+            if section.png is not None:
+                storage.write_bytes(storage.join(png_dir, f"{number:02d}-{section.slug}.png"), section.png)
     return report
 
 

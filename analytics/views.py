@@ -294,16 +294,18 @@ def _kl_bits(p: np.ndarray, m: np.ndarray) -> float:
 
 def _cosine_distance(p: np.ndarray, q: np.ndarray) -> float:
     similarity = float(p @ q) / (np.linalg.norm(p) * np.linalg.norm(q))
-    return float(min(1.0, max(0.0, 1.0 - similarity)))  # rounding can step just outside [0, 1]
+    return float(np.clip(1.0 - similarity, 0.0, 1.0))  # rounding can step just outside [0, 1]
 
 
 def distribution_js(previous: dict[str, int] | Sequence[int], current: dict[str, int] | Sequence[int]) -> float | None:
     """Jensen-Shannon divergence in bits between two count distributions, by key (dicts, missing keys
     count 0) or by position (sequences of the same length); None when either has no counts."""
-    if isinstance(previous, dict):
+    if isinstance(previous, dict) and isinstance(current, dict):
         keys = sorted(set(previous) | set(current))
-        previous, current = [previous.get(k, 0) for k in keys], [current.get(k, 0) for k in keys]
-    p, q = np.asarray(previous, np.float64), np.asarray(current, np.float64)
+        p = np.asarray([previous.get(k, 0) for k in keys], np.float64)
+        q = np.asarray([current.get(k, 0) for k in keys], np.float64)
+    else:
+        p, q = np.asarray(previous, np.float64), np.asarray(current, np.float64)
     if p.shape != q.shape or p.sum() <= 0 or q.sum() <= 0:
         return None
     return _js_bits(p / p.sum(), q / q.sum())
@@ -352,8 +354,8 @@ def run_drift(output: str, run_id: str) -> RunDrift:
                               "WHERE run_id = ?", [run_id]).fetchone()
     finally:
         con.close()
-    previous = (label[0] if label else None) or channel[0]
-    return RunDrift(previous, label[1] if label else None, channel[1])
+    previous = (label[0] if label else None) or (channel[0] if channel else None)
+    return RunDrift(previous, label[1] if label else None, channel[1] if channel else None)
 
 
 def runs_table(records: Sequence[RunRecord]) -> pa.Table:

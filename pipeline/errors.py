@@ -31,12 +31,13 @@ def raised_by_us(exc: BaseException) -> BaseException | None:
     Ray handed it over wrapped (``RayTaskError.cause``, exception chaining); else None. Ray Data
     appends its retry advice to the message; that part is not ours and goes."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, (RunFailed, InternalError)) and not hasattr(exc, "cause"):
-            message = str(exc).split(_RAY_DATA_SUFFIX, 1)[0]
-            return exc if message == str(exc) else type(exc)(message)
-        seen.add(id(exc))
-        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (RunFailed, InternalError)) and not hasattr(current, "cause"):
+            message = str(current).split(_RAY_DATA_SUFFIX, 1)[0]
+            return current if message == str(current) else type(current)(message)
+        seen.add(id(current))
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
     return None
 
 

@@ -70,6 +70,7 @@ def configure(fmt: str = "text", *, verbose: bool = False) -> None:
     """Set up the process's logging: ``fmt`` one of :data:`FORMATS`, INFO with ``verbose``."""
     global _json
     _json = fmt == "json"
+    handler: logging.Handler
     if _json:
         handler = JsonHandler()
     else:

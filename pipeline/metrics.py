@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import ray
 from ray.util import metrics
@@ -125,7 +126,7 @@ class StageClock:
     """Seconds per stage of one run, added up from every worker."""
 
     def __init__(self) -> None:
-        self.seconds: Counter = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
 
     def add(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds
@@ -142,12 +143,12 @@ class Reporter:
     """
 
     run_id: str
-    clock: object | None = None  # a StageClock actor handle
+    clock: Any = None  # a StageClock actor handle
 
     @classmethod
     def start(cls, run_id: str) -> Reporter:
         _driver_gauges[run_id] = _DriverGauges(run_id)
-        return cls(run_id, StageClock.remote())
+        return cls(run_id, StageClock.remote())  # type: ignore[attr-defined]  # ray.remote adds .remote
 
     def close(self) -> None:
         if (gauges := _driver_gauges.pop(self.run_id, None)) is not None:

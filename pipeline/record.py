@@ -129,7 +129,7 @@ class RunRecord:
         if self.model_busy >= BUSY_BOUND:
             return "model"
         others = {s: self.stage_seconds.get(s, 0.0) for s in ("fetch", "decode", "write", "commit")}
-        return max(others, key=others.get) if any(others.values()) else None
+        return max(others, key=lambda stage: others[stage]) if any(others.values()) else None
 
     def add_labels(self, label_counts: dict[str, int], score_histogram: list[int]) -> None:
         """Add a shard's ok rows per top-1 label and per score bin."""
