@@ -51,7 +51,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, nightly: bool = False)
              "auto (default: device when actors have GPUs)")
     add("--batch-size", type=int, metavar="N", help="rows per model call (default 256 on GPU, 32 on CPU)")
     add("--decode-batch-size", type=int, metavar="N", help="items per decode task call (default 32)")
-    add("--actors", type=int, metavar="N", help="model actors (default: one per GPU, or 1)")
+    add("--actors", type=int, metavar="N",
+        help="model actors (default: one per GPU; without GPUs, one per core for 3/4 of the cores)")
     add("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 with GPUs, else 0)")
     add("--actor-resources", type=_resources, metavar="JSON",
         help='other Ray resources per actor, e.g. \'{"model_node": 1}\' to place actors on nodes started '
