@@ -20,7 +20,7 @@ import soundfile as sf
 
 from analytics import views
 from ghostnet.audio import DEFAULT_FRONTEND, hop_samples, window_samples
-from jobs.label import build_parser, config_from_args
+from jobs.label import COMMAND, config_from_args
 from pipeline.audio import item_windows, read_and_decode_audio
 from pipeline.config import RunConfig
 from pipeline.errors import UsageError
@@ -290,7 +290,7 @@ def test_auto_mode_on_s3_commits_one_run_per_modality(s3fs_client, bucket):
 
 
 def test_cli_audio_model_flags_belong_to_auto_mode():
-    parser = build_parser()
+    parser = COMMAND.build_parser()
     base = ["--input", "in", "--output", "out", "--model", "ghostnet_050"]
 
     auto = config_from_args(parser.parse_args([*base, "--modality", "auto", "--audio-model", "ghostnetv2_100",
