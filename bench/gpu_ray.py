@@ -14,9 +14,9 @@ run. In the same call, in a child process each: model only (our fused model with
 weights, fp16 channels_last, eager and compiled) and decode only (Pillow in a process pool vs
 nvJPEG on the GPU), from bench/gpu.py.
 
-The CLI is ``python -m jobs.label``: the ``run`` subcommand's own entry point (the same Command
-as ``ghostnet-pipeline run``, what the RayJob manifests start). ``ghostnet-pipeline`` itself also
-imports the query/report subcommands, and with them DuckDB, which the carry has no room for.
+The CLI is ``python -m jobs.cli run``: ``ghostnet-pipeline run`` itself (the console script is
+not installed from the carry). DuckDB, which the carry has no room for, is the analytics extra:
+only query, report and the drift alert need it.
 
 Throughput of each run, three ways (the JSON keeps all, the summary prints the first two):
 - ``record_items_per_s``: the run's own record (``_runs/<id>.json``, items / inference_s, which
@@ -194,7 +194,7 @@ def planned_runs(args: argparse.Namespace, gpus: int) -> list[RunSpec]:
 
 
 def cli_command(spec: RunSpec, images: Path, output: Path, batch_size: int | None) -> list[str]:
-    command = [sys.executable, "-m", "jobs.label", "--input", str(images), "--output", str(output),
+    command = [sys.executable, "-m", "jobs.cli", "run", "--input", str(images), "--output", str(output),
                "--model", MODEL, "--weights", "random", *spec.flags()]
     return [*command, "--batch-size", str(batch_size)] if batch_size else command
 

@@ -8,10 +8,9 @@
 # --out          default .gpu-carry/ray-carry-py<XY>.tar.xz (ignored by git; the device tool's
 #                `carry` takes it from there)
 # --no-s3        leave out s3fs/aiobotocore/botocore (only needed for s3:// inputs or outputs)
-# --with-duckdb  add DuckDB (15.5 MB more: over the budget with the rest). Without it the run
-#                command works as `python -m jobs.label` (its own entry point, the RayJobs'),
-#                but not as `ghostnet-pipeline run`: jobs.cli imports the query and report
-#                subcommands, and with them DuckDB
+# --with-duckdb  add DuckDB (15.5 MB more: over the budget with the rest). Without it every
+#                command runs but those that read an output back with DuckDB (query, report,
+#                nightly --alert-drift: the `analytics` extra), which say what is missing
 # --quick        xz -1 instead of -9e: a far bigger file in a fraction of the time (for tests;
 #                no size limit)
 #
