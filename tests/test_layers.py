@@ -43,3 +43,16 @@ def test_each_package_imports_only_what_it_may(package):
         if bad:
             wrong[str(module.relative_to(ROOT))] = sorted(bad)
     assert not wrong, f"imports against DESIGN.md's dependency direction: {wrong}"
+
+
+def test_the_pipeline_names_its_public_surface_and_loads_it_lazily():
+    """#17 "pipeline/__init__.py names the public surface (__all__)": every name resolves, none
+    shadows a submodule, and importing the package alone starts neither Ray nor torch."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, pipeline; assert 'ray' not in sys.modules and 'torch' not in sys.modules; "
+             "import pkgutil; subs = {m.name for m in pkgutil.iter_modules(pipeline.__path__)}; "
+             "assert not subs & set(pipeline.__all__), subs & set(pipeline.__all__); "
+             "[getattr(pipeline, name) for name in pipeline.__all__]")
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT, timeout=300)
