@@ -8,9 +8,11 @@ import sys
 from collections.abc import Callable
 
 from ghostnet import WeightsError
-from pipeline import storage
+from pipeline import logs, storage
 from pipeline.discover import InputError
 from pipeline.errors import InternalError, RunFailed, UsageError
+
+log = logging.getLogger("ghostnet_pipeline")
 
 FAILED = 1
 USAGE = 2
@@ -28,22 +30,29 @@ _EXIT_CODES: list[tuple[type[BaseException], int]] = [
 
 
 def guarded(fn: Callable[[], int]) -> int:
-    """Run a command; known errors print ``error: ...`` on stderr and give their exit code."""
+    """Run a command; known errors print ``error: ...`` on stderr (a JSON log line with
+    ``--log-format json``) and give their exit code."""
     try:
         return fn()
     except KeyboardInterrupt:
-        print("interrupted: shards committed before stay committed; the same command again goes on from there",
-              file=sys.stderr)
+        _say("interrupted: shards committed before stay committed; the same command again goes on from there")
         return 130
     except Exception as exc:
         for kind, code in _EXIT_CODES:
             if isinstance(exc, kind):
-                print(f"error: {storage.redact(str(exc))}", file=sys.stderr)
+                _say(f"error: {storage.redact(str(exc))}")
                 if os.environ.get("GHOSTNET_DEBUG"):
-                    logging.getLogger("ghostnet_pipeline").exception("traceback")
+                    log.exception("traceback")
                 elif isinstance(exc, InternalError):
                     # Only our bugs get more than one line: a caller can show the others as they are.
-                    print("this is a bug in ghostnet-pipeline, not a problem with your inputs: please report it "
-                          "with the message above (set GHOSTNET_DEBUG=1 for the traceback)", file=sys.stderr)
+                    _say("this is a bug in ghostnet-pipeline, not a problem with your inputs: please report it "
+                         "with the message above (set GHOSTNET_DEBUG=1 for the traceback)")
                 return code
         raise
+
+
+def _say(line: str) -> None:
+    if logs.is_json():
+        log.error("%s", line, extra={"stage": "exit"})
+    else:
+        print(line, file=sys.stderr)

@@ -76,3 +76,19 @@ def test_a_missing_output_is_a_usage_error_in_query_and_report_alike(name, tmp_p
     assert cli.main([name, *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: output ") and "does not exist" in err
+
+
+def test_with_json_logs_an_error_is_a_json_line_too(tmp_path, capsys):
+    """docs/operations.md, "Logs": with --log-format json every stderr line is a JSON object, the
+    one that says why the command failed included."""
+    import json
+
+    from pipeline import logs
+
+    try:
+        assert cli.main(["--log-format", "json", "query", str(tmp_path / "nowhere"), "SELECT 1"]) == 2
+    finally:
+        logs.configure("text")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["level"], line["message"].split(" does not exist")[0]) for line in lines] == [
+        ("ERROR", f"error: output {tmp_path / 'nowhere'}")]
