@@ -315,7 +315,7 @@ def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: Ou
     from pipeline import cluster, stages
 
     started = time.monotonic()
-    placed = stages.placement(config)
+    placed = stages.placement(config, planned.items)
     record.model_actors = placed.actors
     reporter.planned(items=planned.items, shards=len(planned.shards), actors=placed.actors)
     progress = Progress(shards=len(planned.shards), items=planned.items, run_id=identity.run_id)

@@ -78,11 +78,16 @@ class Placement:
     gpus_per_actor: float
 
 
-def placement(config: RunConfig) -> Placement:
+def placement(config: RunConfig, items: int) -> Placement:
+    """The model actors for a run of ``items``: never more, unless --actors says so, than it has
+    model batches to give them (a small run would start actors it cannot use)."""
     gpus_per_actor = config.gpus_per_actor
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if cluster.cluster_gpus() else 0.0
-    return Placement(config.actors or _default_actors(gpus_per_actor, config.actor_resources), gpus_per_actor)
+    if config.actors:
+        return Placement(config.actors, gpus_per_actor)
+    batches = -(-items // (config.batch_size or default_batch_size(on_gpu=gpus_per_actor > 0)))
+    return Placement(max(1, min(_default_actors(gpus_per_actor, config.actor_resources), batches)), gpus_per_actor)
 
 
 def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
@@ -90,7 +95,7 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
           reporter: Reporter | None = None) -> ray.data.Dataset:
     """The run's Ray Data plan; ``reporter`` goes to every stage, which reports its part."""
     configure_data_context()
-    placed = placed or placement(config)
+    placed = placed or placement(config, planned.items)
     actors, gpus_per_actor = placed.actors, placed.gpus_per_actor
     batch_size = config.batch_size or default_batch_size(on_gpu=gpus_per_actor > 0)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-planned.items // (4 * actors))))
