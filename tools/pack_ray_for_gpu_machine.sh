@@ -11,6 +11,8 @@
 # --with-duckdb  add DuckDB (15.5 MB more: over the budget with the rest). Without it every
 #                command runs but those that read an output back with DuckDB (query, report,
 #                nightly --alert-drift: the `analytics` extra), which say what is missing
+# --results FILE also write the carry's size, unpacked size and contents as JSON there
+#                (bench/RESULTS.md cites bench/results/gpu_carry-py312.json)
 # --quick        xz -1 instead of -9e: a far bigger file in a fraction of the time (for tests;
 #                no size limit)
 #
@@ -48,6 +50,7 @@ CARRY_ANYWAY=(fsspec)
 
 python_version=3.12
 out=""
+results=""
 with_s3=1
 with_duckdb=0
 xz_filters=(--x86 --lzma2=preset=9e,dict=192MiB)
@@ -63,6 +66,7 @@ parse_args() {
             --no-s3) with_s3=0; shift ;;
             --with-duckdb) with_duckdb=1; shift ;;
             --quick) xz_filters=(--x86 --lzma2=preset=1); shift ;;
+            --results) results="$2"; shift 2 ;;
             -h|--help) usage ;;
             *) echo "unknown argument: $1" >&2; usage ;;
         esac
@@ -199,10 +203,22 @@ main() {
     { echo "python $python_version, ray $RAY_VERSION, built $(date -u +%FT%TZ)"
       printf '%s\n' "${wheel_files[@]##*/}"; } >"$stage/site/CARRY.txt"
     rm -rf "$stage/resolve" "$stage/report.json"
-    echo "unpacked: $(du -sb "$stage/site" | cut -f1) bytes; compressing (minutes)" >&2
+    local unpacked
+    unpacked=$(du -sb "$stage/site" | cut -f1)
+    echo "unpacked: $unpacked bytes; compressing (minutes)" >&2
     archive
     size=$(stat -c %s "$out")
     echo "$out: $size bytes ($((size / 1024 / 1024)) MiB)"
+    if [[ -n $results ]]; then
+        python3 -c 'import json, sys
+a = sys.argv[1:]
+keys = ("archive", "python", "ray", "date", "bytes", "unpacked_bytes", "xz")
+record = dict(zip(keys, a[:7]))
+record.update(bytes=int(record["bytes"]), unpacked_bytes=int(record["unpacked_bytes"]), distributions=a[7:])
+print(json.dumps(record, indent=2))' \
+            "${out##*/}" "$python_version" "$RAY_VERSION" "$(date -u +%FT%TZ)" "$size" "$unpacked" \
+            "${xz_filters[*]}" "${wheel_files[@]##*/}" >"$results"
+    fi
     if ((size > LIMIT_BYTES)) && [[ "${xz_filters[*]}" == *9e* ]]; then
         echo "over the 60 MiB budget" >&2
         exit 1
