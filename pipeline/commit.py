@@ -41,7 +41,7 @@ from pipeline.record import SCORE_BINS, ShardRecord, now
 from pipeline.schema import PARTITION, Status
 from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout
 
-__all__ = ["CommitOutcome", "RunIdentity", "ShardCommitter", "check_rows"]
+__all__ = ["CommitOutcome", "RunIdentity", "ShardCommitter", "check_model_errors", "check_rows"]
 
 log = logging.getLogger("ghostnet_pipeline")
 
@@ -148,6 +148,7 @@ class ShardCommitter:
         rows = self._read_rows(pending)
         items = pa.concat_tables(read_shard(shard.path, max(1, shard.items)))
         check_rows(rows, items["uri"], where=where)
+        check_model_errors(rows, where=where)
         self._check_error_rate(rows, shard)
         ok_rows = int(pc.sum(pc.equal(rows["status"], Status.OK.value)).as_py() or 0)
         total = channel_stats.add(pending.partials)
@@ -309,6 +310,17 @@ def check_rows(rows: pa.Table, items: pa.Array | pa.ChunkedArray, *, where: str)
         sample = (missing if missing.num_rows else extra)["uri"][0].as_py()
         raise InternalError(f"{where}: its rows do not match its items: {missing.num_rows} items without a row, "
                             f"{extra.num_rows} rows of items it does not have (e.g. {sample!r}); it was not committed")
+
+
+def check_model_errors(rows: pa.Table, *, where: str) -> None:
+    """The model failing on every row of a shard with one exception type is our bug, not bad input:
+    the run stops as an internal error instead of committing a model_error row for each."""
+    if rows.num_rows < 2 or not pc.all(pc.equal(rows["status"], Status.MODEL_ERROR.value)).as_py():
+        return
+    kinds = {error.split(":", 1)[0] for error in pc.unique(rows["error"]).to_pylist() if error}
+    if len(kinds) == 1:
+        raise InternalError(f"{where}: the model failed on all its {rows.num_rows} rows with {kinds.pop()} "
+                            f"(e.g. {rows['error'][0].as_py()!r}); that is not bad input")
 
 
 def _count(status: pa.ChunkedArray) -> dict[str, int]:

@@ -39,3 +39,22 @@ def test_one_row_per_image_and_per_audio_window_passes():
 def test_duplicates_gaps_and_strangers_stop_the_commit(keys, message):
     with pytest.raises(InternalError, match=message):
         check_rows(rows(*keys), ITEMS, where="shard 0")
+
+
+def errors(*pairs: tuple[str, str | None]) -> pa.Table:
+    return pa.table({"uri": [f"{i}.jpg" for i in range(len(pairs))], "segment": pa.array([0] * len(pairs), pa.int32()),
+                     "status": [s for s, _ in pairs], "error": pa.array([e for _, e in pairs], pa.string())})
+
+
+def test_the_model_failing_every_row_of_a_shard_the_same_way_is_our_bug():
+    """#17 "a failure of the same exception type across every item of a shard fails the run as an
+    internal error"; a mix of errors, or any row that is not a model_error, is the inputs' and goes
+    to the error-rate gate instead."""
+    from pipeline.commit import check_model_errors
+
+    with pytest.raises(InternalError, match="all its 3 rows with RuntimeError"):
+        check_model_errors(errors(*[("model_error", "RuntimeError: boom")] * 3), where="shard 4")
+    check_model_errors(errors(("model_error", "RuntimeError: boom"), ("model_error", "ValueError: nan")), where="s")
+    check_model_errors(errors(("model_error", "RuntimeError: boom"), ("decode_error", "OSError: truncated")),
+                       where="s")
+    check_model_errors(errors(("model_error", "RuntimeError: boom")), where="one item alone is its own")
