@@ -16,7 +16,7 @@ import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-__all__ = ["Output", "QueryResult", "Selection"]
+__all__ = ["Output", "QueryResult", "Selection", "Where"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,18 @@ class Selection:
         return list(self.columns) if self.columns else None
 
 
+class Where(TypedDict, total=False):
+    """What a selection keeps: one ``run_date`` or the dates ``since``..``until`` (both included,
+    ``YYYY-MM-DD`` or a date), a run, a model, a weights digest (the ``weights_sha256`` column)."""
+
+    run_date: str | date
+    since: str | date
+    until: str | date
+    run_id: str
+    model: str
+    weights_sha256: str
+
+
 class Output:
     """The committed tables of one output root (a local path or an fsspec URI such as ``s3://``)."""
 
@@ -84,40 +96,17 @@ class Output:
         self.uri = uri
         self.layout = OutputLayout.of(uri)
 
-    def predictions(
-        self,
-        *,
-        run_date: str | date | None = None,
-        since: str | date | None = None,
-        until: str | date | None = None,
-        run_id: str | None = None,
-        model: str | None = None,
-        weights_sha256: str | None = None,
-        status: str | None = None,
-        columns: list[str] | tuple[str, ...] | None = None,
-    ) -> Selection:
-        """Prediction rows, filtered by any of: one ``run_date`` or the dates ``since``..``until``
-        (both included), a run, a model, a weights digest (``weights_sha256`` column) and a status."""
-        where = _matching(run_date=run_date, since=since, until=until, run_id=run_id, model=model,
-                          weights_sha256=weights_sha256, status=status)
-        return Selection(self._dataset("predictions", where), tuple(columns) if columns else None)
+    def predictions(self, *, status: str | None = None, columns: list[str] | tuple[str, ...] | None = None,
+                    **where: Unpack[Where]) -> Selection:
+        """Prediction rows matching ``where`` (see :class:`Where`) and, if given, one status."""
+        matching = _matching(**where, status=status)
+        return Selection(self._dataset("predictions", matching), tuple(columns) if columns else None)
 
-    def channel_stats(
-        self,
-        *,
-        run_date: str | date | None = None,
-        since: str | date | None = None,
-        until: str | date | None = None,
-        run_id: str | None = None,
-        model: str | None = None,
-        weights_sha256: str | None = None,
-    ) -> Selection:
-        """The channel statistics table as committed: per (run, shard, layer, channel) sums
-        (``count``, ``sum``, ``sum_sq``, ``min``, ``max``); the ``channel_stats`` view of ``query``
-        adds the shards up per run."""
-        where = _matching(run_date=run_date, since=since, until=until, run_id=run_id, model=model,
-                          weights_sha256=weights_sha256)
-        return Selection(self._dataset("channel_stats", where))
+    def channel_stats(self, **where: Unpack[Where]) -> Selection:
+        """The channel statistics table as committed, matching ``where`` (see :class:`Where`): per
+        (run, shard, layer, channel) sums (``count``, ``sum``, ``sum_sq``, ``min``, ``max``); the
+        ``channel_stats`` view of ``query`` adds the shards up per run."""
+        return Selection(self._dataset("channel_stats", _matching(**where)))
 
     def runs(self) -> list[RunRecord]:
         """Every run record of the output (committed, failed and running), oldest first."""
