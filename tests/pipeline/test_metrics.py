@@ -69,14 +69,17 @@ def scrape(port: int, run_id: str) -> dict[tuple[str, tuple], float]:
     return dict(found)
 
 
-def settled(port: int, run_id: str, rows: int, timeout: float = 60) -> dict:
-    """The run's series once the agent holds the last commit's increments and the driver's gauges
-    (they reach it on the next report interval)."""
+def settled(port: int, run_id: str, rows: int, stage_seconds: dict[str, float], timeout: float = 60) -> dict:
+    """The run's series once the agent holds the last increments of every process (the commits',
+    the workers' stage seconds) and the driver's gauges: each reaches it on its next report interval."""
     deadline = time.monotonic() + timeout
     while True:
         series = scrape(port, run_id)
-        done = total(series, "ray_ghostnet_pipeline_rows_committed_total") == rows
-        if (done and total(series, "ray_ghostnet_pipeline_shards_planned") is not None) or time.monotonic() > deadline:
+        stages = by(series, "ray_ghostnet_pipeline_stage_seconds_total", "stage")
+        done = (total(series, "ray_ghostnet_pipeline_rows_committed_total") == rows
+                and total(series, "ray_ghostnet_pipeline_shards_planned") is not None
+                and all(abs(stages.get(stage, 0.0) - seconds) <= 0.01 for stage, seconds in stage_seconds.items()))
+        if done or time.monotonic() > deadline:
             return series
         time.sleep(0.5)
 
@@ -124,7 +127,7 @@ def test_counters_rise_while_the_run_goes_and_end_at_what_it_committed(metrics_p
         time.sleep(0.3)
     thread.join()
     [record] = result
-    final = settled(metrics_port, "metrics-run", record.rows)
+    final = settled(metrics_port, "metrics-run", record.rows, record.stage_seconds)
 
     rows = committed(str(tmp_path / "out")).to_pylist()
     per_status = {s: sum(1 for r in rows if r["status"] == s) for s in {r["status"] for r in rows}}
