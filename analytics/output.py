@@ -25,9 +25,10 @@ import pyarrow.dataset as ds
 import analytics
 from pipeline import record as records
 from pipeline import storage
+from pipeline.delta import open_table
 from pipeline.errors import UsageError
 from pipeline.record import RunRecord
-from pipeline.tables import OutputLayout, open_table, table_schema
+from pipeline.tables import OutputLayout, table_schema
 
 if TYPE_CHECKING:
     import duckdb

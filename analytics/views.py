@@ -32,10 +32,11 @@ from analytics import require
 from analytics.output import QueryResult
 from pipeline import record as records
 from pipeline import storage
+from pipeline.delta import open_table
 from pipeline.errors import UsageError
 from pipeline.record import STAGES, RunRecord
 from pipeline.schema import STATUSES
-from pipeline.tables import OutputLayout, open_table, table_schema
+from pipeline.tables import OutputLayout, table_schema
 
 if TYPE_CHECKING:
     import duckdb

@@ -13,9 +13,9 @@ commit path, each dry run in a fresh process whose peak RSS the kernel reports.
    alternating, ``--repeats`` times each. Target: time and peak each at most 1.5x.
 
 The prediction rows are made up (random scores, a 1000-class head, seven channel-weight
-summaries a row, as ghostnet_050 writes); the files are written by ``sink.write_predictions``
-and committed by ``commit.commit_predictions`` / ``commit.commit_channel_stats``, as a run's
-driver does once a shard's rows are written.
+summaries a row, as ghostnet_050 writes); they are written and committed by
+``commit.write_and_commit``, through the same commits a run's driver makes once a shard's rows
+are written.
 
     python bench/history.py [--labeled 20000000] [--nights 365] [--night-items 100000]
 """
@@ -43,14 +43,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.discovery import write_manifest  # noqa: E402
-from pipeline import commit, sink, tables  # noqa: E402
+from pipeline import commit  # noqa: E402
 from pipeline import record as records  # noqa: E402
-from pipeline.commit import RunIdentity  # noqa: E402
+from pipeline.commit import RunIdentity, Tables  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
+from pipeline.delta import DeltaLog  # noqa: E402
+from pipeline.fencing import Attempt  # noqa: E402
 from pipeline.record import RunRecord, ShardRecord  # noqa: E402
 from pipeline.run import model_spec  # noqa: E402
 from pipeline.schema import CHANNEL_STATS, CHANNEL_WEIGHT, PREDICTIONS  # noqa: E402
-from pipeline.tables import OutputLayout  # noqa: E402
+from pipeline.tables import TABLES, OutputLayout  # noqa: E402
 
 MODEL = "ghostnet_050"
 SHARD_ROWS = 500_000
@@ -111,14 +113,10 @@ def commit_shard(layout: OutputLayout, who: RunIdentity, shard: int, rows: pa.Ta
                  rng: np.random.Generator) -> ShardRecord:
     """Write one shard's files and commit them, as the run's driver does."""
     started = time.perf_counter()
-    written = sink.write_predictions(layout.table("predictions"), rows, run_id=who.run_id, run_date=who.run_date,
-                                     shard=shard)
-    digest = written.path.rsplit("-", 1)[1].removesuffix(".parquet")
-    stats = commit.write_channel_stats(layout, who, shard, digest, stats_rows(who, shard, rows.num_rows, rng))
-    app = tables.app_id(who.run_id, shard, digest)
-    if not commit.commit_predictions(layout, who, app, [written], shard):
-        raise RuntimeError(f"shard {shard} of {who.run_id} was not committed")
-    commit.commit_channel_stats(layout, who.run_id, who.run_date, app, stats, shard)
+    tables_ = Tables(*(DeltaLog.open(layout.table(name), name, create=True) for name in TABLES))
+    written = commit.write_and_commit(layout, tables_, who, Attempt.new(who.run_id), shard=shard,
+                                      digest=f"{shard:016x}", rows=rows,
+                                      stats=stats_rows(who, shard, rows.num_rows, rng))
     now = datetime.now(timezone.utc).isoformat()
     return ShardRecord(shard=shard, items=rows.num_rows, rows=rows.num_rows, rows_per_status={"ok": rows.num_rows},
                        files=1, bytes=written.size, written_s=0.0, commit_s=round(time.perf_counter() - started, 3),
@@ -145,7 +143,7 @@ def labeled_history(manifest: Path, output: Path) -> float:
     started = time.perf_counter()
     layout, rng = OutputLayout.of(str(output)), np.random.default_rng(0)
     for name in ("predictions", "channel_stats"):
-        tables.open_table(layout.table(name), name, create=True)
+        DeltaLog.open(layout.table(name), name, create=True)
     who = identity("2026-11-29T020000Z-history", "2026-11-29")
     shards = []
     for shard, keys in enumerate(pq.ParquetFile(manifest).iter_batches(SHARD_ROWS)):
@@ -234,7 +232,7 @@ def bench_nights(work: Path, nights: int, n: int, repeats: int) -> dict:
     for label, output in outputs.items():
         layout = OutputLayout.of(str(output))
         for name in ("predictions", "channel_stats"):
-            tables.open_table(layout.table(name), name, create=True)
+            DeltaLog.open(layout.table(name), name, create=True)
         started = time.perf_counter()
         for night in range(1 if label == "one" else nights):
             commit_night(layout, night, n, rng)

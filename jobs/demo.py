@@ -23,11 +23,12 @@ from demo import samples
 from ghostnet.pretrained import PRETRAINED, pretrained_path
 from jobs._command import Command
 from jobs.label import print_summary
-from pipeline import tables
 from pipeline.config import RunConfig
+from pipeline.delta import open_table
 from pipeline.errors import InternalError, UsageError
 from pipeline.record import RunRecord
 from pipeline.run import run_by_modality
+from pipeline.tables import OutputLayout
 
 MODALITIES = ("image", "audio", "both")
 NOTE = (
@@ -73,7 +74,7 @@ def run_config(samples_dir: Path, output: Path, modality: str) -> RunConfig:
 
 def predictions(output: Path, record: RunRecord) -> pa.Table:
     """The committed rows of one run, read through the predictions table's log."""
-    table = tables.open_table(tables.OutputLayout.of(str(output)).table("predictions"), "predictions")
+    table = open_table(OutputLayout.of(str(output)).table("predictions"), "predictions")
     if table is None:
         raise InternalError(f"run {record.run_id} committed, but {output} has no predictions table")
     columns = ["uri", "modality", "segment", "status", "label"]

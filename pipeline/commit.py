@@ -7,41 +7,45 @@ many items finished (their last row) and how many rows those items have in all. 
    audio file's segments 0..n-1 with no gap;
 2. its failure rate is checked against ``--max-error-rate``;
 3. its channel statistics are added up, reconciled with its ``ok`` rows and written;
-4. its prediction files are added to the predictions table in one Delta transaction, then its
-   statistics file to the channel_stats table in another.
+4. it is listed as pending in the run's record, then its prediction files are added to the
+   predictions table in one transaction, then its statistics file to the channel_stats table in
+   another.
 
-Both transactions carry the application id ``ghostnet-pipeline:<run>:<shard>:<digest>``, read
-before committing: a shard already committed (a retried call, a resumed run) is not committed
-twice. A run that does not reprocess also checks, just before committing, that no other run of
-the same model and weights labeled any of the shard's items since the plan, and its transaction
-carries one more id per hash partition of its items, so two such runs committing the same items
-at once collide and the loser checks again. A shard another run labeled first is dropped (its
-files deleted) and its items are planned again.
+Both transactions carry the shard's application id ``ghostnet-pipeline:<run>:<shard>:<digest>``
+set to the attempt's version: a shard already committed (a retried call, a commit that landed but
+reported a failure) is not committed twice, and anyone can tell which attempt committed it. The
+predictions transaction also carries the run's id (:mod:`pipeline.fencing`): an attempt that was
+fenced cannot commit. A run that does not reprocess also checks, just before committing, that no
+other run of the same model and weights labeled any of the shard's items since the plan, and its
+transaction carries one more id per hash partition of its items, so two such runs committing the
+same items at once collide and the loser checks again. A shard another run labeled first is
+dropped (its files deleted) and its items are planned again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pipeline import channel_stats, storage, tables
+from pipeline import channel_stats, failpoints, files, storage, tables
 from pipeline.errors import InternalError, RunFailed
+from pipeline.fencing import Attempt, Host, check_owner, run_app
 from pipeline.plan import Plan, ShardPlan, read_shard, unlabeled
 from pipeline.record import SCORE_BINS, ShardRecord, now
-from pipeline.schema import PARTITION, Status
-from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout
+from pipeline.schema import PREDICTIONS, Status
+from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout, Table
 
-__all__ = ["CommitOutcome", "RunIdentity", "ShardCommitter", "check_model_errors", "check_rows"]
+__all__ = ["CommitOutcome", "RunIdentity", "ShardCommitter", "Tables", "check_model_errors", "check_rows",
+           "commit_channel_stats", "commit_predictions", "shard_app", "write_and_commit"]
 
 log = logging.getLogger("ghostnet_pipeline")
 
@@ -61,6 +65,22 @@ class RunIdentity:
     @property
     def model_key(self) -> str:
         return hashlib.sha256(f"{self.model}\0{self.weights_sha256}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The output's two tables, each a snapshot refreshed before every commit."""
+
+    predictions: Table
+    channel_stats: Table
+
+
+class Journal(Protocol):
+    """Where the committer reports a shard before its commit can land, and one it dropped."""
+
+    def committing(self, shard: ShardRecord) -> None: ...
+
+    def dropped(self, shard: int) -> None: ...
 
 
 @dataclass
@@ -93,24 +113,25 @@ class ShardCommitter:
     def __init__(
         self,
         layout: OutputLayout,
+        tables: Tables,
         plan: Plan,
         identity: RunIdentity,
+        attempt: Attempt,
         *,
+        journal: Journal,
+        on_outcome: Callable[[CommitOutcome], None],
         max_error_rate: float,
         known_files: frozenset[str],
-        on_outcome: Callable[[CommitOutcome], None],
         started: float,
-        before_commit: Callable[[int], object] = lambda n: None,
+        host: Host,
     ) -> None:
-        self.layout, self.plan, self.identity = layout, plan, identity
+        self.layout, self.tables, self.plan, self.identity, self.attempt = layout, tables, plan, identity, attempt
+        self.journal, self.on_outcome = journal, on_outcome
         self.max_error_rate = max_error_rate
         self.known_files = known_files
-        self.on_outcome = on_outcome
-        self.started = started
+        self.started, self.host = started, host
         self.pending = {s.index: _Pending(s) for s in plan.shards}
         self.written: dict[int, float] = {}
-        self.before_commit = before_commit  # called with the ordinal of each shard about to commit
-        self.commits = 0
 
     def add(self, manifests: pa.Table) -> None:
         for manifest in manifests.to_pylist():
@@ -138,9 +159,6 @@ class ShardCommitter:
                 "written); nothing of them was committed"
             )
 
-    def uncommitted_files(self) -> list[str]:
-        return [f["path"] for pending in self.pending.values() for f in pending.files]
-
     def _commit(self, pending: _Pending) -> CommitOutcome:
         started = time.monotonic()
         shard = pending.plan
@@ -155,26 +173,32 @@ class ShardCommitter:
         channel_stats.check_counts(total, ok_rows, where=where)
         stats_file = self._write_channel_stats(total, shard)
         prediction_files = [FileStats(f["path"], f["size"], f["rows"], f["stats"]) for f in pending.files]
-        self.commits += 1
-        self.before_commit(self.commits)
-        if not self._commit_predictions(shard, prediction_files, items):
-            self._delete(pending, stats_file)
-            return CommitOutcome(shard.index, committed=False)
-        self._commit_channel_stats(shard, stats_file)
         record = ShardRecord(
             shard=shard.index, items=shard.items, rows=rows.num_rows, rows_per_status=_count(rows["status"]),
             files=len(prediction_files), bytes=sum(f.size for f in prediction_files),
-            written_s=round(self.written[shard.index], 3), commit_s=round(time.monotonic() - started, 3),
-            committed_at=now(),
+            written_s=round(self.written[shard.index], 3), commit_s=0.0, committed_at="",
+            digest=shard.digest, attempt=self.attempt.token,
         )
+        self.journal.committing(record)
+        failpoints.hit("shard.before-commit")
+        app = shard_app(self.identity.run_id, shard)
+        if not self._commit_predictions(shard, app, prediction_files, items):
+            self._delete([f.path for f in prediction_files], stats_file)
+            self.journal.dropped(shard.index)
+            return CommitOutcome(shard.index, committed=False)
+        commit_channel_stats(self.tables.channel_stats, app, self.attempt.version, stats_file,
+                             run_date=self.identity.run_date, run_id=self.identity.run_id, shard=shard.index)
+        record.commit_s = round(time.monotonic() - started, 3)
+        record.committed_at = now(self.host.clock())
         return CommitOutcome(shard.index, True, record, _errors(rows), *_labels(rows))
 
     def _read_rows(self, pending: _Pending) -> pa.Table:
         table_uri = self.layout.table("predictions")
         columns = ("uri", "segment", "status", "error", "label", "score")
-        return pa.Table.from_batches(
-            list(tables.scan(table_uri, [f["path"] for f in pending.files], columns)),
-        ) if pending.files else pa.table({c: [] for c in columns})
+        batches = list(tables.scan(table_uri, [f["path"] for f in pending.files], columns))
+        if not batches:
+            return pa.schema([PREDICTIONS.field(c) for c in columns]).empty_table()
+        return pa.Table.from_batches(batches)
 
     def _check_error_rate(self, rows: pa.Table, shard: ShardPlan) -> None:
         failed = rows.filter(pc.not_equal(rows["status"], Status.OK.value)).group_by("uri").aggregate([])
@@ -193,77 +217,80 @@ class ShardCommitter:
         identity = self.identity
         rows = channel_stats.shard_rows(total, run_id=identity.run_id, shard=shard.index,
                                         model=identity.model, weights_sha256=identity.weights_sha256)
-        return write_channel_stats(self.layout, identity, shard.index, shard.digest, rows)
+        return files.write_parquet(self.layout.table("channel_stats"), rows, run_id=identity.run_id,
+                                   attempt=self.attempt.token, run_date=identity.run_date, shard=shard.index,
+                                   digest=shard.digest)
 
-    def _commit_predictions(self, shard: ShardPlan, files: list[FileStats], items: pa.Table) -> bool:
+    def _commit_predictions(self, shard: ShardPlan, app: str, prediction_files: list[FileStats],
+                            items: pa.Table) -> bool:
         """Add the shard's files to the predictions table; False if another run labeled its items first."""
-        partitions = () if self.identity.reprocess else shard.partitions
-        check = None if self.identity.reprocess else (lambda table: self._labeled_meanwhile(table, shard, items))
-        return commit_predictions(self.layout, self.identity, shard_app_id(self.identity.run_id, shard), files,
-                                  shard.index, partitions=partitions, labeled_meanwhile=check)
+        reprocess = self.identity.reprocess
+        partitions = () if reprocess else tuple(
+            tables.app_id(self.identity.model_key, "partition", p) for p in shard.partitions)
+        return commit_predictions(
+            self.tables.predictions, self.attempt, app, prediction_files, run_date=self.identity.run_date,
+            shard=shard.index, partition_apps=partitions,
+            labeled_meanwhile=None if reprocess else (lambda table: self._labeled_meanwhile(table, shard, items)),
+        )
 
-    def _labeled_meanwhile(self, table, shard: ShardPlan, items: pa.Table) -> bool:
+    def _labeled_meanwhile(self, table: Table, shard: ShardPlan, items: pa.Table) -> bool:
         """Did another run of this model and weights commit any of these items since the plan?"""
-        actions = tables.file_actions(table)
-        actions = tables.files_where(actions, model=self.identity.model, weights_sha256=self.identity.weights_sha256)
-        actions = tables.files_overlapping(actions, shard.uri_min, shard.uri_max)
-        paths = [p for p in actions["path"].to_pylist() if p not in self.known_files
-                 and not p.rsplit("/", 1)[-1].startswith(f"{self.identity.run_id}-")]
-        if not paths:
-            return False
-        for batch in tables.scan(self.layout.table("predictions"), paths):
+        model = {"model": self.identity.model, "weights_sha256": self.identity.weights_sha256}
+        candidates = tables.files_overlapping(tables.files_holding(table.files(), **model),
+                                              shard.uri_min, shard.uri_max)
+        paths = [p for p in candidates["path"].to_pylist() if p not in self.known_files and not self._ours(p)]
+        for batch in tables.scan(table.uri, paths, where=model):
             if unlabeled(items, pa.Table.from_batches([batch])).num_rows < items.num_rows:
                 log.warning("shard %d: another run of this model committed some of its items first; "
                             "dropping it and planning its items again", shard.index)
                 return True
         return False
 
-    def _commit_channel_stats(self, shard: ShardPlan, stats_file: FileStats) -> None:
-        commit_channel_stats(self.layout, self.identity.run_id, self.identity.run_date, shard_app_id(
-            self.identity.run_id, shard), stats_file, shard.index)
+    def _ours(self, path: str) -> bool:
+        found = files.parse(path)
+        return found is not None and found.run_id == self.identity.run_id
 
-    def _delete(self, pending: _Pending, stats_file: FileStats) -> None:
-        for f in pending.files:
-            storage.remove_file(self.layout.data_file("predictions", f["path"]))
+    def _delete(self, prediction_paths: list[str], stats_file: FileStats) -> None:
+        """Only this attempt could ever commit these files, and it will not: they go."""
+        for path in prediction_paths:
+            storage.remove_file(self.layout.data_file("predictions", path))
         storage.remove_file(self.layout.data_file("channel_stats", stats_file.path))
 
 
-def shard_app_id(run_id: str, shard: ShardPlan) -> str:
+def shard_app(run_id: str, shard: ShardPlan) -> str:
     return tables.app_id(run_id, shard.index, shard.digest)
 
 
-def write_channel_stats(layout: OutputLayout, identity: RunIdentity, shard: int, digest: str,
-                        rows: pa.Table) -> FileStats:
-    """Write a shard's :data:`CHANNEL_STATS` rows into the channel_stats folder (not yet committed)."""
-    relative = f"{PARTITION}={identity.run_date}/{identity.run_id}-{shard:05d}-{digest}.parquet"
-    sink = io.BytesIO()
-    pq.write_table(rows, sink, compression="zstd")
-    storage.write_bytes(layout.data_file("channel_stats", relative), sink.getvalue())
-    return FileStats(relative, sink.tell(), rows.num_rows, tables.delta_stats(rows))
-
-
 def commit_predictions(
-    layout: OutputLayout,
-    identity: RunIdentity,
+    table: Table,
+    attempt: Attempt,
     app: str,
-    files: list[FileStats],
-    shard: int,
+    adds: list[FileStats],
     *,
-    partitions: tuple[int, ...] = (),
-    labeled_meanwhile: Callable[[object], bool] | None = None,
+    run_date: str,
+    shard: int,
+    partition_apps: tuple[str, ...] = (),
+    labeled_meanwhile: Callable[[Table], bool] | None = None,
 ) -> bool:
-    """Add a shard's prediction files to the predictions table, once; False if
-    ``labeled_meanwhile`` says another run committed some of its items first."""
-    app_ids = [app, *(tables.app_id(identity.model_key, "partition", p) for p in partitions)]
+    """Add a shard's prediction files to the predictions table, once, while ``attempt`` holds its
+    run (else :class:`pipeline.fencing.Fenced`); False if ``labeled_meanwhile`` says another run
+    committed some of its items first."""
+    apps = dict.fromkeys((app, run_app(attempt.run_id), *partition_apps), attempt.version)
     for _ in range(COMMIT_ATTEMPTS):
-        table = tables.open_table(layout.table("predictions"), "predictions", create=True)
-        if tables.is_committed(table, app):
-            return True
+        table.refresh()
+        done = table.app_version(app)
+        if done == attempt.version:
+            return True  # committed, maybe by a try that reported a failure
+        check_owner(table, attempt)
+        if done is not None:
+            log.warning("shard %d of run %s was committed by another attempt of the run; dropping this one's",
+                        shard, attempt.run_id)
+            return False
         if labeled_meanwhile is not None and labeled_meanwhile(table):
             return False
         try:
-            tables.append(table, "predictions", [f.action(identity.run_date) for f in files], app_ids=app_ids,
-                          metadata={"run_id": identity.run_id, "shard": str(shard)})
+            table.commit(adds, run_date=run_date, apps=apps,
+                         metadata={"run_id": attempt.run_id, "attempt": attempt.token, "shard": str(shard)})
             return True
         except ConcurrentCommit:
             continue
@@ -271,20 +298,38 @@ def commit_predictions(
                     "commits of the same items; run the same command again")
 
 
-def commit_channel_stats(layout: OutputLayout, run_id: str, run_date: str, app: str, stats_file: FileStats,
-                         shard: int) -> None:
-    """Add a shard's statistics file to the channel_stats table, once."""
+def commit_channel_stats(table: Table, app: str, version: int, stats_file: FileStats, *, run_date: str,
+                         run_id: str, shard: int) -> None:
+    """Add a shard's statistics file to the channel_stats table, once, marked with the version of
+    the attempt whose predictions commit it goes with."""
     for _ in range(COMMIT_ATTEMPTS):
-        table = tables.open_table(layout.table("channel_stats"), "channel_stats", create=True)
-        if tables.is_committed(table, app):
+        table.refresh()
+        if table.app_version(app) is not None:
             return
         try:
-            tables.append(table, "channel_stats", [stats_file.action(run_date)], app_ids=[app],
-                          metadata={"run_id": run_id, "shard": str(shard)})
+            table.commit([stats_file], run_date=run_date, apps={app: version},
+                         metadata={"run_id": run_id, "shard": str(shard)})
             return
         except ConcurrentCommit:
             continue
     raise RunFailed(f"the channel statistics of shard {shard} could not be committed; run the same command again")
+
+
+def write_and_commit(layout: OutputLayout, tables_: Tables, identity: RunIdentity, attempt: Attempt, *,
+                     shard: int, digest: str, rows: pa.Table, stats: pa.Table) -> FileStats:
+    """Write one shard's finished prediction rows and channel statistics as new files of ``attempt``
+    and commit them, outside a Ray run (tools, benchmarks, tests); returns the predictions file.
+    The rows are not checked, and no other run's commits are looked at."""
+    written = files.write_parquet(layout.table("predictions"), rows.select(PREDICTIONS.names).cast(PREDICTIONS),
+                                  run_id=identity.run_id, attempt=attempt.token, run_date=identity.run_date,
+                                  shard=shard, digest=digest)
+    stats_file = files.write_parquet(layout.table("channel_stats"), stats, run_id=identity.run_id,
+                                     attempt=attempt.token, run_date=identity.run_date, shard=shard, digest=digest)
+    app = tables.app_id(identity.run_id, shard, digest)
+    commit_predictions(tables_.predictions, attempt, app, [written], run_date=identity.run_date, shard=shard)
+    commit_channel_stats(tables_.channel_stats, app, attempt.version, stats_file, run_date=identity.run_date,
+                         run_id=identity.run_id, shard=shard)
+    return written
 
 
 def check_rows(rows: pa.Table, items: pa.Array | pa.ChunkedArray, *, where: str) -> None:

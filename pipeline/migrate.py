@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 
 from pipeline import record as records
 from pipeline import storage, tables
+from pipeline.delta import DeltaLog
 from pipeline.errors import UsageError
 from pipeline.schema import PARTITION
-from pipeline.tables import FileStats, OutputLayout, delta_stats
+from pipeline.tables import FileStats, OutputLayout, file_stats
 
 __all__ = ["Migration", "migrate"]
 
@@ -59,12 +60,12 @@ def migrate(output: str) -> Migration:
         for name in ("predictions", "channel_stats"):
             relative = [_relative(uri) for uri in files.get(name, [])]
             listed |= {f"{name}/{r}" for r in relative}
-            table = tables.open_table(layout.table(name), name, create=True)
-            if tables.is_committed(table, app):
+            table = DeltaLog.open(layout.table(name), name, create=True)
+            if table.app_version(app) is not None:
                 continue
             described = [_describe(layout.table(name), r) for r in relative]
-            tables.append(table, name, [f.action(record.run_date) for f in described], app_ids=[app],
-                          metadata={"run_id": record.run_id, "ghostnet_pipeline": "migrate"})
+            table.commit(described, run_date=record.run_date, apps={app: 1},
+                         metadata={"run_id": record.run_id, "ghostnet_pipeline": "migrate"})
             added = True
             done.files += len(described)
             if name == "predictions":
@@ -97,12 +98,12 @@ def _describe(table_uri: str, relative: str) -> FileStats:
         parquet = pq.ParquetFile(f)
         columns = [c for c in _STATS_COLUMNS if c in parquet.schema_arrow.names]
         data = parquet.read(columns=columns) if columns else parquet.read()
-    return FileStats(relative, int(storage.with_retries(lambda: fs.size(path))), data.num_rows, delta_stats(data))
+    return FileStats(relative, int(storage.with_retries(lambda: fs.size(path))), data.num_rows, file_stats(data))
 
 
 def _committed(layout: OutputLayout, name: str) -> set[str]:
-    table = tables.open_table(layout.table(name), name)
-    return set() if table is None else {f"{name}/{p}" for p in tables.file_actions(table)["path"].to_pylist()}
+    table = DeltaLog.open(layout.table(name), name)
+    return set() if table is None else {f"{name}/{p}" for p in table.files()["path"].to_pylist()}
 
 
 def _finish_old_publishes(layout: OutputLayout) -> None:

@@ -1,22 +1,24 @@
 """The run record: what a run did, readable while it runs and after it ends.
 
-``OUTPUT/_runs/<run_id>.running.json`` while the run goes (rewritten on every shard commit and
-by a heartbeat), ``OUTPUT/_runs/<run_id>.json`` once it ended, committed or failed. A
-``.running.json`` whose heartbeat stopped belongs to a run whose driver died; the next run on
-the output finishes its bookkeeping (:mod:`pipeline.recovery`).
+``OUTPUT/_runs/<run_id>.running.json`` while an attempt of the run goes (rewritten on every shard
+commit and by a heartbeat), ``OUTPUT/_runs/<run_id>.json`` once it ended, committed or failed. A
+live record that stopped being rewritten belongs to a run whose driver died; the next run on the
+output fences it and finishes its bookkeeping (:mod:`pipeline.recovery`).
+
+A record never claims more than the log holds: a shard is listed as committed only once its
+commit is in the predictions log, and one about to be committed is listed as pending first, so
+whoever finishes a dead run's record can ask the log which of them landed.
 
 :class:`RunRecord` is the one contract for what a run reports: the CLI summary, the ``runs``
-view and the report read it, nothing else.
+view and the report read it, nothing else. :class:`pipeline.runstate.RunState` is its only writer
+while a run goes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import socket
-import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
@@ -24,8 +26,8 @@ from typing import Any
 from pipeline import storage
 from pipeline.errors import UsageError
 
-__all__ = ["RUNNING", "RunRecord", "ShardRecord", "load", "load_all", "running", "validate_run_date",
-           "validate_run_id", "write"]
+__all__ = ["RUNNING", "RunRecord", "ShardRecord", "live_uri", "load", "load_all", "load_final", "load_live",
+           "running", "validate_run_date", "validate_run_id", "write"]
 
 RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
 # Where a run's time goes, in the order the data flows (pipeline.metrics reports them): seconds of
@@ -53,8 +55,10 @@ def validate_run_date(value: str) -> str:
         raise UsageError(f"run date {value!r} is not a date: use YYYY-MM-DD") from None
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+def now(clock: float | None = None) -> str:
+    """A record's timestamp: of ``clock`` (seconds since the epoch, a host's clock), else of now."""
+    when = datetime.now(timezone.utc) if clock is None else datetime.fromtimestamp(clock, timezone.utc)
+    return when.isoformat()
 
 
 @dataclass
@@ -70,6 +74,8 @@ class ShardRecord:
     written_s: float  # seconds from the start of inference to its last file
     commit_s: float  # seconds its commit took (checks, statistics, the transactions)
     committed_at: str
+    digest: str = ""  # of its items: with the run and the shard, the id of its commit
+    attempt: str = ""  # the attempt that committed it
 
 
 @dataclass
@@ -90,11 +96,13 @@ class RunRecord:
     duplicates: int = 0  # further copies of listed items, dropped
     not_items: dict[str, int] = field(default_factory=dict)  # objects that are not items, by extension
     items_skipped: int = 0  # already labeled by this model and weights
-    items: int = 0  # items this run set out to label
+    items: int = 0  # items this run labeled: those of its committed shards
+    items_to_label: int = 0  # items the run's latest plan had left to label when it was made
     shard_size: int = 0
     shards_total: int = 0  # shards with items to label
     shards_committed: int = 0
     shards: list[ShardRecord] = field(default_factory=list)
+    pending: list[ShardRecord] = field(default_factory=list)  # being committed: the log says whether they landed
     conflicts: int = 0  # shards another run labeled first; their items were planned again
     rows: int = 0  # rows committed
     rows_per_status: dict[str, int] = field(default_factory=dict)
@@ -109,8 +117,9 @@ class RunRecord:
     tasks_per_node: dict[str, dict[str, int]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
+    attempt: str = ""  # the attempt writing this record (pipeline.fencing.Attempt)
+    host: str = ""
+    pid: int = 0
     started_at: str = field(default_factory=now)
     updated_at: str = field(default_factory=now)
     finished_at: str | None = None
@@ -140,8 +149,13 @@ class RunRecord:
         self.score_histogram = [a + b for a, b in zip(mine, score_histogram, strict=True)]
 
     def add_shard(self, shard: ShardRecord) -> None:
+        """Count a shard whose commit is in the log (once, however often it is reported)."""
+        self.pending = [p for p in self.pending if (p.shard, p.digest) != (shard.shard, shard.digest)]
+        if any((s.shard, s.digest) == (shard.shard, shard.digest) for s in self.shards):
+            return
         self.shards.append(shard)
         self.shards_committed += 1
+        self.items += shard.items
         self.rows += shard.rows
         for status, count in shard.rows_per_status.items():
             self.rows_per_status[status] = self.rows_per_status.get(status, 0) + count
@@ -157,6 +171,7 @@ class RunRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["shards"] = [ShardRecord(**s) for s in data.get("shards") or []]
+        values["pending"] = [ShardRecord(**s) for s in data.get("pending") or []]
         values.setdefault("status", COMMITTED)
         for name in ("model", "weights", "weights_sha256", "modality", "kind", "run_date"):
             values.setdefault(name, "")
@@ -167,23 +182,38 @@ def _path(runs: str, run_id: str, *, live: bool) -> str:
     return storage.join(runs, f"{run_id}{_RUNNING_SUFFIX if live else '.json'}")
 
 
-def write(runs: str, record: RunRecord) -> None:
-    """Save ``record``: as the live record while it runs, as the final one (the live one removed) after."""
-    record.updated_at = now()
+def live_uri(runs: str, run_id: str) -> str:
+    return _path(runs, run_id, live=True)
+
+
+def write(runs: str, record: RunRecord, *, clock: float | None = None) -> None:
+    """Save ``record``: as the live record while it runs, as the final one (the live one removed)
+    after; ``clock`` is the writing host's time for ``updated_at``."""
+    record.updated_at = now(clock)
     live = record.status == RUNNING
     storage.write_bytes(_path(runs, record.run_id, live=live), record.to_json().encode())
     if not live:
         storage.remove_file(_path(runs, record.run_id, live=True))
 
 
+def load_final(runs: str, run_id: str) -> RunRecord | None:
+    return _load(_path(runs, run_id, live=False))
+
+
+def load_live(runs: str, run_id: str) -> RunRecord | None:
+    return _load(_path(runs, run_id, live=True))
+
+
 def load(runs: str, run_id: str) -> RunRecord | None:
     """The final record of ``run_id``, else its live one, else None."""
-    for live in (False, True):
-        try:
-            return RunRecord.from_dict(json.loads(storage.read_bytes(_path(runs, run_id, live=live))))
-        except FileNotFoundError:
-            continue
-    return None
+    return load_final(runs, run_id) or load_live(runs, run_id)
+
+
+def _load(uri: str) -> RunRecord | None:
+    try:
+        return RunRecord.from_dict(json.loads(storage.read_bytes(uri)))
+    except FileNotFoundError:
+        return None
 
 
 def load_all(runs: str, prefix: str = "") -> list[RunRecord]:
@@ -200,14 +230,5 @@ def running(runs: str) -> list[RunRecord]:
     """The live records: runs going on now, or whose driver died."""
     names = storage.list_names(runs, "")
     ids = sorted(n.removesuffix(_RUNNING_SUFFIX) for n in names if n.endswith(_RUNNING_SUFFIX))
-    records = []
-    for run_id in ids:
-        try:
-            records.append(RunRecord.from_dict(json.loads(storage.read_bytes(_path(runs, run_id, live=True)))))
-        except FileNotFoundError:
-            continue  # it ended while we listed
-    return records
-
-
-def seconds_since_update(record: RunRecord) -> float:
-    return time.time() - datetime.fromisoformat(record.updated_at).timestamp()
+    found = (load_live(runs, run_id) for run_id in ids)
+    return [r for r in found if r is not None]  # a run may end while we list

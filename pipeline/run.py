@@ -5,8 +5,12 @@ plan (listing -> shards on local disk -> what is labeled) -> read shards -> deco
 
 One Ray Data execution streams every shard through one actor pool, so the model never waits for
 a commit; the driver commits each shard as soon as the write stage has reported all its files.
-A run labels one modality with one model; ``--modality auto`` is :func:`run_by_modality`: the
-inputs are listed once and each modality is a run of its own, in one Ray session.
+A run labels one modality with one model; ``--modality auto`` lists the inputs once and labels
+each modality found as a run of its own, in one Ray session (:func:`run_by_modality`).
+
+The driver process is one *attempt* of its run (:mod:`pipeline.fencing`): it holds the run in the
+predictions log while it commits, its :class:`pipeline.runstate.RunState` owns the run's record,
+and when it stops on an error it settles its own files (:mod:`pipeline.recovery`).
 """
 
 from __future__ import annotations
@@ -14,41 +18,41 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-import os
 import secrets
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline import discover, metrics, plan, recovery, storage, tables
+from pipeline import discover, failpoints, fencing, metrics, plan, recovery, storage, tables
 from pipeline import record as records
-from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter, merge_errors, top_errors
+from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter, Tables
 from pipeline.config import RunConfig
-from pipeline.errors import UsageError, raised_by_us
+from pipeline.delta import DeltaLog
+from pipeline.errors import InternalError, RunFailed, UsageError, raised_by_us
+from pipeline.fencing import Attempt, Fenced, Host
 from pipeline.model import ModelSpec
 from pipeline.plan import Listing, Plan
 from pipeline.progress import Progress
 from pipeline.record import RunRecord, validate_run_date, validate_run_id
-from pipeline.tables import OutputLayout
+from pipeline.runstate import RunState
+from pipeline.tables import OutputLayout, Table
+
+if TYPE_CHECKING:
+    import ghostnet
 
 __all__ = ["PlanSummary", "new_run_id", "plan_by_modality", "run", "run_by_modality"]
 
 log = logging.getLogger("ghostnet_pipeline")
 
 REPLANS = 3  # rounds of planning again the items of shards another run labeled first
-HEARTBEAT_S = 30.0
 BYTES_PER_ROW = 210  # measured: a 100k-item run wrote 19.8 MiB (bench/RESULTS.md, output files)
 BYTES_PER_EMBEDDING = 1280 * 4
-FAULT = "GHOSTNET_PIPELINE_FAULT"  # tests only: "<point>:<n>" kills the driver's process group there
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -76,6 +80,7 @@ class PlanSummary:
     estimated_bytes: int
     list_s: float  # listing the inputs into partitions (all modalities)
     diff_s: float  # reading what is labeled, diffing and cutting shards (this modality)
+    nothing_because: str | None = None  # why the run would label nothing at all, before any plan
 
     @classmethod
     def of(cls, config: RunConfig, spec: ModelSpec, listing: Listing, planned: Plan, diff_s: float) -> PlanSummary:
@@ -91,29 +96,48 @@ class PlanSummary:
 def plan_by_modality(config: RunConfig, *, kind: str = "run") -> list[PlanSummary]:
     """``--dry-run``: list, diff and cut shards, and say what a run would do. Starts no Ray, loads no
     model, writes nothing to the output."""
+    layout = OutputLayout.of(config.output)
     with _listed(config) as (listing, work):
         summaries = []
         for modality_config in _per_modality(config, listing):
             spec = model_spec(modality_config)
-            layout = OutputLayout.of(config.output)
             identity = _identity(modality_config, spec, run_id=config.resume or "dry-run", run_date=config.run_date)
             started = time.monotonic()
-            planned, _ = _plan(modality_config, layout, listing, identity, work / modality_config.modality)
-            summaries.append(PlanSummary.of(modality_config, spec, listing, planned, time.monotonic() - started))
+            predictions = DeltaLog.open(layout.table("predictions"), "predictions")
+            planned, _ = _plan(modality_config, layout, predictions, listing, identity, work / modality_config.modality)
+            summary = PlanSummary.of(modality_config, spec, listing, planned, time.monotonic() - started)
+            if kind == "nightly" and (night := _committed_night(layout, config.run_date, spec)):
+                summary = replace(summary, already_labeled=summary.already_labeled + summary.to_label, to_label=0,
+                                  shards=0, estimated_files=0, estimated_bytes=0,
+                                  nothing_because=_night_done(config.run_date, night))
+            summaries.append(summary)
         return summaries
 
 
+def run(config: RunConfig, *, kind: str = "run") -> RunRecord:
+    """Label every item of ``config.inputs`` that this model and weights have not labeled yet; the
+    record of the first modality labeled (all of them: :func:`run_by_modality`)."""
+    return run_by_modality(config, kind=kind)[0]
+
+
 def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
-    """``run(config)``, or for ``--modality auto`` one run per modality found, in one Ray session."""
+    """Label the inputs, one run per modality found (one, unless ``--modality auto``), in one Ray session.
+
+    ``kind="nightly"`` makes each run idempotent per date: once a nightly run of this model and
+    weights committed ``config.run_date``, nothing is done; a night whose run stopped early
+    goes on from what it committed.
+    """
     from pipeline import cluster
 
     with _listed(config) as (listing, work):
         # Inputs, weights and output are checked, in that order, before anything is written or started.
         models = [(c, _checked_model(c)) for c in _per_modality(config, listing)]
-        _open_tables(OutputLayout.of(config.output))
+        layout = OutputLayout.of(config.output)
+        tables_ = _open_tables(layout)
+        host = Host()
         with cluster.connect(config.address, num_cpus=config.num_cpus):
-            return [run(c, kind=kind, listing=listing, work=work / c.modality, model=model)
-                    for c, model in models]
+            return [_label(c, spec, meta, kind=kind, layout=layout, tables_=tables_, listing=listing,
+                           work=work / c.modality, host=host) for c, (spec, meta) in models]
 
 
 @contextlib.contextmanager
@@ -155,101 +179,141 @@ def _identity(config: RunConfig, spec: ModelSpec, *, run_id: str, run_date: str)
     return RunIdentity(run_id, run_date, spec.name, spec.identity(), config.reprocess)
 
 
-def run(config: RunConfig, *, kind: str = "run", listing: Listing | None = None, work: Path | None = None,
-        model: tuple[ModelSpec, object] | None = None) -> RunRecord:
-    """Label every item of ``config.inputs`` that this model and weights have not labeled yet.
-
-    ``kind="nightly"`` makes the run idempotent per date: once a nightly run of this model and
-    weights committed ``config.run_date``, nothing is done; a night whose run stopped early
-    goes on from what it committed.
-    """
-    if listing is None or work is None:
-        return run_by_modality(config, kind=kind)[0]
-    if config.modality not in ("image", "audio"):
-        raise UsageError(f"a run labels one modality, got {config.modality!r}; use run_by_modality for auto")
-    started = time.monotonic()
-    layout = OutputLayout.of(config.output)
-    spec, meta = model or _checked_model(config)
-    _open_tables(layout)
-    for finished in recovery.recover_dead_runs(layout):
-        log.warning("cleared the files of run %s, whose driver died", finished)
-    run_id, run_date = _run_id_and_date(config, layout, spec, kind)
-    if kind == "nightly" and (night := _committed_night(layout, run_date, spec)):
-        return _nothing(config, spec, run_id, run_date, kind, f"night {run_date} is already committed by run "
-                        f"{night}: nothing to add")
-    identity = _identity(config, spec, run_id=run_id, run_date=run_date)
-    record = _new_record(config, spec, meta, identity, kind, listing)
-    t = time.monotonic()
-    planned, known = _plan(config, layout, listing, identity, work)
-    record.timings["plan_s"] = round(time.monotonic() - t, 3)
-    _note_plan(record, planned)
-    if planned.items == 0:
-        record.status = records.COMMITTED
-        record.error = None
-        return _finish(layout, record, started, write=bool(config.resume))
-    records.write(layout.runs, record)
-    reporter = metrics.Reporter.start(run_id)
-    reporter.stage("listing", listing.seconds)
-    reporter.stage("plan", record.timings["plan_s"])
-    with _heartbeat(layout, record):
-        try:
-            for _ in range(REPLANS):
-                conflicts = _execute(config, spec, meta, planned, layout, identity, known, record, reporter)
-                record.conflicts += conflicts
-                if not conflicts:
-                    break
-                planned, known = _plan(config, layout, listing, identity, work)
-                if planned.items == 0:
-                    break
-                record.shards_total = record.shards_committed + len(planned.shards)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                _note_stages(record, reporter)
-            _fail(layout, record, exc)
-            raise
-    _note_stages(record, reporter)
-    record.status = records.COMMITTED
-    return _finish(layout, record, started)
-
-
-def _checked_model(config: RunConfig) -> tuple[ModelSpec, object]:
+def _checked_model(config: RunConfig) -> tuple[ModelSpec, ghostnet.ModelMeta]:
     """The model's spec and metadata, loaded once on the driver (digest, shapes) before anything is
-    scheduled; actors load it again themselves, pinned to the digest checked here."""
+    scheduled; actors load it again themselves, pinned to the digest checked here (hub weights
+    are pinned to the digest of the file the hub gave)."""
     spec = model_spec(config)
     model = spec.load()
+    if spec.weights_sha256 is None and model.weights_sha256 is not None:
+        spec = replace(spec, weights_sha256=model.weights_sha256)
     if spec.is_random:
         log.warning("using random weights (seed %d): predictions are meaningless", spec.seed)
+    if model.meta is None:
+        raise InternalError(f"{spec.name} was built without its metadata")
     return spec, model.meta
 
 
-def _open_tables(layout: OutputLayout) -> None:
-    """Create the output's tables if they are new: this is also where an unwritable output shows."""
-    for name in tables.TABLES:
+def _open_tables(layout: OutputLayout) -> Tables:
+    """The output's tables, created if they are new: this is also where an unwritable output shows."""
+    try:
+        return Tables(DeltaLog.open(layout.table("predictions"), "predictions", create=True),
+                      DeltaLog.open(layout.table("channel_stats"), "channel_stats", create=True))
+    except Exception as exc:  # noqa: BLE001 - any failure to create is the output's, reported as such
+        reason = storage.redact(str(exc)).strip()[:300]
+        raise UsageError(
+            f"cannot write to --output {storage.redact_uri(layout.root)}: {reason}. "
+            "Check that the path or bucket exists and that these credentials may write to it"
+        ) from None
+
+
+def _label(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, *, kind: str, layout: OutputLayout,
+           tables_: Tables, listing: Listing, work: Path, host: Host) -> RunRecord:
+    """One modality's run: settle dead runs, plan, then stream and commit the shards."""
+    if config.modality not in ("image", "audio"):
+        raise UsageError(f"a run labels one modality, got {config.modality!r}; use run_by_modality for auto")
+    started = time.monotonic()
+    for finished in recovery.recover_dead_runs(layout, tables_, host):
+        log.warning("finished run %s, whose driver died: fenced it and cleared its uncommitted files", finished)
+    run_id, run_date, earlier = _run_id_and_date(config, layout, spec, kind)
+    if kind == "nightly" and (night := _committed_night(layout, run_date, spec)):
+        return _nothing(config, spec, run_id, run_date, kind, _night_done(run_date, night))
+    identity = _identity(config, spec, run_id=run_id, run_date=run_date)
+    t = time.monotonic()
+    planned, known = _plan(config, layout, tables_.predictions, listing, identity, work)
+    record = _new_record(config, spec, meta, identity, kind, listing, planned, earlier)
+    record.timings["plan_s"] = round(time.monotonic() - t, 3)
+    if planned.items == 0:
+        record.status, record.finished_at = records.COMMITTED, records.now(host.clock())
+        record.timings["total_s"] = round(time.monotonic() - started, 3)
+        if earlier is not None:
+            records.write(layout.runs, record, clock=host.clock())
+        return record
+    attempt = Attempt.new(run_id)
+    if earlier is not None:
+        fencing.claim(tables_.predictions, attempt, run_date)
+    state = RunState(layout, record, attempt, host)
+    state.planned(planned.items, len(planned.shards))
+    reporter = metrics.Reporter.start(run_id)
+    reporter.stage("listing", listing.seconds)
+    reporter.stage("plan", record.timings["plan_s"])
+    heartbeat = DeltaLog.open(layout.table("predictions"), "predictions", create=True)
+    with state.heartbeat(heartbeat):
         try:
-            tables.open_table(layout.table(name), name, create=True)
-        except Exception as exc:  # noqa: BLE001 - any failure to create is the output's, reported as such
-            reason = storage.redact(str(exc)).strip()[:300]
-            raise UsageError(
-                f"cannot write to --output {storage.redact_uri(layout.root)}: {reason}. "
-                "Check that the path or bucket exists and that these credentials may write to it"
-            ) from None
+            for _ in range(REPLANS):
+                conflicts = _execute(config, spec, meta, planned, layout, tables_, identity, attempt, known, state,
+                                     reporter, host)
+                if not conflicts:
+                    break
+                planned, known = _plan(config, layout, tables_.predictions, listing, identity, work)
+                state.planned(planned.items, len(planned.shards))
+                if planned.items == 0:
+                    break
+            else:
+                raise RunFailed(
+                    f"{planned.items} items are still not labeled after {REPLANS} rounds: other runs of this model "
+                    "and weights kept committing some of the same items first. Run the same command again (it "
+                    "labels only what is left), or run one command at a time on this output")
+        except BaseException as exc:
+            reason = _stop_reason(state, exc)
+            _stages_into(state, reporter)
+            _stop(layout, tables_, state, attempt, run_date, reason)
+            if reason is exc:
+                raise
+            raise reason from None
+    _stages_into(state, reporter)
+    state.timed("total_s", time.monotonic() - started)
+    return state.finished()
 
 
-def _run_id_and_date(config: RunConfig, layout: OutputLayout, spec: ModelSpec, kind: str) -> tuple[str, str]:
+def _stop_reason(state: RunState, exc: BaseException) -> BaseException:
+    """Why the attempt stops: the heartbeat's reason when it interrupted the driver, a worker's
+    RunFailed or InternalError rather than Ray's wrapping of it, else ``exc``."""
+    if isinstance(exc, KeyboardInterrupt):
+        try:
+            state.check()
+        except RunFailed as stopped:
+            return stopped
+    return raised_by_us(exc) or exc
+
+
+def _stop(layout: OutputLayout, tables_: Tables, state: RunState, attempt: Attempt, run_date: str,
+          reason: BaseException) -> None:
+    """The attempt stops: it settles its own files (unless it was fenced: then whoever fenced it
+    does), and its record says why and what committed."""
+    if not isinstance(reason, Fenced):
+        try:
+            recovery.settle_attempt(layout, tables_, attempt, run_date)
+        except Exception as exc:  # noqa: BLE001 - the next run on the output finishes it, from the live record
+            log.warning("run %s: could not settle its uncommitted files (%s); the next run on this output will",
+                        attempt.run_id, storage.redact(f"{type(exc).__name__}: {exc}"))
+            return
+    try:
+        state.failed(reason)
+    except Exception as exc:  # noqa: BLE001 - the live record stays; the next run on the output finishes it
+        log.warning("run %s: could not write its final record (%s)", attempt.run_id,
+                    storage.redact(f"{type(exc).__name__}: {exc}"))
+
+
+def _run_id_and_date(config: RunConfig, layout: OutputLayout, spec: ModelSpec,
+                     kind: str) -> tuple[str, str, RunRecord | None]:
+    """The run's id and date, and for ``--resume`` the record of the run it continues."""
     if not config.resume:
         run_id = config.run_id or (f"nightly-{config.run_date}-{secrets.token_hex(4)}" if kind == "nightly"
                                    else new_run_id())
-        return validate_run_id(run_id), validate_run_date(config.run_date)
-    earlier = records.load(layout.runs, config.resume)
+        return validate_run_id(run_id), validate_run_date(config.run_date), None
+    live = records.load_live(layout.runs, config.resume)
+    if live is not None:  # dead runs were finished just before: this one is alive
+        raise UsageError(f"--resume {config.resume}: that run is still going (attempt {live.attempt} on {live.host}, "
+                         f"pid {live.pid}); wait until it ends, or stop it and run this again once it is judged "
+                         f"dead ({fencing.STALE_AFTER_S:.0f} s after its last heartbeat)")
+    earlier = records.load_final(layout.runs, config.resume)
     if earlier is None:
         raise UsageError(f"--resume {config.resume}: no run with that id on {storage.redact_uri(layout.root)}")
     if (earlier.model, earlier.weights_sha256) != (spec.name, spec.identity()):
         raise UsageError(f"--resume {config.resume}: that run used {earlier.model} with weights "
                          f"{earlier.weights_sha256}, not the model and weights given here")
-    if earlier.status == records.RUNNING and not recovery._is_dead(earlier):
-        raise UsageError(f"--resume {config.resume}: that run is still going (its record was updated "
-                         f"{records.seconds_since_update(earlier):.0f} s ago on {earlier.host})")
-    return earlier.run_id, earlier.run_date
+    return earlier.run_id, earlier.run_date, earlier
 
 
 def _committed_night(layout: OutputLayout, run_date: str, spec: ModelSpec) -> str | None:
@@ -260,69 +324,77 @@ def _committed_night(layout: OutputLayout, run_date: str, spec: ModelSpec) -> st
     return None
 
 
-def _plan(config: RunConfig, layout: OutputLayout, listing: Listing, identity: RunIdentity,
-          work: Path) -> tuple[Plan, frozenset[str]]:
+def _night_done(run_date: str, run_id: str) -> str:
+    return f"night {run_date} is already committed by run {run_id}: nothing to add"
+
+
+def _plan(config: RunConfig, layout: OutputLayout, predictions: Table | None, listing: Listing,
+          identity: RunIdentity, work: Path) -> tuple[Plan, frozenset[str]]:
     """Cut the shards, without what counts as labeled: rows of this model and weights, or with
-    ``--reprocess --resume`` the rows of the resumed run, or with ``--reprocess`` nothing."""
+    ``--reprocess --resume`` the rows of the resumed run, or with ``--reprocess`` nothing. Also
+    returns the table's files at planning time."""
     shutil.rmtree(work, ignore_errors=True)
-    table = tables.open_table(layout.table("predictions"), "predictions")
-    actions = tables.file_actions(table) if table is not None else None
-    known = frozenset(actions["path"].to_pylist()) if actions is not None else frozenset()
-    uri_range = listing.uri_range(config.modality)
+    known: frozenset[str] = frozenset()
     labeled = None
-    if actions is not None and uri_range and (not config.reprocess or config.resume):
-        if config.reprocess:
-            done = tables.files_where(actions, run_id=identity.run_id)
-        else:
-            done = tables.files_where(actions, model=identity.model, weights_sha256=identity.weights_sha256)
-        done = tables.files_overlapping(done, *uri_range)
-        keys = tables.scan(layout.table("predictions"), done["path"].to_pylist())
-        labeled = plan.spill_keys(keys, work / "labeled")
+    if predictions is not None:
+        predictions.refresh()
+        files = predictions.files()
+        known = frozenset(files["path"].to_pylist())
+        uri_range = listing.uri_range(config.modality)
+        if uri_range and (not config.reprocess or config.resume):
+            where = ({"run_id": identity.run_id} if config.reprocess
+                     else {"model": identity.model, "weights_sha256": identity.weights_sha256})
+            done = tables.files_overlapping(tables.files_holding(files, **where), *uri_range)
+            keys = tables.scan(layout.table("predictions"), done["path"].to_pylist(), where=where)
+            labeled = plan.spill_keys(keys, work / "labeled")
     planned = plan.cut_shards(listing, labeled, modality=config.modality, shard_size=config.shard_size,
                               folder=work / "shards")
     return planned, known
 
 
-def _new_record(config: RunConfig, spec: ModelSpec, meta, identity: RunIdentity, kind: str,
-                listing: Listing) -> RunRecord:
-    return RunRecord(
+def _new_record(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, identity: RunIdentity, kind: str,
+                listing: Listing, planned: Plan, earlier: RunRecord | None) -> RunRecord:
+    """The record of this attempt; a resume's keeps what the run committed before."""
+    record = RunRecord(
         run_id=identity.run_id, kind=kind, run_date=identity.run_date, model=spec.name,
         weights=storage.redact_uri(config.weights or "random"), weights_sha256=identity.weights_sha256,
         modality=config.modality, labels=len(meta.labels), inputs=[storage.redact_uri(u) for u in config.inputs],
         reprocess=config.reprocess, not_items=dict(sorted(listing.skipped.items())), shard_size=config.shard_size,
-        config=_safe_config(config), versions=_versions(),
+        config=_safe_config(config), versions=_versions(), items_listed=planned.items_listed,
+        duplicates=planned.duplicates, items_skipped=planned.items_labeled, items_to_label=planned.items,
+        shards_total=len(planned.shards),
     )
+    if earlier is not None:
+        for shard in earlier.shards:
+            record.add_shard(shard)
+        if earlier.score_histogram:
+            record.add_labels(earlier.label_counts, earlier.score_histogram)
+        record.top_errors, record.conflicts = earlier.top_errors, earlier.conflicts
+        record.started_at = earlier.started_at
+        record.items_skipped = max(0, planned.items_labeled - record.items)
+        record.shards_total = record.shards_committed + len(planned.shards)
+    return record
 
 
-def _note_plan(record: RunRecord, planned: Plan) -> None:
-    record.items_listed = planned.items_listed
-    record.duplicates = planned.duplicates
-    record.items_skipped = planned.items_labeled
-    record.items = planned.items
-    record.shards_total = len(planned.shards)
-
-
-def _nothing(config, spec, run_id, run_date, kind, message) -> RunRecord:
+def _nothing(config: RunConfig, spec: ModelSpec, run_id: str, run_date: str, kind: str, message: str) -> RunRecord:
     return RunRecord(run_id=run_id, kind=kind, run_date=run_date, model=spec.name,
                      weights=storage.redact_uri(config.weights or "random"), weights_sha256=spec.identity(),
                      modality=config.modality, status=records.COMMITTED, error=message)
 
 
-def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: OutputLayout, identity: RunIdentity,
-             known: frozenset[str], record: RunRecord, reporter: metrics.Reporter) -> int:
+def _execute(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
+             tables_: Tables, identity: RunIdentity, attempt: Attempt, known: frozenset[str], state: RunState,
+             reporter: metrics.Reporter, host: Host) -> int:
     """Stream the planned shards through Ray Data and commit them; returns the shards dropped
     because another run labeled their items first."""
     from pipeline import cluster, stages
 
     started = time.monotonic()
     placed = stages.placement(config, planned.items)
-    record.model_actors = placed.actors
+    state.placed(placed.actors)
     reporter.planned(items=planned.items, shards=len(planned.shards), actors=placed.actors)
     progress = Progress(shards=len(planned.shards), items=planned.items, run_id=identity.run_id)
-    errors: Counter = Counter()
-    examples: dict = {}
     conflicts = 0
-    fault = _fault()
 
     def on_outcome(outcome: CommitOutcome) -> None:
         nonlocal conflicts
@@ -330,98 +402,36 @@ def _execute(config: RunConfig, spec: ModelSpec, meta, planned: Plan, layout: Ou
         if not outcome.committed or shard is None:
             conflicts += 1
             return
-        record.add_shard(shard)
-        record.add_labels(outcome.label_counts, outcome.score_histogram)
-        merge_errors(errors, examples, outcome.errors)
-        record.top_errors = top_errors(errors, examples)
-        record.items_per_s = round(sum(s.items for s in record.shards) / max(1e-9, time.monotonic() - started), 3)
-        records.write(layout.runs, record)
         progress.committed(shard)
+        state.committed(outcome, items_per_s=round(progress.rate, 3))
         reporter.shard_committed(items=shard.items, rows_per_status=shard.rows_per_status, commit_s=shard.commit_s,
                                  items_per_s=progress.rate, eta_s=progress.remaining)
-        if fault and fault == ("after-commit", record.shards_committed):
-            _die()
+        failpoints.hit("shard.after-commit")
 
-    committer = ShardCommitter(layout, planned, identity, max_error_rate=config.max_error_rate, known_files=known,
-                               on_outcome=on_outcome, started=started,
-                               before_commit=lambda n: _die() if fault == ("before-commit", n) else None)
-    dataset = stages.build(config, spec, meta, planned, layout, identity, placed=placed, reporter=reporter)
+    committer = ShardCommitter(layout, tables_, planned, identity, attempt, journal=state, on_outcome=on_outcome,
+                               max_error_rate=config.max_error_rate, known_files=known, started=started, host=host)
+    dataset = stages.build(config, spec, meta, planned, layout, identity, attempt, placed=placed, reporter=reporter)
     try:
         for manifests in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            state.check()
             committer.add(manifests)
         committer.finish()
-    except Exception as exc:
-        ours = raised_by_us(exc)
-        if ours is None or ours is exc:
-            raise
-        raise ours from None  # a worker's RunFailed or InternalError, not Ray's wrapping of it
     finally:
         progress.close()
-        record.timings["inference_s"] = round(record.timings.get("inference_s", 0) + time.monotonic() - started, 3)
-    record.tasks_per_node = cluster.tasks_per_node(dataset)
+        state.timed("inference_s", time.monotonic() - started)
+    state.ran_on(cluster.tasks_per_node(dataset))
     return conflicts
 
 
-def _note_stages(record: RunRecord, reporter: metrics.Reporter) -> None:
+def _stages_into(state: RunState, reporter: metrics.Reporter) -> None:
     """The run's seconds per stage and the model actors' busy share, into its record; the clock goes."""
     try:
-        record.stage_seconds, busy = reporter.stage_seconds()
+        seconds, busy = reporter.stage_seconds()
+        state.stages(seconds, busy)
+    except Exception as exc:  # noqa: BLE001 - the breakdown is a report, not a result: a run never fails on it
+        log.warning("could not read the run's stage breakdown: %s", exc)
     finally:
         reporter.close()
-    inference_s = record.timings.get("inference_s")
-    if record.model_actors and inference_s:
-        record.model_busy = round(min(1.0, busy / (record.model_actors * inference_s)), 3)
-
-
-def _fault() -> tuple[str, int] | None:
-    value = os.environ.get(FAULT)
-    if not value:
-        return None
-    point, _, n = value.partition(":")
-    return point, int(n)
-
-
-def _die() -> None:
-    sys.stderr.flush()
-    os.killpg(os.getpgrp(), signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def _heartbeat(layout: OutputLayout, record: RunRecord) -> Iterator[None]:
-    """Rewrite the live record every HEARTBEAT_S seconds, so other runs can tell it is alive."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(Exception):
-                records.write(layout.runs, record)
-
-    thread = threading.Thread(target=beat, name="run-record-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def _fail(layout: OutputLayout, record: RunRecord, exc: BaseException) -> None:
-    """The run stops: its uncommitted files go, its record says why and what committed."""
-    with contextlib.suppress(Exception):
-        recovery.sweep(layout, record.run_id, record.run_date)
-    record.status = records.FAILED
-    record.error = storage.redact(str(exc)) or type(exc).__name__
-    record.finished_at = records.now()
-    with contextlib.suppress(Exception):
-        records.write(layout.runs, record)
-
-
-def _finish(layout: OutputLayout, record: RunRecord, started: float, *, write: bool = True) -> RunRecord:
-    record.finished_at = records.now()
-    record.timings["total_s"] = round(time.monotonic() - started, 3)
-    if write:
-        records.write(layout.runs, record)
-    return record
 
 
 def _safe_config(config: RunConfig) -> dict:
@@ -443,4 +453,3 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
-

@@ -19,6 +19,7 @@ import ghostnet
 from pipeline import audio, cluster, decode, plan, sink
 from pipeline.commit import RunIdentity
 from pipeline.config import RunConfig, default_batch_size
+from pipeline.fencing import Attempt
 from pipeline.metrics import Reporter
 from pipeline.model import ModelSpec
 from pipeline.plan import Plan, ShardPlan
@@ -91,7 +92,7 @@ def placement(config: RunConfig, items: int) -> Placement:
 
 
 def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
-          identity: RunIdentity, *, placed: Placement | None = None,
+          identity: RunIdentity, attempt: Attempt, *, placed: Placement | None = None,
           reporter: Reporter | None = None) -> ray.data.Dataset:
     """The run's Ray Data plan; ``reporter`` goes to every stage, which reports its part."""
     configure_data_context()
@@ -145,8 +146,9 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
         .map_batches(
             sink.write_files,
             fn_kwargs={"table_uri": layout.table("predictions"), "run_id": identity.run_id,
-                       "run_date": identity.run_date, "row_group_size": config.row_group_size,
-                       "reporter": reporter},
+                       "attempt": attempt.token, "run_date": identity.run_date,
+                       "digests": {s.index: s.digest for s in planned.shards},
+                       "row_group_size": config.row_group_size, "reporter": reporter},
             # A shard commits once all its files are written: never wait for more rows than it has.
             batch_size=min(config.rows_per_file, config.shard_size),
             batch_format="pyarrow",

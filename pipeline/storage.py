@@ -8,11 +8,13 @@ pickled task, a log line or a manifest.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
@@ -95,9 +97,74 @@ def with_retries(fn: Callable[[], T], *, attempts: int = 5, base_delay_s: float 
     raise AssertionError("unreachable")
 
 
-def read_bytes(uri: str) -> bytes:
+class ObjectChanged(RuntimeError):
+    """The object is not the version that was listed: it changed (or was replaced) since."""
+
+
+def read_bytes(uri: str, *, etag: str | None = None) -> bytes:
+    """The object's bytes; with ``etag``, only if it is still that version (S3: ``If-Match``), else
+    :class:`ObjectChanged`."""
     fs, path = filesystem(uri)
+    if etag is None:
+        return with_retries(lambda: fs.cat_file(path))
+    if is_local(fs):
+        data = with_retries(lambda: fs.cat_file(path))
+        if local_etag(os.stat(path)) != etag:
+            raise ObjectChanged(f"the object changed after it was listed (listed {etag})")
+        return data
+    if _is_s3(fs):
+        return with_retries(lambda: _s3_get_if_match(fs, path, etag))
     return with_retries(lambda: fs.cat_file(path))
+
+
+def local_etag(stat: os.stat_result) -> str:
+    """What a listing gives a local file for an etag: its modification time in nanoseconds."""
+    return f"mtime-{int(stat.st_mtime * 1e9)}"
+
+
+def pin_stream(stream: Any, etag: str | None) -> None:
+    """Make every ranged read of an open S3 file ask for ``etag`` (``If-Match``): a file that
+    changes while it is streamed fails its next read instead of mixing two versions."""
+    if etag is not None and hasattr(stream, "read_kw"):
+        stream.read_kw = {**stream.read_kw, "IfMatch": _quoted(etag)}
+
+
+def is_precondition_failure(exc: BaseException) -> bool:
+    """S3's answer to a conditional request whose condition does not hold (412)."""
+    if isinstance(exc, ObjectChanged):
+        return True
+    causes = (exc, exc.__cause__) if exc.__cause__ is not None else (exc,)
+    return any("PreconditionFailed" in f"{type(e).__name__}: {e}" or "pre-conditions you specified" in str(e)
+               for e in causes)
+
+
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return bool({"s3", "s3a"} & set(protocol))
+
+
+def _quoted(etag: str) -> str:
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
+def _s3_get_if_match(fs: Any, path: str, etag: str) -> bytes:
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(path)
+
+    async def get() -> bytes:
+        try:
+            response = await fs._call_s3("get_object", Bucket=bucket, Key=key, IfMatch=_quoted(etag))
+        except Exception as exc:
+            if is_precondition_failure(exc):
+                raise ObjectChanged(f"the object changed after it was listed (listed {etag})") from None
+            raise
+        try:
+            return bytes(await response["Body"].read())
+        finally:
+            response["Body"].close()
+
+    return sync(fs.loop, get)
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -106,6 +173,89 @@ def write_bytes(uri: str, data: bytes) -> None:
     if is_local(fs):
         fs.makedirs(parent, exist_ok=True)
     with_retries(lambda: fs.pipe_file(path, data))
+
+
+def create_file(uri: str, data: bytes) -> None:
+    """Write a new object, never replacing one: :class:`FileExistsError` if ``uri`` exists.
+
+    Local disk: written aside, then hard-linked into place (atomic, refuses an existing name).
+    S3: one PUT with ``If-None-Match: *``. A retry after a PUT that landed but reported a failure
+    meets its own object: the same bytes there count as written. Stores without a conditional
+    create check first, which is not atomic."""
+    fs, path = filesystem(uri)
+    if is_local(fs):
+        _create_local(path, data)
+        return
+
+    def put() -> None:
+        try:
+            if _is_s3(fs):
+                with fs.open(path, "xb") as f:
+                    f.write(data)
+            elif fs.exists(path):
+                raise FileExistsError(path)
+            else:
+                fs.pipe_file(path, data)
+        except FileExistsError:
+            if _same_bytes(fs, path, data):
+                return
+            raise
+        except Exception as exc:
+            if is_precondition_failure(exc):
+                if _same_bytes(fs, path, data):
+                    return
+                raise FileExistsError(path) from None
+            raise
+
+    with_retries(put)
+
+
+def _create_local(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    aside = f"{path}.{secrets.token_hex(6)}.tmp"
+    try:
+        with open(aside, "xb") as f:
+            f.write(data)
+        os.link(aside, path)
+    finally:
+        if os.path.exists(aside):
+            os.unlink(aside)
+
+
+def _same_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    fs.invalidate_cache(path)
+    try:
+        there = fs.cat_file(path)
+    except FileNotFoundError:
+        return False
+    return hashlib.sha256(there).digest() == hashlib.sha256(data).digest()
+
+
+def modified(uri: str) -> float:
+    """The storage's own timestamp of an object (S3 ``LastModified``, a local file's mtime), in
+    seconds since the epoch: one clock for every host that reads it."""
+    fs, path = filesystem(uri)
+    fs.invalidate_cache(path)
+    info = with_retries(lambda: fs.info(path))
+    stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
+    if stamp is None:
+        raise OSError(f"{redact_uri(uri)}: the store gives no modification time")
+    return float(stamp.timestamp() if hasattr(stamp, "timestamp") else stamp)
+
+
+def storage_now(folder: str) -> float:
+    """The storage's clock now: the timestamp it gives a probe object written under ``folder``."""
+    probe = join(folder, f"_clock-{secrets.token_hex(8)}")
+    write_bytes(probe, b"")
+    try:
+        return modified(probe)
+    finally:
+        remove_file(probe)
+
+
+def size(uri: str) -> int:
+    fs, path = filesystem(uri)
+    return int(with_retries(lambda: fs.size(path)))
 
 
 def exists(uri: str) -> bool:

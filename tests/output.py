@@ -5,16 +5,16 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipeline import record as records
-from pipeline import tables
+from pipeline.delta import open_table
 from pipeline.record import RunRecord
-from pipeline.tables import OutputLayout
+from pipeline.tables import OutputLayout, table_schema
 
 
 def committed(output: str, table: str = "predictions") -> pa.Table:
     """Every committed row of ``table`` (with ``run_date``), as deltalake reads it."""
     layout = OutputLayout.of(output)
-    found = tables.open_table(layout.table(table), table)
-    return found.to_pyarrow_dataset().to_table() if found is not None else tables.table_schema(table).empty_table()
+    found = open_table(layout.table(table), table)
+    return found.to_pyarrow_dataset().to_table() if found is not None else table_schema(table).empty_table()
 
 
 def run_records(output: str) -> list[RunRecord]:

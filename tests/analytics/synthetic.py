@@ -7,9 +7,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pyarrow as pa
 
-from pipeline import commit, sink
+from pipeline import commit
 from pipeline import record as records
-from pipeline.commit import RunIdentity
+from pipeline.commit import RunIdentity, Tables
+from pipeline.delta import DeltaLog
+from pipeline.fencing import Attempt
 from pipeline.record import SCORE_BINS, RunRecord, ShardRecord
 from pipeline.schema import CHANNEL_STATS, PREDICTIONS
 from pipeline.tables import OutputLayout
@@ -66,11 +68,10 @@ def commit_run(root: str, run_id: str, rows: pa.Table, stats: pa.Table, *, minut
     The record holds the ok rows per label and score bin, and ``stages`` as its stage breakdown."""
     layout = OutputLayout.of(root)
     identity = RunIdentity(run_id, run_date, model, weights, reprocess=True)
-    written = sink.write_predictions(layout.table("predictions"), rows, run_id=run_id, run_date=run_date, shard=0)
-    stats_file = commit.write_channel_stats(layout, identity, 0, "0" * 16, stats)
-    app = commit.tables.app_id(run_id, 0, "0" * 16)
-    assert commit.commit_predictions(layout, identity, app, [written], 0)
-    commit.commit_channel_stats(layout, run_id, run_date, app, stats_file, 0)
+    tables_ = Tables(*(DeltaLog.open(layout.table(name), name, create=True) for name in ("predictions",
+                                                                                          "channel_stats")))
+    written = commit.write_and_commit(layout, tables_, identity, Attempt.new(run_id), shard=0, digest="0" * 16,
+                                      rows=rows, stats=stats)
     per_status = {s: n for s, n in zip(*np.unique(rows["status"].to_numpy(zero_copy_only=False),
                                                   return_counts=True), strict=True)}
     ended = (START + timedelta(minutes=minutes)).isoformat()

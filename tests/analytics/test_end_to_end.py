@@ -21,7 +21,7 @@ from PIL import Image
 
 from analytics import report, views
 from jobs import query
-from pipeline import sink
+from pipeline import files
 from pipeline.config import RunConfig
 from pipeline.record import RunRecord
 from pipeline.run import run
@@ -132,8 +132,8 @@ def test_uncommitted_files_stay_out_of_the_views(s3fs_client, mixed):
     s3fs_client.copy(output.removeprefix("s3://"), copy.removeprefix("s3://"), recursive=True)
     layout = OutputLayout.of(copy)
     rows = views.connect(copy).sql("SELECT * EXCLUDE (run_date) FROM predictions").arrow()
-    sink.write_predictions(layout.table("predictions"), rows.read_all() if hasattr(rows, "read_all") else rows,
-                           run_id="died", run_date=RUN_DATE, shard=0)
+    files.write_parquet(layout.table("predictions"), rows.read_all() if hasattr(rows, "read_all") else rows,
+                        run_id="died", attempt="0" * 12, run_date=RUN_DATE, shard=0, digest="0" * 16)
     s3fs_client.invalidate_cache()
 
     con = views.connect(copy)

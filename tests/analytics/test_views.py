@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analytics import views
-from pipeline import sink
+from pipeline import files
 from pipeline.errors import UsageError
 from pipeline.schema import PARTITION, PREDICTIONS, STATUSES
 from pipeline.tables import OutputLayout
@@ -90,8 +90,8 @@ def test_files_of_uncommitted_shards_are_not_read(tmp_path):
     commit_two_runs(str(root))
     layout = OutputLayout.of(str(root))
     # a shard whose files were written but whose driver died before committing it
-    sink.write_predictions(layout.table("predictions"), synthetic.predictions("dead", {"ok": 5}),
-                           run_id="dead", run_date="2026-11-27", shard=0)
+    files.write_parquet(layout.table("predictions"), synthetic.predictions("dead", {"ok": 5}),
+                        run_id="dead", attempt="0" * 12, run_date="2026-11-27", shard=0, digest="0" * 16)
     pq.write_table(synthetic.channel_stats("dead", synthetic.gates(LAYERS, 3)),
                    Path(layout.table("channel_stats")) / "run_date=2026-11-27" / "dead-00000-x.parquet")
 

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import RunConfig
-from pipeline.run import FAULT, run
+from pipeline.failpoints import ENV as FAILPOINTS
+from pipeline.run import run
 from tests import corpus
 from tests.output import committed, rows_per_run, run_records
 from tests.s3_fault_proxy import FaultProxy
@@ -119,9 +120,9 @@ def run_args(command: str, tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(("command", "fault", "first_rows"), [
-    ("run", "after-commit:3", 30),
-    ("run", "before-commit:2", 10),
-    ("nightly", "after-commit:2", 20),
+    ("run", "shard.after-commit=kill@3", 30),
+    ("run", "shard.before-commit=kill@2", 10),
+    ("nightly", "shard.after-commit=kill@2", 20),
 ])
 def test_driver_killed_then_the_same_command_labels_only_the_rest(tmp_path, ray_tmp, command, fault, first_rows):
     """The driver and its private Ray are SIGKILLed (process group) right after a shard's commit, or
@@ -134,12 +135,12 @@ def test_driver_killed_then_the_same_command_labels_only_the_rest(tmp_path, ray_
     # the processes this test started.
     env = {"TMPDIR": ray_tmp}
 
-    first = cli(*run_args(command, tmp_path), env={**env, FAULT: fault}, start_new_session=True)
+    first = cli(*run_args(command, tmp_path), env={**env, FAILPOINTS: fault}, start_new_session=True)
     first.communicate(timeout=900)
     assert first.returncode == -signal.SIGKILL
     [dead] = run_records(str(output))
     assert dead.status == "running" and rows_per_run(str(output)) == {dead.run_id: first_rows}
-    if fault.startswith("before-commit"):
+    if fault.startswith("shard.before-commit"):
         assert raw_rows(output) > first_rows, "the killed shard's files were written, not committed"
 
     second = cli(*run_args(command, tmp_path), env=env, start_new_session=True)
@@ -188,7 +189,7 @@ def test_a_reprocess_run_killed_mid_way_resumes_with_resume_run_id(tmp_path, ray
     output = tmp_path / "out"
     args = [*run_args("run", tmp_path), "--reprocess"]
 
-    first = cli(*args, env={"TMPDIR": ray_tmp, FAULT: "after-commit:2"}, start_new_session=True)
+    first = cli(*args, env={"TMPDIR": ray_tmp, FAILPOINTS: "shard.after-commit=kill@2"}, start_new_session=True)
     first.communicate(timeout=900)
     [dead] = run_records(str(output))
     resumed = cli(*args, "--resume", dead.run_id, env={"TMPDIR": ray_tmp}, start_new_session=True)

@@ -18,8 +18,8 @@ from PIL import Image, ImageOps
 from analytics import views
 from analytics.views import query
 from jobs import cli
-from pipeline import tables
 from pipeline.config import RunConfig
+from pipeline.delta import open_table
 from pipeline.run import run
 from pipeline.schema import PREDICTIONS
 from tests import corpus
@@ -155,7 +155,7 @@ def test_output_files_hold_rows_per_file_in_row_groups_of_row_group_size(tmp_pat
 
     run(config)
 
-    table = tables.open_table(str(tmp_path / "out" / "predictions"), "predictions")
+    table = open_table(str(tmp_path / "out" / "predictions"), "predictions")
     files = [pq.ParquetFile(uri).metadata for uri in table.file_uris()]
     rows = sorted((m.num_rows for m in files), reverse=True)
     assert sum(rows) == 70
@@ -180,7 +180,7 @@ def test_a_run_commits_shard_by_shard_and_statistics_reconcile(tmp_path):
 
     assert record.committed and record.shards_total == record.shards_committed == 3
     assert [s.items for s in sorted(record.shards, key=lambda s: s.shard)] == [4, 4, 4]
-    table = tables.open_table(f"{output}/predictions", "predictions")
+    table = open_table(f"{output}/predictions", "predictions")
     writes = [h for h in table.history() if h["operation"] == "WRITE"]
     assert sorted(int(h["shard"]) for h in writes) == [0, 1, 2], "one transaction per shard"
     rows = committed(output)

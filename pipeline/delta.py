@@ -1,0 +1,122 @@
+"""Delta Lake (deltalake / delta-rs) behind :class:`pipeline.tables.Table`, and reading a table.
+
+Commits use delta-rs's transaction API on files already written: on S3 its log entries are
+created with a conditional PUT, so concurrent writers never lose a commit, and a commit that
+carries an application id some commit since its snapshot also set fails (the protocol's fences and
+idempotency rest on that; /work/shared/reference/delta-lake.md has what was checked).
+
+Creating a table is race-free: the first log entry is made aside by delta-rs and then created in
+place only if no entry is there yet (``If-None-Match`` on S3, a hard link on local disk), so two
+writers that create one output at once end with one table id. delta-rs's own create would retry a
+lost race as a second ``CREATE TABLE`` commit with another id.
+
+S3 endpoint and credentials come from the standard AWS environment, which delta-rs reads by
+itself; only the permission to speak plain HTTP to an ``http://`` endpoint is passed here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from typing import Literal, overload
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
+
+from pipeline import storage
+from pipeline.schema import PARTITION
+from pipeline.tables import ConcurrentCommit, FileStats, table_schema
+
+__all__ = ["DeltaLog", "open_table", "storage_options"]
+
+FIRST_ENTRY = "_delta_log/00000000000000000000.json"
+
+
+def storage_options(uri: str) -> dict[str, str] | None:
+    """What delta-rs needs beyond the AWS environment: leave to speak HTTP to an http:// endpoint."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    return {"AWS_ALLOW_HTTP": "true"} if endpoint.startswith("http://") else {}
+
+
+@overload
+def open_table(uri: str, name: str, *, create: Literal[True]) -> DeltaTable: ...
+@overload
+def open_table(uri: str, name: str, *, create: bool = False) -> DeltaTable | None: ...
+def open_table(uri: str, name: str, *, create: bool = False) -> DeltaTable | None:
+    """The Delta table at ``uri`` for reading, created first when ``create`` and missing."""
+    options = storage_options(uri)
+    try:
+        return storage.with_retries(lambda: DeltaTable(uri, storage_options=options))
+    except TableNotFoundError:
+        if not create:
+            return None
+    _create(uri, name)
+    return storage.with_retries(lambda: DeltaTable(uri, storage_options=options))
+
+
+def _create(uri: str, name: str) -> None:
+    """Create the first log entry of an empty table at ``uri``, unless one is there already."""
+    aside = tempfile.mkdtemp(prefix="ghostnet-table-")
+    try:
+        DeltaTable.create(aside, schema=table_schema(name), partition_by=[PARTITION], name=name)
+        with open(os.path.join(aside, FIRST_ENTRY), "rb") as f:
+            entry = f.read()
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        storage.create_file(storage.join(uri, FIRST_ENTRY), entry)
+    except FileExistsError:
+        pass  # another writer created it first: theirs is the table
+
+
+class DeltaLog:
+    """A Delta table at one version, as :class:`pipeline.tables.Table`."""
+
+    def __init__(self, uri: str, name: str, table: DeltaTable) -> None:
+        self.uri, self.name, self._table = uri, name, table
+
+    @overload
+    @classmethod
+    def open(cls, uri: str, name: str, *, create: Literal[True]) -> DeltaLog: ...
+    @overload
+    @classmethod
+    def open(cls, uri: str, name: str, *, create: bool = False) -> DeltaLog | None: ...
+    @classmethod
+    def open(cls, uri: str, name: str, *, create: bool = False) -> DeltaLog | None:
+        table = open_table(uri, name, create=create)
+        return None if table is None else cls(uri, name, table)
+
+    def refresh(self) -> None:
+        storage.with_retries(self._table.update_incremental)
+
+    def version(self) -> int:
+        return self._table.version()
+
+    def files(self) -> pa.Table:
+        return pa.table(self._table.get_add_actions(flatten=True))
+
+    def app_version(self, app: str) -> int | None:
+        return self._table.transaction_version(app)
+
+    def commit(self, adds: Sequence[FileStats], *, run_date: str, apps: Mapping[str, int],
+               metadata: Mapping[str, str]) -> None:
+        now_ms = int(time.time() * 1000)
+        actions: list[AddAction | RemoveAction] = [AddAction(f.path, f.size, {PARTITION: run_date}, now_ms, True, f.stats) for f in adds]
+        properties = CommitProperties(
+            app_transactions=[Transaction(app, version) for app, version in apps.items()],
+            custom_metadata=dict(metadata),
+        )
+        try:
+            storage.with_retries(lambda: self._table.create_write_transaction(
+                actions, mode="append", schema=table_schema(self.name), partition_by=[PARTITION],
+                commit_properties=properties,
+            ))
+        except CommitFailedError as exc:
+            raise ConcurrentCommit(str(exc)) from exc
