@@ -96,6 +96,9 @@ class DeltaLog:
     def refresh(self) -> None:
         storage.with_retries(self._table.update_incremental)
 
+    def clone(self) -> DeltaLog:
+        return DeltaLog.open(self.uri, self.name, create=True)
+
     def version(self) -> int:
         return self._table.version()
 
@@ -108,7 +111,8 @@ class DeltaLog:
     def commit(self, adds: Sequence[FileStats], *, run_date: str, apps: Mapping[str, int],
                metadata: Mapping[str, str]) -> None:
         now_ms = int(time.time() * 1000)
-        actions: list[AddAction | RemoveAction] = [AddAction(f.path, f.size, {PARTITION: run_date}, now_ms, True, f.stats) for f in adds]
+        actions: list[AddAction | RemoveAction] = [
+            AddAction(f.path, f.size, {PARTITION: run_date}, now_ms, True, f.stats) for f in adds]
         properties = CommitProperties(
             app_transactions=[Transaction(app, version) for app, version in apps.items()],
             custom_metadata=dict(metadata),

@@ -22,23 +22,24 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from pipeline import discover, failpoints, fencing, metrics, plan, recovery, storage, tables
+import pyarrow as pa
+
+from pipeline import discover, failpoints, fencing, plan, recovery, storage, tables
 from pipeline import record as records
 from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter, Tables
 from pipeline.config import RunConfig
 from pipeline.delta import DeltaLog
 from pipeline.errors import InternalError, RunFailed, UsageError, raised_by_us
-from pipeline.fencing import Attempt, Fenced, Host
+from pipeline.fencing import Attempt, Host
 from pipeline.model import ModelSpec
 from pipeline.plan import Listing, Plan
-from pipeline.progress import Progress
 from pipeline.record import RunRecord, validate_run_date, validate_run_id
 from pipeline.runstate import RunState
 from pipeline.tables import OutputLayout, Table
@@ -46,13 +47,31 @@ from pipeline.tables import OutputLayout, Table
 if TYPE_CHECKING:
     import ghostnet
 
-__all__ = ["PlanSummary", "new_run_id", "plan_by_modality", "run", "run_by_modality"]
+__all__ = ["Engine", "PlanSummary", "label", "new_run_id", "plan_by_modality", "run", "run_by_modality"]
 
 log = logging.getLogger("ghostnet_pipeline")
 
 REPLANS = 3  # rounds of planning again the items of shards another run labeled first
 BYTES_PER_ROW = 210  # measured: a 100k-item run wrote 19.8 MiB (bench/RESULTS.md, output files)
 BYTES_PER_EMBEDDING = 1280 * 4
+
+
+class Engine(Protocol):
+    """What an attempt needs to turn planned shards into written files: the Ray Data plan in a run
+    (:class:`pipeline.stages.RayEngine`); a direct writer in the commit protocol's checker."""
+
+    def stream(self, planned: Plan, identity: RunIdentity, attempt: Attempt, state: RunState) -> Iterator[pa.Table]:
+        """Manifests of the files written (:data:`pipeline.sink.MANIFEST`), batch by batch."""
+
+    def committed(self, outcome: CommitOutcome) -> None:
+        """A shard committed: progress and metrics."""
+
+    def close(self, state: RunState) -> None:
+        """The attempt ends: what the engine measured goes into the record."""
+
+
+# Starts an attempt's engine: (run id, seconds spent listing, seconds spent planning) -> Engine.
+EngineStarter = Callable[[str, float, float], Engine]
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -128,16 +147,17 @@ def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
     goes on from what it committed.
     """
     from pipeline import cluster
+    from pipeline.stages import RayEngine
 
     with _listed(config) as (listing, work):
         # Inputs, weights and output are checked, in that order, before anything is written or started.
         models = [(c, _checked_model(c)) for c in _per_modality(config, listing)]
         layout = OutputLayout.of(config.output)
         tables_ = _open_tables(layout)
-        host = Host()
         with cluster.connect(config.address, num_cpus=config.num_cpus):
-            return [_label(c, spec, meta, kind=kind, layout=layout, tables_=tables_, listing=listing,
-                           work=work / c.modality, host=host) for c, (spec, meta) in models]
+            return [label(c, spec, kind=kind, layout=layout, tables_=tables_, listing=listing, work=work / c.modality,
+                          host=Host(), labels=len(meta.labels), engine=RayEngine.starter(c, spec, meta, layout))
+                    for c, (spec, meta) in models]
 
 
 @contextlib.contextmanager
@@ -207,9 +227,10 @@ def _open_tables(layout: OutputLayout) -> Tables:
         ) from None
 
 
-def _label(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, *, kind: str, layout: OutputLayout,
-           tables_: Tables, listing: Listing, work: Path, host: Host) -> RunRecord:
-    """One modality's run: settle dead runs, plan, then stream and commit the shards."""
+def label(config: RunConfig, spec: ModelSpec, *, kind: str, layout: OutputLayout, tables_: Tables,
+          listing: Listing, work: Path, host: Host, labels: int, engine: EngineStarter) -> RunRecord:
+    """One modality's run, as one attempt of it on ``host``: finish dead runs, plan, then stream the
+    shards through ``engine`` and commit them. Needs no Ray itself: the engine brings it."""
     if config.modality not in ("image", "audio"):
         raise UsageError(f"a run labels one modality, got {config.modality!r}; use run_by_modality for auto")
     started = time.monotonic()
@@ -221,7 +242,7 @@ def _label(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, *, kind
     identity = _identity(config, spec, run_id=run_id, run_date=run_date)
     t = time.monotonic()
     planned, known = _plan(config, layout, tables_.predictions, listing, identity, work)
-    record = _new_record(config, spec, meta, identity, kind, listing, planned, earlier)
+    record = _new_record(config, spec, labels, identity, kind, listing, planned, earlier)
     record.timings["plan_s"] = round(time.monotonic() - t, 3)
     if planned.items == 0:
         record.status, record.finished_at = records.COMMITTED, records.now(host.clock())
@@ -234,16 +255,12 @@ def _label(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, *, kind
         fencing.claim(tables_.predictions, attempt, run_date)
     state = RunState(layout, record, attempt, host)
     state.planned(planned.items, len(planned.shards))
-    reporter = metrics.Reporter.start(run_id)
-    reporter.stage("listing", listing.seconds)
-    reporter.stage("plan", record.timings["plan_s"])
-    heartbeat = DeltaLog.open(layout.table("predictions"), "predictions", create=True)
-    with state.heartbeat(heartbeat):
+    running = engine(run_id, listing.seconds, record.timings["plan_s"])
+    with state.heartbeat(tables_.predictions.clone()):
         try:
             for _ in range(REPLANS):
-                conflicts = _execute(config, spec, meta, planned, layout, tables_, identity, attempt, known, state,
-                                     reporter, host)
-                if not conflicts:
+                if not _commit_stream(config, running, planned, layout, tables_, identity, attempt, known, state,
+                                      host):
                     break
                 planned, known = _plan(config, layout, tables_.predictions, listing, identity, work)
                 state.planned(planned.items, len(planned.shards))
@@ -256,14 +273,40 @@ def _label(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, *, kind
                     "labels only what is left), or run one command at a time on this output")
         except BaseException as exc:
             reason = _stop_reason(state, exc)
-            _stages_into(state, reporter)
+            running.close(state)
             _stop(layout, tables_, state, attempt, run_date, reason)
             if reason is exc:
                 raise
             raise reason from None
-    _stages_into(state, reporter)
+    running.close(state)
     state.timed("total_s", time.monotonic() - started)
     return state.finished()
+
+
+def _commit_stream(config: RunConfig, engine: Engine, planned: Plan, layout: OutputLayout, tables_: Tables,
+                   identity: RunIdentity, attempt: Attempt, known: frozenset[str], state: RunState,
+                   host: Host) -> int:
+    """Stream the planned shards through ``engine`` and commit them; returns the shards dropped
+    because another run labeled their items first."""
+    conflicts = 0
+
+    def on_outcome(outcome: CommitOutcome) -> None:
+        nonlocal conflicts
+        if not outcome.committed:
+            conflicts += 1
+            return
+        state.committed(outcome)
+        engine.committed(outcome)
+        failpoints.hit("shard.after-commit")
+
+    committer = ShardCommitter(layout, tables_, planned, identity, attempt, journal=state, on_outcome=on_outcome,
+                               max_error_rate=config.max_error_rate, known_files=known, started=time.monotonic(),
+                               host=host)
+    for manifests in engine.stream(planned, identity, attempt, state):
+        state.check()
+        committer.add(manifests)
+    committer.finish()
+    return conflicts
 
 
 def _stop_reason(state: RunState, exc: BaseException) -> BaseException:
@@ -279,15 +322,16 @@ def _stop_reason(state: RunState, exc: BaseException) -> BaseException:
 
 def _stop(layout: OutputLayout, tables_: Tables, state: RunState, attempt: Attempt, run_date: str,
           reason: BaseException) -> None:
-    """The attempt stops: it settles its own files (unless it was fenced: then whoever fenced it
-    does), and its record says why and what committed."""
-    if not isinstance(reason, Fenced):
-        try:
-            recovery.settle_attempt(layout, tables_, attempt, run_date)
-        except Exception as exc:  # noqa: BLE001 - the next run on the output finishes it, from the live record
-            log.warning("run %s: could not settle its uncommitted files (%s); the next run on this output will",
-                        attempt.run_id, storage.redact(f"{type(exc).__name__}: {exc}"))
-            return
+    """The attempt stops: it settles its own files (the statistics of what it committed, and the
+    files no one will commit), and its record says why and, as the log says, what committed. A
+    fenced attempt leaves its record to whoever fenced it."""
+    try:
+        recovery.settle_attempt(layout, tables_, attempt, run_date)
+        recovery.reconcile(state.record, tables_)
+    except Exception as exc:  # noqa: BLE001 - the next run on the output finishes it, from the live record
+        log.warning("run %s: could not settle its uncommitted files (%s); the next run on this output will",
+                    attempt.run_id, storage.redact(f"{type(exc).__name__}: {exc}"))
+        return
     try:
         state.failed(reason)
     except Exception as exc:  # noqa: BLE001 - the live record stays; the next run on the output finishes it
@@ -352,13 +396,13 @@ def _plan(config: RunConfig, layout: OutputLayout, predictions: Table | None, li
     return planned, known
 
 
-def _new_record(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, identity: RunIdentity, kind: str,
+def _new_record(config: RunConfig, spec: ModelSpec, labels: int, identity: RunIdentity, kind: str,
                 listing: Listing, planned: Plan, earlier: RunRecord | None) -> RunRecord:
     """The record of this attempt; a resume's keeps what the run committed before."""
     record = RunRecord(
         run_id=identity.run_id, kind=kind, run_date=identity.run_date, model=spec.name,
         weights=storage.redact_uri(config.weights or "random"), weights_sha256=identity.weights_sha256,
-        modality=config.modality, labels=len(meta.labels), inputs=[storage.redact_uri(u) for u in config.inputs],
+        modality=config.modality, labels=labels, inputs=[storage.redact_uri(u) for u in config.inputs],
         reprocess=config.reprocess, not_items=dict(sorted(listing.skipped.items())), shard_size=config.shard_size,
         config=_safe_config(config), versions=_versions(), items_listed=planned.items_listed,
         duplicates=planned.duplicates, items_skipped=planned.items_labeled, items_to_label=planned.items,
@@ -380,58 +424,6 @@ def _nothing(config: RunConfig, spec: ModelSpec, run_id: str, run_date: str, kin
     return RunRecord(run_id=run_id, kind=kind, run_date=run_date, model=spec.name,
                      weights=storage.redact_uri(config.weights or "random"), weights_sha256=spec.identity(),
                      modality=config.modality, status=records.COMMITTED, error=message)
-
-
-def _execute(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
-             tables_: Tables, identity: RunIdentity, attempt: Attempt, known: frozenset[str], state: RunState,
-             reporter: metrics.Reporter, host: Host) -> int:
-    """Stream the planned shards through Ray Data and commit them; returns the shards dropped
-    because another run labeled their items first."""
-    from pipeline import cluster, stages
-
-    started = time.monotonic()
-    placed = stages.placement(config, planned.items)
-    state.placed(placed.actors)
-    reporter.planned(items=planned.items, shards=len(planned.shards), actors=placed.actors)
-    progress = Progress(shards=len(planned.shards), items=planned.items, run_id=identity.run_id)
-    conflicts = 0
-
-    def on_outcome(outcome: CommitOutcome) -> None:
-        nonlocal conflicts
-        shard = outcome.record
-        if not outcome.committed or shard is None:
-            conflicts += 1
-            return
-        progress.committed(shard)
-        state.committed(outcome, items_per_s=round(progress.rate, 3))
-        reporter.shard_committed(items=shard.items, rows_per_status=shard.rows_per_status, commit_s=shard.commit_s,
-                                 items_per_s=progress.rate, eta_s=progress.remaining)
-        failpoints.hit("shard.after-commit")
-
-    committer = ShardCommitter(layout, tables_, planned, identity, attempt, journal=state, on_outcome=on_outcome,
-                               max_error_rate=config.max_error_rate, known_files=known, started=started, host=host)
-    dataset = stages.build(config, spec, meta, planned, layout, identity, attempt, placed=placed, reporter=reporter)
-    try:
-        for manifests in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            state.check()
-            committer.add(manifests)
-        committer.finish()
-    finally:
-        progress.close()
-        state.timed("inference_s", time.monotonic() - started)
-    state.ran_on(cluster.tasks_per_node(dataset))
-    return conflicts
-
-
-def _stages_into(state: RunState, reporter: metrics.Reporter) -> None:
-    """The run's seconds per stage and the model actors' busy share, into its record; the clock goes."""
-    try:
-        seconds, busy = reporter.stage_seconds()
-        state.stages(seconds, busy)
-    except Exception as exc:  # noqa: BLE001 - the breakdown is a report, not a result: a run never fails on it
-        log.warning("could not read the run's stage breakdown: %s", exc)
-    finally:
-        reporter.close()
 
 
 def _safe_config(config: RunConfig) -> dict:

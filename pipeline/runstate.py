@@ -46,7 +46,8 @@ class RunState:
             {(e["status"], e["error"]): e["count"] for e in record.top_errors})
         self._examples = {(e["status"], e["error"]): e["uri"] for e in record.top_errors}
         self._stopped: str | None = None  # why the heartbeat stopped the attempt
-        self._last_beat = host.clock()
+        self._started = self._last_beat = host.clock()
+        self._committed_items = 0  # by this attempt
 
     # --- transitions -----------------------------------------------------------------------------
 
@@ -64,14 +65,16 @@ class RunState:
             self.record.pending.append(shard)
             self._write()
 
-    def committed(self, outcome: CommitOutcome, *, items_per_s: float) -> None:
+    def committed(self, outcome: CommitOutcome) -> None:
         assert outcome.record is not None
         with self._lock:
+            self._committed_items += outcome.record.items
+            elapsed = self.host.clock() - self._started
+            self.record.items_per_s = round(self._committed_items / elapsed, 3) if elapsed > 0 else 0.0
             self.record.add_shard(outcome.record)
             self.record.add_labels(outcome.label_counts, outcome.score_histogram)
             merge_errors(self._errors, self._examples, outcome.errors)
             self.record.top_errors = top_errors(self._errors, self._examples)
-            self.record.items_per_s = items_per_s
             self._write()
 
     def placed(self, actors: int) -> None:

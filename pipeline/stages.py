@@ -2,11 +2,15 @@
 
 read shards (driver's node) -> decode (tasks on every node) -> GhostNet (actor pool)
 -> write Parquet (tasks) -> manifests back to the driver.
+
+:class:`RayEngine` is a run's engine (:class:`pipeline.run.Engine`): the plan above for each round
+of shards, with the run's progress line and metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,16 +21,18 @@ from ray.data.datasource import Datasource, ReadTask
 
 import ghostnet
 from pipeline import audio, cluster, decode, plan, sink
-from pipeline.commit import RunIdentity
+from pipeline.commit import CommitOutcome, RunIdentity
 from pipeline.config import RunConfig, default_batch_size
 from pipeline.fencing import Attempt
 from pipeline.metrics import Reporter
 from pipeline.model import ModelSpec
 from pipeline.plan import Plan, ShardPlan
 from pipeline.predict import Predictor
+from pipeline.progress import Progress
+from pipeline.runstate import RunState
 from pipeline.tables import OutputLayout
 
-__all__ = ["Placement", "ShardSource", "build", "placement"]
+__all__ = ["Placement", "RayEngine", "ShardSource", "build", "placement"]
 
 log = logging.getLogger("ghostnet_pipeline")
 
@@ -155,6 +161,61 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
             num_cpus=WRITE_TASK_CPUS,
         )
     )
+
+
+class RayEngine:
+    """A run's shards through the Ray Data plan of :func:`build`, round after round, with the run's
+    progress line and its metrics (:class:`pipeline.metrics.Reporter`)."""
+
+    def __init__(self, config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, layout: OutputLayout,
+                 run_id: str) -> None:
+        self.config, self.spec, self.meta, self.layout = config, spec, meta, layout
+        self.reporter = Reporter.start(run_id)
+        self.progress: Progress | None = None
+
+    @classmethod
+    def starter(cls, config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta,
+                layout: OutputLayout) -> Callable[[str, float, float], RayEngine]:
+        def start(run_id: str, listing_s: float, plan_s: float) -> RayEngine:
+            engine = cls(config, spec, meta, layout, run_id)
+            engine.reporter.stage("listing", listing_s)
+            engine.reporter.stage("plan", plan_s)
+            return engine
+        return start
+
+    def stream(self, planned: Plan, identity: RunIdentity, attempt: Attempt, state: RunState) -> Iterator[pa.Table]:
+        placed = placement(self.config, planned.items)
+        state.placed(placed.actors)
+        self.reporter.planned(items=planned.items, shards=len(planned.shards), actors=placed.actors)
+        self.progress = Progress(shards=len(planned.shards), items=planned.items, run_id=identity.run_id)
+        started = time.monotonic()
+        dataset = build(self.config, self.spec, self.meta, planned, self.layout, identity, attempt, placed=placed,
+                        reporter=self.reporter)
+        try:
+            yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+        finally:
+            self.progress.close()
+            state.timed("inference_s", time.monotonic() - started)
+        state.ran_on(cluster.tasks_per_node(dataset))
+
+    def committed(self, outcome: CommitOutcome) -> None:
+        shard = outcome.record
+        if shard is None or self.progress is None:
+            return
+        self.progress.committed(shard)
+        self.reporter.shard_committed(items=shard.items, rows_per_status=shard.rows_per_status,
+                                      commit_s=shard.commit_s, items_per_s=self.progress.rate,
+                                      eta_s=self.progress.remaining)
+
+    def close(self, state: RunState) -> None:
+        """The run's seconds per stage and the model actors' busy share, into its record; the clock goes."""
+        try:
+            seconds, busy = self.reporter.stage_seconds()
+            state.stages(seconds, busy)
+        except Exception as exc:  # noqa: BLE001 - the breakdown is a report, not a result: a run never fails on it
+            log.warning("could not read the run's stage breakdown: %s", exc)
+        finally:
+            self.reporter.close()
 
 
 # On a CPU-only cluster the model actors and the decode tasks share the cores. Decoding a 500x375

@@ -96,6 +96,9 @@ class Table(Protocol):
     def refresh(self) -> None:
         """Move to the table's latest version."""
 
+    def clone(self) -> Table:
+        """Another snapshot of the same table, for another thread."""
+
     def version(self) -> int: ...
 
     def files(self) -> pa.Table:
