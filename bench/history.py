@@ -45,14 +45,14 @@ sys.path.insert(0, str(ROOT))
 from bench.discovery import write_manifest  # noqa: E402
 from pipeline import commit  # noqa: E402
 from pipeline import record as records  # noqa: E402
-from pipeline.commit import RunIdentity, Tables  # noqa: E402
+from pipeline.commit import RunIdentity  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
-from pipeline.delta import DeltaLog  # noqa: E402
+from pipeline.delta import DeltaLog, open_tables  # noqa: E402
 from pipeline.fencing import Attempt  # noqa: E402
 from pipeline.record import RunRecord, ShardRecord  # noqa: E402
 from pipeline.run import model_spec  # noqa: E402
 from pipeline.schema import CHANNEL_STATS, CHANNEL_WEIGHT, PREDICTIONS  # noqa: E402
-from pipeline.tables import TABLES, OutputLayout  # noqa: E402
+from pipeline.tables import OutputLayout  # noqa: E402
 
 MODEL = "ghostnet_050"
 SHARD_ROWS = 500_000
@@ -113,7 +113,7 @@ def commit_shard(layout: OutputLayout, who: RunIdentity, shard: int, rows: pa.Ta
                  rng: np.random.Generator) -> ShardRecord:
     """Write one shard's files and commit them, as the run's driver does."""
     started = time.perf_counter()
-    tables_ = Tables(*(DeltaLog.open(layout.table(name), name, create=True) for name in TABLES))
+    tables_ = open_tables(layout)
     written = commit.write_and_commit(layout, tables_, who, Attempt.new(who.run_id), shard=shard,
                                       digest=f"{shard:016x}", rows=rows,
                                       stats=stats_rows(who, shard, rows.num_rows, rng))

@@ -42,9 +42,9 @@ from pipeline.fencing import Attempt, Host, check_owner, run_app
 from pipeline.plan import Plan, ShardPlan, read_shard, unlabeled
 from pipeline.record import SCORE_BINS, ShardRecord, now
 from pipeline.schema import PREDICTIONS, Status
-from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout, Table
+from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout, Table, Tables
 
-__all__ = ["CommitOutcome", "RunIdentity", "ShardCommitter", "Tables", "check_model_errors", "check_rows",
+__all__ = ["CommitOutcome", "RunIdentity", "ShardCommitter", "check_model_errors", "check_rows",
            "commit_channel_stats", "commit_predictions", "shard_app", "write_and_commit"]
 
 log = logging.getLogger("ghostnet_pipeline")
@@ -65,14 +65,6 @@ class RunIdentity:
     @property
     def model_key(self) -> str:
         return hashlib.sha256(f"{self.model}\0{self.weights_sha256}".encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Tables:
-    """The output's two tables, each a snapshot refreshed before every commit."""
-
-    predictions: Table
-    channel_stats: Table
 
 
 class Journal(Protocol):

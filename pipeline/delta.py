@@ -30,9 +30,9 @@ from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Tra
 
 from pipeline import storage
 from pipeline.schema import PARTITION
-from pipeline.tables import ConcurrentCommit, FileStats, table_schema
+from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout, Tables, table_schema
 
-__all__ = ["DeltaLog", "open_table", "storage_options"]
+__all__ = ["DeltaLog", "open_table", "open_tables", "storage_options"]
 
 FIRST_ENTRY = "_delta_log/00000000000000000000.json"
 
@@ -74,6 +74,12 @@ def _create(uri: str, name: str) -> None:
         storage.create_file(storage.join(uri, FIRST_ENTRY), entry)
     except FileExistsError:
         pass  # another writer created it first: theirs is the table
+
+
+def open_tables(layout: OutputLayout) -> Tables:
+    """The output's two tables, created first where they are missing."""
+    return Tables(DeltaLog.open(layout.table("predictions"), "predictions", create=True),
+                  DeltaLog.open(layout.table("channel_stats"), "channel_stats", create=True))
 
 
 class DeltaLog:

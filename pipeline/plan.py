@@ -81,6 +81,7 @@ class _Partitions:
         self.folder, self.schema = folder, schema
         folder.mkdir(parents=True, exist_ok=True)
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self.present: set[int] = set()  # partitions that hold rows
         _allow_open_files(PARTITIONS + 64)
 
     def add(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -99,15 +100,16 @@ class _Partitions:
         self._writers.clear()
 
     def read(self, partition: int) -> pa.Table:
-        path = self._path(partition)
-        if not path.exists():
+        if partition not in self.present:
             return self.schema.empty_table()
+        path = self._path(partition)
         with pa.OSFile(str(path), "rb") as source:
             return pa.ipc.open_stream(source).read_all().combine_chunks()
 
     def _writer(self, partition: int) -> pa.ipc.RecordBatchStreamWriter:
         if partition not in self._writers:
             self._writers[partition] = pa.ipc.new_stream(str(self._path(partition)), self.schema)
+            self.present.add(partition)
         return self._writers[partition]
 
     def _path(self, partition: int) -> Path:
@@ -225,7 +227,7 @@ def cut_shards(
     writer = _ShardWriter(folder)
     position = duplicates = labeled_count = 0
     try:
-        for partition in range(PARTITIONS):
+        for partition in sorted(listing.partitions.present):
             part = listing.partitions.read(partition)
             part = part.filter(pc.equal(part["modality"], modality))
             if part.num_rows == 0:

@@ -25,12 +25,12 @@ import logging
 
 from pipeline import files, storage, tables
 from pipeline import record as records
-from pipeline.commit import Tables, commit_channel_stats
+from pipeline.commit import commit_channel_stats
 from pipeline.fencing import STALE_AFTER_S, Attempt, Host, age, fence, run_app
 from pipeline.files import DataFile
 from pipeline.record import RunRecord
 from pipeline.schema import PARTITION
-from pipeline.tables import OutputLayout
+from pipeline.tables import OutputLayout, Tables
 
 __all__ = ["finish_dead_run", "is_dead", "recover_dead_runs", "settle_attempt"]
 

@@ -33,16 +33,16 @@ import pyarrow as pa
 
 from pipeline import discover, failpoints, fencing, plan, recovery, storage, tables
 from pipeline import record as records
-from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter, Tables
+from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter
 from pipeline.config import RunConfig
-from pipeline.delta import DeltaLog
+from pipeline.delta import DeltaLog, open_tables
 from pipeline.errors import InternalError, RunFailed, UsageError, raised_by_us
 from pipeline.fencing import Attempt, Host
 from pipeline.model import ModelSpec
 from pipeline.plan import Listing, Plan
 from pipeline.record import RunRecord, validate_run_date, validate_run_id
 from pipeline.runstate import RunState
-from pipeline.tables import OutputLayout, Table
+from pipeline.tables import OutputLayout, Table, Tables
 
 if TYPE_CHECKING:
     import ghostnet
@@ -217,8 +217,7 @@ def _checked_model(config: RunConfig) -> tuple[ModelSpec, ghostnet.ModelMeta]:
 def _open_tables(layout: OutputLayout) -> Tables:
     """The output's tables, created if they are new: this is also where an unwritable output shows."""
     try:
-        return Tables(DeltaLog.open(layout.table("predictions"), "predictions", create=True),
-                      DeltaLog.open(layout.table("channel_stats"), "channel_stats", create=True))
+        return open_tables(layout)
     except Exception as exc:  # noqa: BLE001 - any failure to create is the output's, reported as such
         reason = storage.redact(str(exc)).strip()[:300]
         raise UsageError(

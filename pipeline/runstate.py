@@ -41,7 +41,7 @@ class RunState:
         self.layout, self.record, self.attempt, self.host = layout, record, attempt, host
         record.attempt, record.host, record.pid = attempt.token, host.name, host.pid
         record.status, record.error, record.finished_at = records.RUNNING, None, None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._errors: Counter[tuple[str, str]] = Counter(
             {(e["status"], e["error"]): e["count"] for e in record.top_errors})
         self._examples = {(e["status"], e["error"]): e["uri"] for e in record.top_errors}

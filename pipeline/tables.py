@@ -35,6 +35,7 @@ __all__ = [
     "FileStats",
     "OutputLayout",
     "Table",
+    "Tables",
     "app_id",
     "file_stats",
     "files_holding",
@@ -113,6 +114,14 @@ class Table(Protocol):
         """Add ``adds`` (maybe none) and set each application id of ``apps`` to its version, in one
         atomic commit on top of this snapshot; :class:`ConcurrentCommit` when a commit since this
         snapshot set one of the same application ids."""
+
+
+@dataclass(frozen=True)
+class Tables:
+    """An output's two tables, each a snapshot refreshed before every commit."""
+
+    predictions: Table
+    channel_stats: Table
 
 
 def table_schema(name: str) -> pa.Schema:

@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from pipeline import commit
 from pipeline import record as records
-from pipeline.commit import RunIdentity, Tables
-from pipeline.delta import DeltaLog
+from pipeline.commit import RunIdentity
+from pipeline.delta import open_tables
 from pipeline.fencing import Attempt
 from pipeline.record import SCORE_BINS, RunRecord, ShardRecord
 from pipeline.schema import CHANNEL_STATS, PREDICTIONS
@@ -68,8 +68,7 @@ def commit_run(root: str, run_id: str, rows: pa.Table, stats: pa.Table, *, minut
     The record holds the ok rows per label and score bin, and ``stages`` as its stage breakdown."""
     layout = OutputLayout.of(root)
     identity = RunIdentity(run_id, run_date, model, weights, reprocess=True)
-    tables_ = Tables(*(DeltaLog.open(layout.table(name), name, create=True) for name in ("predictions",
-                                                                                          "channel_stats")))
+    tables_ = open_tables(layout)
     written = commit.write_and_commit(layout, tables_, identity, Attempt.new(run_id), shard=0, digest="0" * 16,
                                       rows=rows, stats=stats)
     per_status = {s: n for s, n in zip(*np.unique(rows["status"].to_numpy(zero_copy_only=False),

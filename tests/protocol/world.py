@@ -1,0 +1,166 @@
+"""The implementation under test (this checkout's pipeline), wired into the simulation: its I/O
+made into points, and the actors that drive it as a labeling run, a nightly run, a run that
+reprocesses, a resume and another run's recovery would (the maintainer is :mod:`specs`').
+
+A writer is :func:`pipeline.run.label` itself, the attempt a ``run`` or ``nightly`` command makes,
+with an engine that writes each planned shard's rows through the real write stage
+(:func:`pipeline.sink.write_files`) instead of decoding and running a model on Ray.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline import delta, recovery, runstate, sink, storage
+from pipeline import plan as plans
+from pipeline import run as runs
+from pipeline.commit import CommitOutcome, RunIdentity
+from pipeline.errors import RunFailed, UsageError
+from pipeline.fencing import STALE_AFTER_S, Attempt, Host
+from pipeline.plan import Plan
+from pipeline.tables import OutputLayout
+from tests.protocol.sim import Actor, Crash, InjectedFault, Patches, Sim
+from tests.protocol.specs import SweeperSpec, WriterSpec, listing_batch, maintainer, shard_rows
+
+__all__ = ["EXPECTED", "STALE_AFTER_S", "host", "install", "maintainer", "sweeper", "writer"]
+
+EXPECTED = (Crash, InjectedFault, RunFailed, UsageError)  # how an actor may end, besides finishing
+
+
+@dataclass(frozen=True)
+class SimHost(Host):
+    """A host of the simulation: its clock is the storage's plus the actor's skew, and whether a
+    process of it is alive is the simulation's to say."""
+
+    sim: Any = None
+
+    def alive(self, pid: int) -> bool:
+        return bool(self.sim.alive(self.name, pid))
+
+
+def host(sim: Sim, actor: Actor) -> Host:
+    return SimHost(name=actor.host, pid=actor.pid, clock=sim.host_clock, sim=sim)
+
+
+def install(sim: Sim) -> Patches:
+    """Make every storage and table call of the pipeline a point of ``sim``."""
+    patches = Patches()
+    original = {name: getattr(storage, name) for name in (
+        "read_bytes", "write_bytes", "create_file", "remove_file", "list_prefix", "list_names", "size", "exists")}
+
+    def read_bytes(uri: str, *, etag: str | None = None) -> bytes:
+        sim.point("get")
+        return original["read_bytes"](uri, etag=etag)
+
+    def write_bytes(uri: str, data: bytes) -> None:
+        fault = sim.point("put", write=True)
+        if fault == "before":
+            raise sim.fail("put")
+        existed = os.path.exists(uri)
+        original["write_bytes"](uri, data)
+        sim.stamp(uri)
+        sim.written(uri, data, existed=existed)
+        if fault == "after":
+            raise sim.fail("put")
+
+    def create_file(uri: str, data: bytes) -> None:
+        fault = sim.point("create", write=True)
+        if fault == "before":
+            raise sim.fail("create")
+        original["create_file"](uri, data)
+        sim.stamp(uri)
+        sim.written(uri, data, existed=False)
+        if fault == "after":
+            raise sim.fail("create")
+
+    def passing(op: str, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            sim.point(op)
+            return original[name](*args, **kwargs)
+        return call
+
+    for name, op in (("remove_file", "delete"), ("list_prefix", "list"), ("list_names", "list"),
+                     ("size", "head"), ("exists", "head")):
+        patches.set(storage, name, passing(op, name))
+    patches.set(storage, "read_bytes", read_bytes)
+    patches.set(storage, "write_bytes", write_bytes)
+    patches.set(storage, "create_file", create_file)
+    patches.set(storage, "modified", lambda uri: (sim.point("head"), sim.modified(uri))[1])
+    patches.set(storage, "storage_now", lambda folder: (sim.point("clock"), sim.now)[1])
+
+    open_table, refresh, commit = delta.open_table, delta.DeltaLog.refresh, delta.DeltaLog.commit
+
+    def opened(uri: str, name: str, *, create: bool = False) -> Any:
+        sim.point("table-open")
+        return open_table(uri, name, create=create)
+
+    def refreshed(self: delta.DeltaLog) -> None:
+        sim.point("table-read")
+        refresh(self)
+
+    def committed(self: delta.DeltaLog, adds: Any, **kwargs: Any) -> None:
+        fault = sim.point(f"commit-{self.name}", write=True)
+        if fault == "before":
+            raise sim.fail("commit")
+        commit(self, adds, **kwargs)
+        if fault == "after":
+            raise sim.fail("commit")
+
+    patches.set(delta, "open_table", opened)
+    patches.set(delta.DeltaLog, "refresh", refreshed)
+    patches.set(delta.DeltaLog, "commit", committed)
+    patches.set(runstate.RunState, "heartbeat", lambda state, table, every_s=30.0: sim.heartbeat(state, table))
+    return patches
+
+
+class DirectEngine:
+    """Writes each planned shard's rows (all ``ok``) through the real write stage, in
+    ``files_per_shard`` files, as the Ray Data plan's write tasks would."""
+
+    def __init__(self, layout: OutputLayout, files_per_shard: int) -> None:
+        self.layout, self.files_per_shard = layout, files_per_shard
+
+    def stream(self, planned: Plan, identity: RunIdentity, attempt: Attempt,
+               state: runstate.RunState) -> Iterator[pa.Table]:
+        for shard in planned.shards:
+            items = pa.concat_tables(plans.read_shard(shard.path, shard.items))
+            cut = max(1, -(-items.num_rows // self.files_per_shard))
+            for start in range(0, items.num_rows, cut):
+                rows = shard_rows(items.slice(start, cut), identity.model, identity.weights_sha256,
+                                  identity.run_id)
+                yield sink.write_files(rows, table_uri=self.layout.table("predictions"), run_id=identity.run_id,
+                                       attempt=attempt.token, run_date=identity.run_date,
+                                       digests={shard.index: shard.digest}, row_group_size=1000)
+
+    def committed(self, outcome: CommitOutcome) -> None:
+        pass
+
+    def close(self, state: runstate.RunState) -> None:
+        pass
+
+
+def writer(sim: Sim, root: Path, spec: WriterSpec, host: Host) -> Any:
+    """One command's attempt, start to end."""
+    layout = OutputLayout.of(str(root))
+    config = spec.config(root)
+    tables_ = delta.open_tables(layout)
+    work = root.parent / f"work-{spec.name}"
+    listing = plans.spill_listing([listing_batch(spec.items)], work / "listing", ["image"])
+    return runs.label(config, spec.spec().pinned(), kind="nightly" if spec.kind == "nightly" else "run",
+                      layout=layout, tables_=tables_, listing=listing, work=work / "image", host=host, labels=4,
+                      engine=lambda run_id, listing_s, plan_s: DirectEngine(layout, spec.files_per_shard))
+
+
+def sweeper(sim: Sim, root: Path, spec: SweeperSpec, host: Host) -> list[str]:
+    """Another run's start on the output: it finishes the runs it judges dead."""
+    layout = OutputLayout.of(str(root))
+    finished: list[str] = []
+    for _ in range(spec.passes):
+        finished += recovery.recover_dead_runs(layout, delta.open_tables(layout), host)
+    return finished
