@@ -17,7 +17,8 @@ The view is long form, one row per ``kind`` (:data:`MODEL_AGREEMENT`):
 
 Example:
     >>> from analytics import Output
-    >>> Output("s3://labels/photos").model_agreement("ghostnet_100@9f2c", "ghostnet_100@41d0").top1_agreement  # doctest: +SKIP
+    >>> labels = Output("s3://labels/photos")                                        # doctest: +SKIP
+    >>> labels.model_agreement("ghostnet_100@9f2c", "ghostnet_100@41d0").top1_agreement  # doctest: +SKIP
     0.934
 """
 
@@ -199,7 +200,7 @@ class Agreement:
 
 def identities(con: duckdb.DuckDBPyConnection, source: str = "predictions") -> dict[ModelIdentity, int]:
     """Every (model, weights) of ``source`` (a view or table of prediction rows), with its row count."""
-    found = con.sql(f"SELECT model, weights_sha256, count(*) FROM {source} GROUP BY ALL ORDER BY ALL").fetchall()
+    found = con.execute(f"SELECT model, weights_sha256, count(*) FROM {source} GROUP BY ALL ORDER BY ALL").fetchall()
     return {ModelIdentity(model, digest): n for model, digest, n in found}
 
 
@@ -275,7 +276,10 @@ def compare(con: duckdb.DuckDBPyConnection, a: str | ModelIdentity | None = None
             b: str | ModelIdentity | None = None, *, k: int = TOPK, source: str = "predictions") -> Agreement:
     """:func:`create_view`, then its rows read as an :class:`Agreement`."""
     create_view(con, a, b, k=k, source=source)
-    return Agreement.from_table(con.sql(f"SELECT * FROM {VIEW}").to_arrow_table().cast(MODEL_AGREEMENT))
+    # execute, not sql: on a connection with a half-fetched result (the report's) sql would refuse to run
+    rows = con.execute(f"SELECT {', '.join(MODEL_AGREEMENT.names)} FROM {VIEW}").fetchall()
+    return Agreement.from_table(pa.Table.from_pylist([dict(zip(MODEL_AGREEMENT.names, row, strict=True))
+                                                      for row in rows], schema=MODEL_AGREEMENT))
 
 
 def _literal(text: str) -> str:

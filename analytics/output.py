@@ -116,9 +116,10 @@ class Output:
         """How model ``a`` and model ``b`` label the items both labeled (docs/analytics.md, "Comparing models").
 
         Example:
-            >>> labels = Output("s3://labels/photos")                                     # doctest: +SKIP
-            >>> result = labels.model_agreement("ghostnet_100@9f2c", "ghostnet_100@41d0", since="2026-11-01")  # doctest: +SKIP
-            >>> result.top1_agreement, result.rows_only_b, result.disagreements[:3]        # doctest: +SKIP
+            >>> labels = Output("s3://labels/photos")                                  # doctest: +SKIP
+            >>> result = labels.model_agreement("ghostnet_100@9f2c", "ghostnet_100@41d0",  # doctest: +SKIP
+            ...                                 since="2026-11-01")
+            >>> result.top1_agreement, result.rows_only_b, result.disagreements[:3]     # doctest: +SKIP
 
         Args:
             a, b: ``NAME``, ``NAME@DIGEST`` (a prefix of the weights sha256) or a :class:`ModelIdentity`;

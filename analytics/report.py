@@ -349,7 +349,7 @@ def _models_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section | N
     if not main.rows:
         return Section("models", title, note=note, columns=columns, rows=rows)
     agreement.create_view(con, this, main.b)  # the pairs of the one plotted
-    scores = con.sql(f"SELECT score_a, score_b FROM {agreement.PAIRS} WHERE outcome = 'compared'").fetchall()
+    scores = con.execute(f"SELECT score_a, score_b FROM {agreement.PAIRS} WHERE outcome = 'compared'").fetchall()
     fig = Figure(figsize=(10, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(1.15, 1))
     _confusion_matrix(left, main)

@@ -185,17 +185,17 @@ def test_choosing_the_pair(output):
     assert pick(found, "ghostnet_050", "ghostnet_100@b2") == (C, B)
     assert pick([A, B]) == (A, B) and pick([A, B], "ghostnet_100@b") == (B, A)
     assert pick(found, "ghostnet_050", ModelIdentity(A.model, A.weights_sha256)) == (C, A)
-    with pytest.raises(UsageError, match=f"holds 3 .*ghostnet_050@{C.weights_sha256}.*--model-a, --model-b"):
+    with pytest.raises(UsageError, match=rf"holds 3 .*ghostnet_050@{C.weights_sha256}.*--model-a, --model-b"):
         pick(found)
     with pytest.raises(UsageError, match="holds 3"):
         pick(found, "ghostnet_050")
-    with pytest.raises(UsageError, match="ghostnet_100 matches 2 .*add more of the weights digest"):
+    with pytest.raises(UsageError, match=r"ghostnet_100 matches 2 .*add more of the weights digest"):
         pick(found, "ghostnet_100", "ghostnet_050")
-    with pytest.raises(UsageError, match="no rows of ghostnet_130 in the output; it holds: ghostnet_100@a1.*ghostnet_050@c3"):
+    with pytest.raises(UsageError, match=r"no rows of ghostnet_130 in the output; it holds: ghostnet_100@a1.*c3"):
         pick(found, "ghostnet_130", "ghostnet_050")
     with pytest.raises(UsageError, match="both ghostnet_050@c3c3"):
         pick(found, "ghostnet_050", "ghostnet_050@c3")
-    with pytest.raises(UsageError, match="holds 1 .* identity: ghostnet_100@a1"):
+    with pytest.raises(UsageError, match=r"holds 1 .* identity: ghostnet_100@a1"):
         pick([A])
 
 
