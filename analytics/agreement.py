@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -65,7 +66,9 @@ class ModelIdentity:
     weights_sha256: str
 
     def __str__(self) -> str:
-        return f"{self.model}@{self.weights_sha256[:12]}"
+        """``NAME@DIGEST``, a sha256 cut to 12 characters (as a NAME@DIGEST argument takes it)."""
+        digest = self.weights_sha256
+        return f"{self.model}@{digest[:12] if re.fullmatch('[0-9a-f]{64}', digest) else digest}"
 
     def matches(self, spec: str) -> bool:
         """``spec`` is ``NAME`` or ``NAME@DIGEST``, DIGEST a prefix of the weights' sha256."""
@@ -115,7 +118,7 @@ DESCRIPTIONS: dict[str, str] = {
     "rows_a": "`label`: compared rows A called this label; null otherwise",
     "rows_b": "`label`: compared rows B called this label; null otherwise",
     "top1_agreement": "agreed / rows (`summary`, `label`); null when rows is 0 and for `disagreement`",
-    "topk_overlap": "`summary`: mean over the compared rows of |A's first k labels ∩ B's first k| / k;"
+    "topk_overlap": "`summary`: mean over the compared rows of (labels among both A's and B's first k) / k;"
     " null when nothing compared and for the other kinds",
     "k": f"`summary`: the k of topk_overlap, {TOPK} or the shortest top-k list compared if shorter; null"
     " otherwise",

@@ -248,3 +248,17 @@ def test_registered_in_the_cli():
     args = build_parser().parse_args(["query", "out", "SELECT 1", "--model-a", "m@1", "--model-b", "m@2"])
 
     assert (args.model_a, args.model_b) == ("m@1", "m@2")
+
+
+def test_an_item_without_etag_or_size_is_still_one_item(tmp_path):
+    """etag and size_bytes are nullable: two nulls are the same version of the object, not two items."""
+    root = str(tmp_path / "out")
+    for run_id, who in (("a", A), ("b", B)):
+        rows = [{**row("img.jpg", "cat dog ship", run_id=run_id, at=timedelta(0), identity=who),
+                 "etag": None, "size_bytes": None}]
+        synthetic.commit_run(root, run_id, pa.Table.from_pylist(rows, schema=PREDICTIONS),
+                             synthetic.channel_stats(run_id, {}), model=who.model, weights=who.weights_sha256)
+
+    result = Output(root).model_agreement(A, B)
+
+    assert (result.rows, result.agreed, result.rows_only_a, result.rows_only_b) == (1, 1, 0, 0)
