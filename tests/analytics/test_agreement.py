@@ -16,10 +16,10 @@ import pytest
 
 from analytics import Output, views
 from analytics.agreement import MODEL_AGREEMENT, Disagreement, LabelAgreement, ModelIdentity, pick
-from jobs import query as query_cli
 from pipeline.errors import UsageError
 from pipeline.schema import PREDICTIONS
 from tests.analytics import synthetic
+from tests.analytics.test_query_cli import run_cli
 
 A = ModelIdentity("ghostnet_100", "a1" * 32)
 B = ModelIdentity("ghostnet_100", "b2" * 32)
@@ -199,12 +199,6 @@ def test_choosing_the_pair(output):
         pick([A])
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = query_cli.COMMAND.main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_query_cli_names_the_pair_and_refuses_to_guess(capsys, output):
     sql = "SELECT kind, rows, agreed, top1_agreement, share FROM model_agreement WHERE kind <> 'label' ORDER BY rows"
     code, out, err = run_cli(capsys, output, sql, "--model-a", "ghostnet_100@b2", "--model-b", "ghostnet_100@a1",
@@ -262,3 +256,15 @@ def test_an_item_without_etag_or_size_is_still_one_item(tmp_path):
     result = Output(root).model_agreement(A, B)
 
     assert (result.rows, result.agreed, result.rows_only_a, result.rows_only_b) == (1, 1, 0, 0)
+
+
+def test_s3_output(bucket):
+    """The same figures from an output on S3 (moto's server), through the query route and Output."""
+    root = f"s3://{bucket}/labels"
+    hand_built(root)
+
+    summary = views.query(root, "SELECT rows, agreed, rows_only_b, rows_not_ok_a FROM model_agreement "
+                          "WHERE kind = 'summary'", model_a="ghostnet_100@a1", model_b="ghostnet_100@b2")
+
+    assert summary.rows == [(8, 5, 2, 4)]
+    assert Output(root).model_agreement(A, B).top1_agreement == 5 / 8
