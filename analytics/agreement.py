@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "KINDS",
     "MODEL_AGREEMENT",
     "TOPK",
     "Agreement",
@@ -53,7 +52,6 @@ __all__ = [
 ]
 
 TOPK = 5  # top-k overlap compares each side's first k labels
-KINDS = ("summary", "label", "disagreement")
 VIEW = "model_agreement"
 PAIRS = "_model_agreement_pairs"  # one row per compared key, for the report's figures
 
@@ -201,10 +199,10 @@ class Agreement:
         )
 
 
-def identities(con: duckdb.DuckDBPyConnection, source: str = "predictions") -> dict[ModelIdentity, int]:
-    """Every (model, weights) of ``source`` (a view or table of prediction rows), with its row count."""
-    found = con.execute(f"SELECT model, weights_sha256, count(*) FROM {source} GROUP BY ALL ORDER BY ALL").fetchall()
-    return {ModelIdentity(model, digest): n for model, digest, n in found}
+def identities(con: duckdb.DuckDBPyConnection, source: str = "predictions") -> list[ModelIdentity]:
+    """Every (model, weights) of ``source`` (a view or table of prediction rows), in order."""
+    found = con.execute(f"SELECT DISTINCT model, weights_sha256 FROM {source} ORDER BY ALL").fetchall()
+    return [ModelIdentity(model, digest) for model, digest in found]
 
 
 def pick(found: Sequence[ModelIdentity], a: str | ModelIdentity | None = None,
@@ -266,7 +264,7 @@ def create_view(con: duckdb.DuckDBPyConnection, a: str | ModelIdentity | None = 
     """
     if k < 1:
         raise UsageError(f"top-k overlap needs k >= 1, not {k}")
-    first, second = pick(list(identities(con, source)), a, b)
+    first, second = pick(identities(con, source), a, b)
     pair = {"a_model": first.model, "a_weights": first.weights_sha256,
             "b_model": second.model, "b_weights": second.weights_sha256}
     literals = {key: _literal(value) for key, value in pair.items()}
