@@ -23,6 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 import analytics
+from analytics import agreement
+from analytics.agreement import Agreement, ModelIdentity
 from pipeline import record as records
 from pipeline import storage
 from pipeline.delta import open_table
@@ -108,6 +110,36 @@ class Output:
         (run, shard, layer, channel) sums (``count``, ``sum``, ``sum_sq``, ``min``, ``max``); the
         ``channel_stats`` view of ``query`` adds the shards up per run."""
         return Selection(self._dataset("channel_stats", _matching(**where)))
+
+    def model_agreement(self, a: str | ModelIdentity | None = None, b: str | ModelIdentity | None = None, *,
+                        k: int = agreement.TOPK, **where: Unpack[Where]) -> Agreement:
+        """How model ``a`` and model ``b`` label the items both labeled (docs/analytics.md, "Comparing models").
+
+        Example:
+            >>> labels = Output("s3://labels/photos")                                  # doctest: +SKIP
+            >>> result = labels.model_agreement("ghostnet_100@9f2c", "ghostnet_100@41d0",  # doctest: +SKIP
+            ...                                 since="2026-11-01")
+            >>> result.top1_agreement, result.rows_only_b, result.disagreements[:3]     # doctest: +SKIP
+
+        Args:
+            a, b: ``NAME``, ``NAME@DIGEST`` (a prefix of the weights sha256) or a :class:`ModelIdentity`;
+                one left out is the only other (model, weights) of the rows, both left out the only two.
+            k: the depth of the top-k overlap.
+            where: which rows take part (see :class:`Where`), e.g. ``since`` for last month's labels.
+
+        Returns:
+            The figures, typed, and the ``model_agreement`` view's rows as ``.table`` / ``.to_pandas()``.
+
+        Raises:
+            UsageError: the two models are not clear: the message lists the (model, weights) there are.
+        """
+        duckdb = analytics.require("duckdb")
+        con = duckdb.connect()
+        try:
+            con.register("predictions", self._dataset("predictions", _matching(**where)))
+            return agreement.compare(con, a, b, k=k)
+        finally:
+            con.close()
 
     def runs(self) -> list[RunRecord]:
         """Every run record of the output (committed, failed and running), oldest first."""

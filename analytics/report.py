@@ -5,8 +5,10 @@ distribution, a score histogram, throughput and stage timings, where the time we
 of work per stage, the model actors' busy share and what bound the run, from the run record),
 a heatmap of the run's channel weights (``channel_stats`` means, layers x channels), the
 channel drift and the label drift (top-1 label distribution and score histogram, from the run
-records) against the previous committed run of the same model and weights. Figures are
-matplotlib PNGs embedded as base64, so the page needs nothing but itself.
+records) against the previous committed run of the same model and weights, and, where the output
+holds other (model, weights) than the run's, the models side by side (agreement, a confusion matrix
+of the top labels, score histograms). Figures are matplotlib PNGs embedded as base64, so the page
+needs nothing but itself.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analytics import views
+from analytics import agreement, views
+from analytics.agreement import Agreement, ModelIdentity
 from pipeline import record as records
 from pipeline import storage
 from pipeline.errors import UsageError
@@ -36,6 +39,7 @@ __all__ = ["Report", "Section", "build", "render_html", "write"]
 
 TOP_LABELS = 25
 SCORE_BINS = 20
+CONFUSION_LABELS = 10  # the confusion matrix's labels; the rest add up in one "other" row and column
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ def build(output: str, *, run_id: str | None = None) -> Report:
             _drift_section(record, previous, [row[1:] for row in drift]),
             _label_drift_section(run, against, label_drift),
         ]
+        models = _models_section(con, record)
+        if models is not None:
+            sections.append(models)
     finally:
         con.close()
     return Report(record, previous, sections)
@@ -311,14 +318,92 @@ def _compare_bars(ax: Axes, labels: Sequence[str], shares: Sequence[np.ndarray])
     ax.legend(loc="lower right", fontsize=8)
 
 
-def _compare_histograms(ax: Axes, shares: Sequence[np.ndarray]) -> None:
-    for values, color, name in ((shares[0], "#c0504d", "this run"), (shares[1], "#4f81bd", "previous run")):
+def _compare_histograms(ax: Axes, shares: Sequence[np.ndarray],
+                        names: tuple[str, str] = ("this run", "previous run")) -> None:
+    for values, color, name in ((shares[0], "#c0504d", names[0]), (shares[1], "#4f81bd", names[1])):
         if not values.size:
             continue  # a record written before score histograms were recorded
         edges = np.linspace(0.0, 1.0, len(values) + 1)
         ax.stairs(values, edges, color=color, label=name, linewidth=1.5)
     ax.set_xlabel("top-1 softmax probability")
     ax.legend(loc="upper left", fontsize=8)
+
+
+def _models_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section | None:
+    """The run's (model, weights) against each other one of the output; None when there is no other."""
+    found = agreement.identities(con)
+    this = ModelIdentity(record["model"], record["weights_sha256"])
+    others = [identity for identity in found if identity != this]
+    if not others:
+        return None
+    title = "Models side by side"
+    if this not in found:
+        return Section("models", title, note=f"No rows of this run's model {this}: nothing to compare.")
+    results = sorted((agreement.compare(con, this, other) for other in others), key=lambda r: (-r.rows, r.b))
+    main = results[0]
+    rows = [(f"{r.b.model}@{r.b.weights_sha256}", r.rows, _percent(r.top1_agreement), _overlap(r), r.rows_only_a,
+             r.rows_only_b, r.rows_not_ok_a, r.rows_not_ok_b, r.rows_misaligned) for r in results]
+    columns = ("other model (B)", "rows compared", "top-1 agreement", "top-k overlap", "rows of A only",
+               "rows of B only", "not ok on A", "not ok on B", "windows not aligned")
+    note = _agreement_note(main, len(results))
+    if not main.rows:
+        return Section("models", title, note=note, columns=columns, rows=rows)
+    agreement.create_view(con, this, main.b)  # the pairs of the one plotted
+    scores = con.execute(f"SELECT score_a, score_b FROM {agreement.PAIRS} WHERE outcome = 'compared'").fetchall()
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=(1.15, 1))
+    _confusion_matrix(left, main)
+    histograms = [np.histogram([s[side] for s in scores if s[side] is not None], bins=SCORE_BINS,
+                               range=(0.0, 1.0))[0] for side in (0, 1)]
+    _compare_histograms(right, [_shares(list(h)) for h in histograms], (f"A {main.a}", f"B {main.b}"))
+    right.set_title("top-1 score of the compared rows, share", fontsize=10)
+    return Section("models", title, _png(fig), note, columns, rows)
+
+
+def _agreement_note(main: Agreement, compared_with: int) -> str:
+    text = (f"A is this run's model {main.a}, B {'the other model' if compared_with == 1 else 'each other model'}; "
+            "each item's latest labeling counts, and only rows ok on both sides compare. ")
+    if not main.rows:
+        return text + f"{main.a} and {main.b} have no ok row of the same item: nothing to compare."
+    worst = ", ".join(f"{d.label_a} -> {d.label_b} ({d.rows})" for d in main.disagreements[:3])
+    return text + (f"Against {main.b}: {main.rows} rows compared, top-1 agreement {_percent(main.top1_agreement)}, "
+                   f"top-{main.k} overlap {_overlap(main)}; most frequent disagreements (A -> B): {worst or 'none'}. "
+                   f"The matrix: rows are A's top-1 label, columns B's, colour the share of A's row.")
+
+
+def _confusion_matrix(ax: Axes, result: Agreement) -> None:
+    names = [label.label for label in result.labels[:CONFUSION_LABELS]]
+    index = {name: i for i, name in enumerate(names)}
+    other = len(names)
+    grid = np.zeros((other + 1, other + 1), dtype=np.int64)
+    for label in result.labels:
+        grid[index.get(label.label, other), index.get(label.label, other)] += label.agreed
+    for pair in result.disagreements:
+        grid[index.get(pair.label_a, other), index.get(pair.label_b, other)] += pair.rows
+    if grid[other].any() or grid[:, other].any():
+        names.append("(other labels)")
+    else:
+        grid = grid[:other, :other]
+    totals = grid.sum(axis=1, keepdims=True)
+    shares = np.divide(grid, totals, out=np.zeros(grid.shape), where=totals > 0)
+    ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (i, j), n in np.ndenumerate(grid):
+        if n:
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] > 0.6 else "#222")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel(f"B {result.b}: top-1 label")
+    ax.set_ylabel(f"A {result.a}: top-1 label")
+    ax.set_title("compared rows", fontsize=10)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _overlap(result: Agreement) -> str:
+    return "n/a" if result.topk_overlap is None else f"{result.topk_overlap:.3f} (k = {result.k})"
 
 
 def _bits(value: float | None) -> str:

@@ -10,7 +10,10 @@
 - ``channel_drift``: per layer, each committed run against the previous committed run of the
   same model and weights (:data:`CHANNEL_DRIFT`, distances from :func:`layer_drift`);
 - ``label_drift``: each committed run's top-1 label distribution and score histogram against the
-  previous committed run of the same model and weights (:data:`LABEL_DRIFT`), from the run records.
+  previous committed run of the same model and weights (:data:`LABEL_DRIFT`), from the run records;
+- ``model_agreement``: how two (model, weights) label the items both labeled
+  (:data:`analytics.agreement.MODEL_AGREEMENT`); :func:`query` adds it when the SQL names it,
+  :func:`analytics.agreement.create_view` adds it to a connection.
 
 Files a run wrote but did not commit are never read: the tables are read through their logs
 (deltalake's Arrow datasets, which DuckDB scans), local or on S3.
@@ -28,7 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from analytics import require
+from analytics import agreement, require
+from analytics.agreement import ModelIdentity
 from analytics.output import QueryResult
 from pipeline import record as records
 from pipeline import storage
@@ -454,15 +458,24 @@ FROM totals
 """
 
 
-def query(output: str, sql: str) -> QueryResult:
+def query(output: str, sql: str, *, model_a: str | ModelIdentity | None = None,
+          model_b: str | ModelIdentity | None = None) -> QueryResult:
     """Run ``sql`` against the views of ``output``; a statement without a result gives no rows.
 
+    ``model_agreement`` is there when the SQL names it: it compares ``model_a`` with ``model_b``
+    (``NAME`` or ``NAME@DIGEST``, a prefix of the weights sha256), or, where they are left out, the
+    output's only two (model, weights).
+
     Raises:
+        UsageError: the SQL names ``model_agreement`` (or a model is given) and the two models to
+            compare are not clear (:func:`analytics.agreement.pick`).
         duckdb.ProgrammingError: the SQL does not parse or names unknown tables or columns.
         duckdb.Error: anything else DuckDB refused (unreadable files, conversions).
     """
     con = connect(output)
     try:
+        if model_a is not None or model_b is not None or agreement.VIEW in con.get_table_names(sql):
+            agreement.create_view(con, model_a, model_b)
         relation = con.sql(sql)
         if relation is None:
             return QueryResult([], [])

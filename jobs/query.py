@@ -23,13 +23,15 @@ from pipeline.errors import RunFailed, UsageError
 FORMATS = ("table", "csv", "json")
 CELL_WIDTH = 60  # table format only; csv and json carry every character
 
-EXAMPLE = """views: """ + ", ".join(VIEWS) + """ (committed runs only)
+EXAMPLE = """views: """ + ", ".join(VIEWS) + """, model_agreement (committed runs only)
 
 examples:
   ghostnet-pipeline query s3://labels/photos \\
       "SELECT status, count(*) AS n FROM predictions GROUP BY status ORDER BY n DESC"
   ghostnet-pipeline query ./out "SELECT * FROM channel_drift WHERE shifted" --format json
   ghostnet-pipeline query ./out "SELECT run_id, items, items_per_s FROM runs" --format csv > runs.csv
+  ghostnet-pipeline query ./out "SELECT label_a, label_b, rows FROM model_agreement
+      WHERE kind = 'disagreement' ORDER BY rows DESC LIMIT 10" --model-a ghostnet_100@9f2c --model-b ghostnet_100@41d0
 
 exit codes: 0 the query ran, 1 it could not run, 2 bad SQL or usage error (no such output)
 """
@@ -39,12 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sql", metavar="SQL", help="one DuckDB query over the views")
     parser.add_argument("--format", choices=FORMATS, default="table",
                         help="table (for people, long cells cut), csv or json (an array of objects)")
+    for side in ("a", "b"):
+        parser.add_argument(f"--model-{side}", metavar="NAME[@DIGEST]",
+                            help=f"model {side.upper()} of the model_agreement view: a model name, with a prefix "
+                            "of its weights sha256 where it ran with several weights (default: the output's "
+                            "only two models)")
 
 
 def execute(args: argparse.Namespace) -> int:
     duckdb = require("duckdb")
     try:
-        result = query(args.output, args.sql)
+        result = query(args.output, args.sql, model_a=args.model_a, model_b=args.model_b)
     except duckdb.ProgrammingError as exc:
         raise UsageError(f"bad SQL: {_one_line(exc)}") from exc
     except (duckdb.Error, OSError) as exc:

@@ -1,7 +1,7 @@
 """Write the schema tables of docs/analytics.md from the code that defines them.
 
 The tables between the markers come from ``pipeline/schema.py`` (the files) and
-``analytics/views.py`` (the views the ``query`` subcommand adds); everything else in the
+``analytics/views.py`` and ``analytics/agreement.py`` (the views the ``query`` subcommand adds); everything else in the
 page is written by hand.
 
 usage: python tools/gen_schema_doc.py           rewrite the tables in place
@@ -19,7 +19,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout, installed or not
 
-from analytics import views  # noqa: E402
+from analytics import agreement, views  # noqa: E402
 from pipeline import schema  # noqa: E402
 
 DOC = ROOT / "docs" / "analytics.md"
@@ -40,6 +40,8 @@ TABLES: list[tuple[str, pa.Schema, dict[str, str], str]] = [
     ("label_drift", views.LABEL_DRIFT, views.DESCRIPTIONS["label_drift"],
      "View only: each run's top-1 labels and scores against the previous committed run of the same model and "
      "weights, from the run records."),
+    ("model_agreement", agreement.MODEL_AGREEMENT, agreement.DESCRIPTIONS,
+     "View only: two (model, weights) compared over the items both labeled, long form by `kind`."),
 ]
 
 

@@ -46,12 +46,16 @@ def test_a_stale_schema_doc_is_detected():
 
 @pytest.fixture
 def docs_output(tmp_path, monkeypatch) -> Path:
-    """The examples read ``out`` from the working directory: two committed runs."""
+    """The examples read ``out`` from the working directory: two committed runs of one model, each with
+    its own weights, over the same items."""
     root = str(tmp_path / "out")
     layers = {"blocks.1.0.se": 4, "blocks.2.0.se": 6}
     for minute, run_id in enumerate(("first", "second")):
-        synthetic.commit_run(root, run_id, synthetic.predictions(run_id, {"ok": 5, "decode_error": 1}),
-                             synthetic.channel_stats(run_id, synthetic.gates(layers, minute)), minutes=minute)
+        weights = f"random-seed-{minute}"
+        synthetic.commit_run(root, run_id,
+                             synthetic.predictions(run_id, {"ok": 5, "decode_error": 1}, weights=weights, seed=minute),
+                             synthetic.channel_stats(run_id, synthetic.gates(layers, minute), weights=weights),
+                             minutes=minute, weights=weights)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -78,6 +82,9 @@ EXPECTED = [
     ("ok", "10", "decode_error", "2026-11-27"),  # DuckDB through deltalake
     ("10 ok rows", "dtype: int64"),  # pandas: the ok rows, counted per label
     ("first", "second", "blocks.1.0.se", "mean_gate"),  # Polars: mean gate per run and layer
+    # model_agreement: the two weights over the same 5 ok items and 1 decode_error
+    ("ghostnet_050@random-seed-0 vs ghostnet_050@random-seed-1: 5 rows compared", "top-4 overlap 1.00",
+     "not ok on A: 1", "top1_agreement"),
 ]
 
 

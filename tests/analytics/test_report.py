@@ -168,3 +168,38 @@ def test_report_renders_in_a_browser(output, tmp_path):
     screenshot(page, png, tmp_path / "profile")
 
     assert_screenshot_shows_the_report(png)
+
+
+def test_models_side_by_side_only_when_the_output_holds_another_model(output, tmp_path):
+    """docs/analytics.md, "The run report": with a second (model, weights) in the output, a last section
+    compares the run's model with it (agreement, confusion matrix, score histograms); with one, none."""
+    assert "models" not in [s.slug for s in report.build(output, run_id="r2").sections]
+
+    root = str(tmp_path / "two")
+    candidate = "c0ffee" * 10 + "abcd"
+    runs = {"prod": (synthetic.WEIGHTS, 1), "cand": (candidate, 2)}
+    for minutes, (run_id, (weights, seed)) in enumerate(runs.items()):
+        rows = synthetic.predictions(run_id, {"ok": 12, "decode_error": seed - 1}, weights=weights, seed=seed)
+        synthetic.commit_run(root, run_id, rows, synthetic.channel_stats(run_id, synthetic.gates(LAYERS, seed),
+                                                                         weights=weights),
+                             minutes=minutes, weights=weights)
+    prod, cand = (ok_labels_in_order(run_id, seed, weights) for run_id, (weights, seed) in runs.items())
+    agreed = sum(x == y for x, y in zip(cand, prod, strict=True))
+
+    built = report.build(root, run_id="cand")
+
+    assert [s.slug for s in built.sections][-2:] == ["label_drift", "models"]
+    models = built.sections[-1]
+    assert models.png.startswith(b"\x89PNG")
+    assert models.rows == [(f"{synthetic.MODEL}@{synthetic.WEIGHTS}", 12, f"{agreed / 12:.1%}", "1.000 (k = 4)",
+                            1, 0, 0, 0, 0)], "decode_error-000: only the candidate labeled it"
+    assert models.note.startswith(f"A is this run's model {synthetic.MODEL}@{candidate[:12]}, B the other model")
+    assert f"12 rows compared, top-1 agreement {agreed / 12:.1%}" in models.note
+    page = report.render_html(built)
+    assert page.count('src="data:image/png;base64,') == len(built.figures) and built.figures[-1] is models
+    assert '<section id="models"><h2>Models side by side</h2>' in page
+
+
+def ok_labels_in_order(run_id: str, seed: int, weights: str) -> list[str]:
+    rows = synthetic.predictions(run_id, {"ok": 12}, weights=weights, seed=seed).to_pylist()
+    return [r["label"] for r in rows]
