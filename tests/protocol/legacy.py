@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,15 +39,11 @@ REF = "b2dde77"  # main before issue #23's work: the protocol with wall-clock li
 # --- the adapter (imported where the old pipeline is first on the path) ----------------------------
 
 
-def _old() -> Any:
-    from pipeline import commit, recovery, sink, storage, tables
-    from pipeline import plan as plans
-    from pipeline import record as records
-    from pipeline import run as runs
-    from pipeline.errors import InternalError, RunFailed, UsageError
-    from pipeline.tables import OutputLayout
-
-    return locals()
+def _old() -> SimpleNamespace:
+    """The old pipeline's modules (whatever ``pipeline`` is first on the path)."""
+    modules = {"commit": "commit", "errors": "errors", "plans": "plan", "records": "record", "recovery": "recovery",
+               "runs": "run", "sink": "sink", "storage": "storage", "tables": "tables"}
+    return SimpleNamespace(**{alias: importlib.import_module(f"pipeline.{name}") for alias, name in modules.items()})
 
 
 class _Clock:
@@ -62,7 +60,7 @@ def install(sim: Any) -> Any:
     from tests.protocol.sim import Patches
 
     old = _old()
-    storage, tables, records, runs = old["storage"], old["tables"], old["records"], old["runs"]
+    storage, tables, records, runs = old.storage, old.tables, old.records, old.runs
     patches = Patches()
     original = {name: getattr(storage, name) for name in ("read_bytes", "write_bytes", "remove_file", "list_prefix",
                                                           "list_names", "exists", "list_files")}
@@ -123,7 +121,7 @@ class _Beat:
 
 
 class _Meta:
-    labels = ["cat", "dog", "ship", "tree"]
+    labels = ("cat", "dog", "ship", "tree")
 
 
 def host(sim: Any, actor: Any) -> Any:
@@ -135,9 +133,9 @@ def writer(sim: Any, root: Path, spec: Any, host: Any) -> Any:
     from tests.protocol.specs import listing_batch
 
     old = _old()
-    runs, records, recovery, plans = old["runs"], old["records"], old["recovery"], old["plans"]
+    runs, records, recovery, plans = old.runs, old.records, old.recovery, old.plans
     config, kind = spec.config(root), "nightly" if spec.kind == "nightly" else "run"
-    layout = old["OutputLayout"].of(str(root))
+    layout = old.tables.OutputLayout.of(str(root))
     model = spec.spec().pinned()
     work = root.parent / f"work-{spec.name}"
     listing = plans.spill_listing([listing_batch(spec.items)], work / "listing", ["image"])
@@ -177,11 +175,11 @@ def writer(sim: Any, root: Path, spec: Any, host: Any) -> Any:
 
 def _execute(old: Any, config: Any, spec: Any, planned: Any, layout: Any, identity: Any, known: Any,
              record: Any) -> int:
-    from tests.protocol.specs import shard_rows
-
     import pyarrow as pa
 
-    records, sink, plans = old["records"], old["sink"], old["plans"]
+    from tests.protocol.specs import shard_rows
+
+    records, sink, plans = old.records, old.sink, old.plans
     conflicts = 0
 
     def on_outcome(outcome: Any) -> None:
@@ -192,7 +190,7 @@ def _execute(old: Any, config: Any, spec: Any, planned: Any, layout: Any, identi
         record.add_shard(outcome.record)
         records.write(layout.runs, record)
 
-    committer = old["commit"].ShardCommitter(layout, planned, identity, max_error_rate=config.max_error_rate,
+    committer = old.commit.ShardCommitter(layout, planned, identity, max_error_rate=config.max_error_rate,
                                              known_files=known, on_outcome=on_outcome, started=time.monotonic())
     for shard in planned.shards:
         items = pa.concat_tables(plans.read_shard(shard.path, shard.items))
@@ -207,10 +205,10 @@ def _execute(old: Any, config: Any, spec: Any, planned: Any, layout: Any, identi
 
 def sweeper(sim: Any, root: Path, spec: Any, host: Any) -> list[str]:
     old = _old()
-    layout = old["OutputLayout"].of(str(root))
+    layout = old.tables.OutputLayout.of(str(root))
     finished: list[str] = []
     for _ in range(spec.passes):
-        finished += old["recovery"].recover_dead_runs(layout)
+        finished += old.recovery.recover_dead_runs(layout)
     return finished
 
 
@@ -218,7 +216,7 @@ def _expected() -> tuple[type[BaseException], ...]:
     from tests.protocol.sim import Crash, InjectedFault
 
     old = _old()
-    return Crash, InjectedFault, old["RunFailed"], old["UsageError"]
+    return Crash, InjectedFault, old.errors.RunFailed, old.errors.UsageError
 
 
 def __getattr__(name: str) -> Any:
@@ -269,7 +267,7 @@ def hunt(seeds: range, *, shrink_budget: int = 40) -> dict:
             continue
         kind = _kind(result.violations)
         kinds.setdefault(kind, {"seeds": [], "smallest": None})["seeds"].append(result.schedule.seed)
-    for kind, found in kinds.items():
+    for found in kinds.values():
         first = next(r for r in results if r.schedule.seed == found["seeds"][0])
         small = schedules.shrink(first, budget=shrink_budget, under_test=module)
         found["smallest"] = {"schedule": json.loads(small.schedule.to_json()), "violations": small.violations,
