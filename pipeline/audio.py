@@ -87,7 +87,8 @@ def read_and_decode_audio(
     rows: list[tuple[dict, Window, bool]] = []
     started = time.perf_counter()
     for item in batch.select([*ITEMS.names, SHARD]).to_pylist():
-        windows = item_windows(item["uri"], frontend, hold=windows_per_batch, size=item["size_bytes"])
+        windows = item_windows(item["uri"], frontend, hold=windows_per_batch, size=item["size_bytes"],
+                               etag=item["etag"])
         for window, last in _marking_last(windows):
             rows.append((item, window, last))
             if len(rows) == windows_per_batch:
@@ -120,12 +121,14 @@ def _marking_last(windows: Iterator[Window]) -> Iterator[tuple[Window, bool]]:
         yield previous, True
 
 
-def item_windows(uri: str, frontend: AudioFrontend, *, hold: int, size: int | None = None) -> Iterator[Window]:
-    """Every row of one item, holding back its first ``hold`` windows (see the module docstring)."""
+def item_windows(uri: str, frontend: AudioFrontend, *, hold: int, size: int | None = None,
+                 etag: str | None = None) -> Iterator[Window]:
+    """Every row of one item, holding back its first ``hold`` windows (see the module docstring);
+    read as the version ``etag`` names, when given."""
     held: list[Window] = []
     passed = 0
     try:
-        for window in _decoded_windows(uri, frontend, size):
+        for window in _decoded_windows(uri, frontend, size, etag):
             held.append(window)
             if passed or len(held) == hold:
                 passed += len(held)
@@ -143,6 +146,8 @@ def item_windows(uri: str, frontend: AudioFrontend, *, hold: int, size: int | No
 def _describe(exc: Exception) -> tuple[Status, str]:
     if isinstance(exc, _Failed):
         return exc.status, str(exc)
+    if storage.is_precondition_failure(exc):
+        return Status.READ_ERROR, storage.CHANGED
     if isinstance(exc, FileNotFoundError):
         return Status.READ_ERROR, "object not found (deleted or moved after listing)"
     if isinstance(exc, MemoryError):
@@ -152,17 +157,19 @@ def _describe(exc: Exception) -> tuple[Status, str]:
     return Status.DECODE_ERROR, storage.redact(f"{type(exc).__name__}: {exc}")
 
 
-def _decoded_windows(uri: str, frontend: AudioFrontend, size: int | None) -> Iterator[Window]:
+def _decoded_windows(uri: str, frontend: AudioFrontend, size: int | None, etag: str | None) -> Iterator[Window]:
     if size == 0:
         raise _Failed(Status.EMPTY, "zero-byte file")
-    with _opened(uri) as stream, _sound_file(stream) as sound:
+    with _opened(uri, etag) as stream, _sound_file(stream) as sound:
         yield from _cut(_mono_chunks(sound, frontend.sample_rate), frontend)
 
 
 @contextmanager
-def _opened(uri: str) -> Iterator[IO[bytes]]:
+def _opened(uri: str, etag: str | None) -> Iterator[IO[bytes]]:
     fs, path = storage.filesystem(uri)
+    storage.check_version(uri, etag)
     with storage.with_retries(lambda: fs.open(path, "rb", block_size=READ_BLOCK_BYTES)) as stream:
+        storage.pin_stream(stream, etag)
         if not stream.read(1):
             raise _Failed(Status.EMPTY, "zero-byte file")
         stream.seek(0)

@@ -171,12 +171,13 @@ def read_and_decode(
     """
     uris = batch["uri"].to_pylist()
     sizes = batch["size_bytes"].to_pylist()
+    etags = batch["etag"].to_pylist()
 
-    def one(uri: str, size: int | None) -> tuple[Decoded, float, float]:
-        return _read_and_decode_one(uri, size, meta, max_pixels, max_file_bytes, leave_jpegs)
+    def one(uri: str, size: int | None, etag: str | None) -> tuple[Decoded, float, float]:
+        return _read_and_decode_one(uri, size, etag, meta, max_pixels, max_file_bytes, leave_jpegs)
 
     with ThreadPoolExecutor(max_workers=read_threads) as pool:
-        timed = list(pool.map(one, uris, sizes))
+        timed = list(pool.map(one, uris, sizes, etags))
     decoded = [d for d, _, _ in timed]
     if reporter is not None:
         reporter.stage("fetch", sum(f for _, f, _ in timed))
@@ -219,9 +220,11 @@ def raw_pixels(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
 
 
 def _read_and_decode_one(
-    uri: str, size: int | None, meta: ModelMeta, max_pixels: int, max_file_bytes: int, leave_jpeg: bool
+    uri: str, size: int | None, etag: str | None, meta: ModelMeta, max_pixels: int, max_file_bytes: int,
+    leave_jpeg: bool
 ) -> tuple[Decoded, float, float]:
-    """The item decoded, and the seconds its fetch and its decoding took."""
+    """The item decoded from the version that was listed (``etag``), and the seconds its fetch and
+    its decoding took."""
     if size is not None and size > max_file_bytes:
         return _fail(
             Status.TOO_LARGE,
@@ -229,7 +232,9 @@ def _read_and_decode_one(
         ), 0.0, 0.0
     started = time.perf_counter()
     try:
-        data = storage.read_bytes(uri)
+        data = storage.read_bytes(uri, etag=etag)
+    except storage.ObjectChanged:
+        return _fail(Status.READ_ERROR, storage.CHANGED), 0.0, 0.0
     except FileNotFoundError:
         return _fail(Status.READ_ERROR, "object not found (deleted or moved after listing)"), 0.0, 0.0
     except Exception as exc:  # noqa: BLE001 - any failure to fetch is this item's read_error

@@ -101,20 +101,41 @@ class ObjectChanged(RuntimeError):
     """The object is not the version that was listed: it changed (or was replaced) since."""
 
 
+CHANGED = ("the object changed after it was listed, so the listed version cannot be read; the next run "
+           "labels the version there now")
+_S3_ETAG = re.compile(r'^"?[0-9a-f]{32}(-\d+)?"?$')
+
+
 def read_bytes(uri: str, *, etag: str | None = None) -> bytes:
-    """The object's bytes; with ``etag``, only if it is still that version (S3: ``If-Match``), else
-    :class:`ObjectChanged`."""
+    """The object's bytes; with ``etag`` (as a listing gave it), only if it is still that version,
+    else :class:`ObjectChanged`: S3 asks with ``If-Match``, local files compare their mtime."""
     fs, path = filesystem(uri)
-    if etag is None:
+    if not _pinned(fs, etag):
         return with_retries(lambda: fs.cat_file(path))
+    assert etag is not None
     if is_local(fs):
         data = with_retries(lambda: fs.cat_file(path))
-        if local_etag(os.stat(path)) != etag:
-            raise ObjectChanged(f"the object changed after it was listed (listed {etag})")
+        check_version(uri, etag)
         return data
-    if _is_s3(fs):
-        return with_retries(lambda: _s3_get_if_match(fs, path, etag))
-    return with_retries(lambda: fs.cat_file(path))
+    return with_retries(lambda: _s3_get_if_match(fs, path, etag))
+
+
+def check_version(uri: str, etag: str | None) -> None:
+    """:class:`ObjectChanged` if a local file is no longer the version ``etag`` names (S3 objects are
+    checked by each conditional read instead)."""
+    fs, path = filesystem(uri)
+    if is_local(fs) and _pinned(fs, etag) and local_etag(os.stat(path)) != etag:
+        raise ObjectChanged(f"{CHANGED} (listed {etag})")
+
+
+def _pinned(fs: fsspec.AbstractFileSystem, etag: str | None) -> bool:
+    """Is ``etag`` one this store gave, so that a read can ask for that version? A manifest may carry
+    etags of its own making; those are not pinned."""
+    if etag is None:
+        return False
+    if is_local(fs):
+        return etag.startswith("mtime-")
+    return _is_s3(fs) and bool(_S3_ETAG.match(etag))
 
 
 def local_etag(stat: os.stat_result) -> str:
@@ -125,7 +146,7 @@ def local_etag(stat: os.stat_result) -> str:
 def pin_stream(stream: Any, etag: str | None) -> None:
     """Make every ranged read of an open S3 file ask for ``etag`` (``If-Match``): a file that
     changes while it is streamed fails its next read instead of mixing two versions."""
-    if etag is not None and hasattr(stream, "read_kw"):
+    if etag is not None and hasattr(stream, "read_kw") and bool(_S3_ETAG.match(etag)):
         stream.read_kw = {**stream.read_kw, "IfMatch": _quoted(etag)}
 
 
@@ -157,7 +178,7 @@ def _s3_get_if_match(fs: Any, path: str, etag: str) -> bytes:
             response = await fs._call_s3("get_object", Bucket=bucket, Key=key, IfMatch=_quoted(etag))
         except Exception as exc:
             if is_precondition_failure(exc):
-                raise ObjectChanged(f"the object changed after it was listed (listed {etag})") from None
+                raise ObjectChanged(f"{CHANGED} (listed {etag})") from None
             raise
         try:
             return bytes(await response["Body"].read())

@@ -199,7 +199,10 @@ def test_a_reprocess_run_killed_mid_way_resumes_with_resume_run_id(tmp_path, ray
     assert rows_per_run(str(output)) == {dead.run_id: IMAGES}, "one run id, every item once"
     assert_exactly_once(output, IMAGES)
     [record] = run_records(str(output))
-    assert record.committed and record.items_skipped == 20 and record.items == IMAGES - 20
+    # One record per run, reconciled with the log: both attempts' shards, every item the run labeled.
+    assert record.committed and record.items == IMAGES and record.rows == IMAGES and record.items_skipped == 0
+    assert record.shards_committed == len(record.shards) == IMAGES // 10
+    assert len({s.attempt for s in record.shards}) == 2, "the shards of the first attempt and of the resume"
 
 
 class _ActorThatBreaks:

@@ -2,6 +2,7 @@
 tree issue #23 was filed on): what it finds there, shrunk to the smallest schedules that still fail.
 
     python -m tests.protocol.legacy --seeds 0:400 [--ref b2dde77] [--json results.json]
+    python -m tests.protocol.legacy --replay schedules.json      # each schedule's verdict on the old code
 
 It checks that commit out into a temporary worktree and runs itself again with that tree's
 ``pipeline`` package first on the path (and this checkout's ``tests.protocol`` for the harness).
@@ -276,6 +277,22 @@ def hunt(seeds: range, *, shrink_budget: int = 40) -> dict:
     return report
 
 
+def replay(schedules_json: list[dict]) -> list[dict]:
+    """Each schedule against the old pipeline: the kind of damage it does there, or "ok"."""
+    import logging
+
+    from tests.protocol import schedules
+
+    logging.getLogger("ghostnet_pipeline").setLevel(logging.CRITICAL)
+    module = sys.modules[__name__]
+    verdicts = []
+    for data in schedules_json:
+        result = schedules.run_schedule(schedules.Schedule.from_json(json.dumps(data)), under_test=module)
+        verdicts.append({"kind": _kind(result.violations) if result.violations else "ok",
+                         "violations": result.violations})
+    return verdicts
+
+
 def _kind(violations: list[str]) -> str:
     text = " ".join(violations)
     for kind, marks in (("overwritten", ("overwritten",)),
@@ -292,21 +309,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0:400")
     parser.add_argument("--ref", default=REF)
+    parser.add_argument("--replay", help="a JSON list of schedules: print each one's verdict on the old code")
     parser.add_argument("--json")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    start, stop = (int(x) for x in args.seeds.split(":"))
     if args.inside:
-        report = hunt(range(start, stop))
-        print(json.dumps(report, indent=2))
+        if args.replay:
+            print(json.dumps(replay(json.loads(Path(args.replay).read_text()))))
+        else:
+            start, stop = (int(x) for x in args.seeds.split(":"))
+            print(json.dumps(hunt(range(start, stop)), indent=2))
         return 0
     with old_tree(args.ref) as front:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(front), str(ROOT)])}
-        done = subprocess.run([sys.executable, "-m", "tests.protocol.legacy", "--seeds", args.seeds, "--inside"],
+        what = ["--replay", str(Path(args.replay).resolve())] if args.replay else ["--seeds", args.seeds]
+        done = subprocess.run([sys.executable, "-m", "tests.protocol.legacy", *what, "--inside"],
                               env=env, cwd=front, capture_output=True, text=True, check=False)
     if done.returncode:
         print(done.stdout[-5000:], done.stderr[-5000:], file=sys.stderr)
         return done.returncode
+    if args.replay:
+        print(done.stdout)
+        return 0
     if args.json:
         Path(args.json).write_text(done.stdout)
     report = json.loads(done.stdout)
