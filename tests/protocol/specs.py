@@ -39,6 +39,7 @@ class WriterSpec:
     items: int  # the first ``items`` of the bucket are listed
     run_id: str | None = None  # reprocess: the run id; resume: the run it continues
     files_per_shard: int = 1
+    shard_size: int = SHARD_SIZE
 
     @property
     def reprocess(self) -> bool:
@@ -51,7 +52,7 @@ class WriterSpec:
         return RunConfig(
             inputs=("sim://listing",), output=str(root), model=self.model, weights="random", seed=self.seed,
             reprocess=self.reprocess, resume=self.run_id if self.kind == "resume" else None,
-            run_id=self.run_id if self.kind == "reprocess" else None, shard_size=SHARD_SIZE,
+            run_id=self.run_id if self.kind == "reprocess" else None, shard_size=self.shard_size,
             max_error_rate=1.0, run_date=RUN_DATE)
 
 
