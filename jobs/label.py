@@ -164,6 +164,8 @@ def print_plan(summaries: list[PlanSummary], fmt: str) -> None:
         if s.not_items:
             print(f"  not items:       {', '.join(f'{k} {v}' for k, v in s.not_items.items())}")
         print(f"  already labeled: {s.already_labeled}")
+        if s.nothing_because:
+            print(f"  nothing to do:   {s.nothing_because}")
         print(f"  to label:        {s.to_label} in {s.shards} shards of at most {s.shard_size}")
         print(f"  estimated:       {s.estimated_files} files, {s.estimated_bytes / 2**20:.1f} MiB")
         print(f"  planned in:      {s.list_s:.1f} s listing, {s.diff_s:.1f} s diff")
