@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -308,3 +311,31 @@ def test_a_single_channel_model_labels_colour_and_grey_images_end_to_end(tmp_pat
         with torch.no_grad():
             logits = reference(ghostnet.normalize(pixels, meta=reference.meta))
         assert row["topk_ids"] == logits.topk(3).indices[0].tolist(), row["uri"]
+
+
+def test_hub_weights_without_a_pin_label_a_whole_run_pinned_to_the_file_the_hub_gave(tmp_path, ray_tmp):
+    """#26: `--weights hf-hub:...` without `--weights-sha256` ended as an internal error (the digest
+    of the loaded file was dropped). The hub is a local cache here (HF_HUB_OFFLINE, no network),
+    laid out as huggingface_hub keeps it; the rows carry the digest of the file it holds."""
+    weights = Path(__file__).resolve().parents[2] / "ghostnet" / "data" / "demo_image.safetensors"
+    cache, commit = tmp_path / "hub", "0" * 40
+    repo = cache / "models--timm--ghostnet_050.demo"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(weights, repo / "snapshots" / commit / "model.safetensors")
+    images = tmp_path / "in"
+    images.mkdir()
+    for i in range(3):
+        corpus.gradient(60, 40, seed=i).save(images / f"p{i}.png")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TMPDIR": ray_tmp}
+
+    done = subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--input", str(images), "--output",
+                           str(tmp_path / "out"), "--model", "ghostnet_050",
+                           "--weights", "hf-hub:timm/ghostnet_050.demo"],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = committed(str(tmp_path / "out"))
+    assert rows.num_rows == 3 and set(rows["status"].to_pylist()) == {"ok"}
+    assert set(rows["weights_sha256"].to_pylist()) == {hashlib.sha256(weights.read_bytes()).hexdigest()}
