@@ -12,6 +12,7 @@ schedule found that still fails.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import multiprocessing
@@ -23,17 +24,20 @@ from collections import Counter
 from tests.protocol.schedules import Result, Schedule, run_schedule, shrink
 
 
-def run_seeds(seeds: range, workers: int = 1) -> list[Result]:
-    """Run the schedules of ``seeds``, over ``workers`` processes."""
+def run_seeds(seeds: range, workers: int = 1, under_test: str = "tests.protocol.world") -> list[Result]:
+    """Run the schedules of ``seeds`` against the implementation module ``under_test``, over
+    ``workers`` processes."""
+    jobs = [(seed, under_test) for seed in seeds]
     if workers <= 1:
-        return [run_schedule(Schedule.generate(s)) for s in seeds]
+        return [_one(job) for job in jobs]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return pool.map(_one, seeds, chunksize=max(1, len(seeds) // (workers * 8)))
+        return pool.map(_one, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
 
 
-def _one(seed: int) -> Result:
+def _one(job: tuple[int, str]) -> Result:
+    seed, under_test = job
     quiet()
-    return run_schedule(Schedule.generate(seed))
+    return run_schedule(Schedule.generate(seed), under_test=importlib.import_module(under_test))
 
 
 def quiet() -> None:

@@ -249,28 +249,28 @@ def old_tree(ref: str) -> Iterator[Path]:
                            capture_output=True)
 
 
-def hunt(seeds: range, *, shrink_budget: int = 40) -> dict:
-    """In a process where the old pipeline comes first: run ``seeds``, shrink what fails, and sort
-    the failures by the kind of damage."""
+def hunt(seeds: range, *, workers: int = 2, shrink_budget: int = 40) -> dict:
+    """In a process where the old pipeline comes first: run ``seeds``, sort the failures by the
+    kinds of damage they did (a schedule may do several), and shrink the first of each kind to the
+    smallest schedule that still does that kind."""
     import logging
 
     from tests.protocol import schedules
-    from tests.protocol.check import summary
+    from tests.protocol.check import run_seeds, summary
 
     logging.getLogger("ghostnet_pipeline").setLevel(logging.CRITICAL)
     module = sys.modules[__name__]
     started = time.monotonic()
-    results = [schedules.run_schedule(schedules.Schedule.generate(s), under_test=module) for s in seeds]
+    results = run_seeds(seeds, workers, under_test=__name__)
     report = summary(results, time.monotonic() - started)
     kinds: dict[str, dict] = {}
     for result in results:
-        if result.ok:
-            continue
-        kind = _kind(result.violations)
-        kinds.setdefault(kind, {"seeds": [], "smallest": None})["seeds"].append(result.schedule.seed)
-    for found in kinds.values():
+        for kind in _kinds(result.violations):
+            kinds.setdefault(kind, {"seeds": [], "smallest": None})["seeds"].append(result.schedule.seed)
+    for kind, found in kinds.items():
         first = next(r for r in results if r.schedule.seed == found["seeds"][0])
-        small = schedules.shrink(first, budget=shrink_budget, under_test=module)
+        small = schedules.shrink(first, budget=shrink_budget, under_test=module,
+                                 still=lambda r, kind=kind: kind in _kinds(r.violations))
         found["smallest"] = {"schedule": json.loads(small.schedule.to_json()), "violations": small.violations,
                              "outcomes": small.outcomes, "trace": small.trace}
     report["by_kind"] = kinds
@@ -288,21 +288,25 @@ def replay(schedules_json: list[dict]) -> list[dict]:
     verdicts = []
     for data in schedules_json:
         result = schedules.run_schedule(schedules.Schedule.from_json(json.dumps(data)), under_test=module)
-        verdicts.append({"kind": _kind(result.violations) if result.violations else "ok",
-                         "violations": result.violations})
+        verdicts.append({"kinds": _kinds(result.violations), "violations": result.violations})
     return verdicts
 
 
-def _kind(violations: list[str]) -> str:
-    text = " ".join(violations)
-    for kind, marks in (("overwritten", ("overwritten",)),
-                        ("missing or damaged files", ("does not exist", "bytes, the log says", "a reader fails")),
-                        ("duplicates", ("labeled again", "several rows")), ("lost items", ("have no row",)),
-                        ("two table ids", ("table ids",)), ("statistics behind", ("statistics count",)),
-                        ("record disagrees", ("its record", "live record"))):
-        if any(mark in text for mark in marks):
-            return kind
-    return "other: " + violations[0][:80]
+KINDS = (("committed file overwritten", ("overwritten",)),
+         ("the log adds a missing file", ("does not exist",)),
+         ("a committed file damaged", ("bytes, the log says", "a reader fails")),
+         ("items labeled again after maintenance", ("labeled again",)),
+         ("an item twice in one run", ("several rows",)),
+         ("items lost", ("have no row",)),
+         ("two table ids", ("table ids",)),
+         ("statistics behind their predictions", ("statistics count",)),
+         ("a record disagrees with the log", ("its record", "live record")),
+         ("an actor failed unexpectedly", ("ended with",)))
+
+
+def _kinds(violations: list[str]) -> list[str]:
+    """The kinds of damage the violations describe, in :data:`KINDS` order."""
+    return [kind for kind, marks in KINDS if any(mark in v for v in violations for mark in marks)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import json
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -187,14 +188,15 @@ def _describe(outcome: Any) -> str:
     return repr(outcome)[:160]
 
 
-def shrink(result: Result, *, budget: int = 60, under_test: ModuleType | None = None) -> Result:
-    """A smaller schedule that still fails: actors, crashes and faults taken away one at a time,
-    and fewer items, as long as some violation remains."""
+def shrink(result: Result, *, budget: int = 60, under_test: ModuleType | None = None,
+           still: Callable[[Result], bool] = lambda r: not r.ok) -> Result:
+    """A smaller schedule that still fails (``still``: fails the same way): actors, crashes and
+    faults taken away one at a time, and fewer items, as long as it does."""
     best = result
     for _ in range(budget):
         for candidate in _smaller(best.schedule):
             tried = run_schedule(candidate, under_test=under_test)
-            if not tried.ok:
+            if still(tried):
                 best = tried
                 break
         else:

@@ -55,4 +55,4 @@ def test_the_checker_finds_those_holes_in_the_old_protocol(tmp_path):
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     verdicts = json.loads(done.stdout)
-    assert [v["kind"] for v in verdicts] == [c["kind"] for c in REGRESSIONS], verdicts
+    assert all(case["kind"] in verdict["kinds"] for case, verdict in zip(REGRESSIONS, verdicts, strict=True)), verdicts
