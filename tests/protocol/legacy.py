@@ -224,7 +224,7 @@ def __getattr__(name: str) -> Any:
     if name == "EXPECTED":
         return _expected()
     if name == "STALE_AFTER_S":
-        return _old()["recovery"].STALE_AFTER_S
+        return _old().recovery.STALE_AFTER_S
     raise AttributeError(name)
 
 
@@ -261,7 +261,7 @@ def hunt(seeds: range, *, workers: int = 2, shrink_budget: int = 40) -> dict:
     logging.getLogger("ghostnet_pipeline").setLevel(logging.CRITICAL)
     module = sys.modules[__name__]
     started = time.monotonic()
-    results = run_seeds(seeds, workers, under_test=__name__)
+    results = run_seeds(seeds, workers, under_test="tests.protocol.legacy")
     report = summary(results, time.monotonic() - started)
     kinds: dict[str, dict] = {}
     for result in results:
