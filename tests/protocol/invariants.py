@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
+
+from tests.protocol.specs import open_delta
 
 __all__ = ["Facts", "check_all"]
 
@@ -25,48 +27,50 @@ class Facts:
         self.promised: list[tuple[str, dict[str, str], list[str]]] = []  # (who, where, uris)
 
 
-def check_all(root: Path, facts: Facts, overwritten: Iterable[str]) -> list[str]:
+def check_all(root: str, facts: Facts, overwritten: Iterable[str]) -> list[str]:
     found = list(overwritten)
-    tables = {name: _open(root / name) for name in ("predictions", "channel_stats")}
+    fs, base = fsspec.core.url_to_fs(root)
+    fs.invalidate_cache()
+    tables = {name: open_delta(f"{root}/{name}") for name in ("predictions", "channel_stats")}
     for name, table in tables.items():
         if table is not None:
-            found += files_exist(root / name, table) + one_table_id(root / name)
+            found += files_exist(fs, f"{base}/{name}", table) + one_table_id(fs, f"{base}/{name}")
     readable, problems = read(tables)
     found += problems
     if readable is not None:
         predictions, stats = readable
         found += exactly_once(predictions, facts) + nothing_lost(predictions, facts)
         found += statistics_match(predictions, stats)
-        found += records_agree(root, predictions)
+        found += records_agree(fs, f"{base}/_runs", predictions)
     return found
 
 
-def _open(path: Path) -> DeltaTable | None:
-    return DeltaTable(str(path)) if DeltaTable.is_deltatable(str(path)) else None
-
-
-def files_exist(table_root: Path, table: DeltaTable) -> list[str]:
+def files_exist(fs: fsspec.AbstractFileSystem, table_root: str, table: DeltaTable) -> list[str]:
     """Every file the log adds exists, with the size the log records."""
     actions = pa.table(table.get_add_actions(flatten=True))
+    name = table_root.rsplit("/", 1)[-1]
     problems = []
     for path, size in zip(actions["path"].to_pylist(), actions["size_bytes"].to_pylist(), strict=True):
-        on_disk = table_root / path
-        if not on_disk.exists():
-            problems.append(f"{table_root.name}: the log adds {path}, which does not exist")
-        elif on_disk.stat().st_size != size:
-            problems.append(f"{table_root.name}: {path} is {on_disk.stat().st_size} bytes, the log says {size}")
+        try:
+            found = fs.size(f"{table_root}/{path}")
+        except FileNotFoundError:
+            problems.append(f"{name}: the log adds {path}, which does not exist")
+            continue
+        if found != size:
+            problems.append(f"{name}: {path} is {found} bytes, the log says {size}")
     return problems
 
 
-def one_table_id(table_root: Path) -> list[str]:
+def one_table_id(fs: fsspec.AbstractFileSystem, table_root: str) -> list[str]:
     """However many writers created the table at once, it has one id."""
     ids = set()
-    for entry in sorted((table_root / "_delta_log").glob("*.json")):
-        for line in entry.read_text().splitlines():
+    for entry in sorted(fs.glob(f"{table_root}/_delta_log/*.json")):
+        for line in fs.cat_file(entry).decode().splitlines():
             action = json.loads(line)
             if "metaData" in action:
                 ids.add(action["metaData"]["id"])
-    return [f"{table_root.name}: {len(ids)} table ids in the log: {sorted(ids)}"] if len(ids) > 1 else []
+    name = table_root.rsplit("/", 1)[-1]
+    return [f"{name}: {len(ids)} table ids in the log: {sorted(ids)}"] if len(ids) > 1 else []
 
 
 def read(tables: dict[str, DeltaTable | None]) -> tuple[tuple[pa.Table, pa.Table] | None, list[str]]:
@@ -134,20 +138,21 @@ def statistics_match(predictions: pa.Table, stats: pa.Table) -> list[str]:
     return problems
 
 
-def records_agree(root: Path, predictions: pa.Table) -> list[str]:
+def records_agree(fs: fsspec.AbstractFileSystem, runs: str, predictions: pa.Table) -> list[str]:
     """No run is left running, and each record's rows, items and shards are what the log holds."""
     problems = []
-    runs = root / "_runs"
-    for live in sorted(runs.glob("*.running.json")) if runs.exists() else []:
-        problems.append(f"run {live.name.removesuffix('.running.json')} still has a live record after recovery")
+    names = sorted(fs.glob(f"{runs}/*.json"))
+    for live in (n for n in names if n.endswith(".running.json")):
+        problems.append(f"run {live.rsplit('/', 1)[-1].removesuffix('.running.json')} still has a live record "
+                        "after recovery")
     rows = Counter(predictions["run_id"].to_pylist())
     items: dict[str, set[str]] = {}
     for uri, run_id in zip(predictions["uri"].to_pylist(), predictions["run_id"].to_pylist(), strict=True):
         items.setdefault(run_id, set()).add(uri)
-    for path in sorted(runs.glob("*.json")) if runs.exists() else []:
-        if path.name.endswith(".running.json"):
+    for path in names:
+        if path.endswith(".running.json"):
             continue
-        record = json.loads(path.read_text())
+        record = json.loads(fs.cat_file(path))
         run_id = record["run_id"]
         if record.get("rows", 0) != rows.get(run_id, 0) or record.get("items", 0) != len(items.get(run_id, ())):
             problems.append(f"run {run_id}: its record says {record.get('rows')} rows of {record.get('items')} "

@@ -70,7 +70,7 @@ def install(sim: Any) -> Any:
         fault = sim.point("put", write=True)
         if fault == "before":
             raise sim.fail("put")
-        existed = os.path.exists(uri)
+        existed = original["exists"](uri)
         original["write_bytes"](uri, data)
         sim.stamp(uri)
         sim.written(uri, data, existed=existed)
@@ -129,16 +129,16 @@ def host(sim: Any, actor: Any) -> Any:
     return actor
 
 
-def writer(sim: Any, root: Path, spec: Any, host: Any) -> Any:
+def writer(sim: Any, root: str, spec: Any, host: Any) -> Any:
     """The old ``run()`` for one modality, as it was, with the write stage fed directly."""
     from tests.protocol.specs import listing_batch
 
     old = _old()
     runs, records, recovery, plans = old.runs, old.records, old.recovery, old.plans
     config, kind = spec.config(root), "nightly" if spec.kind == "nightly" else "run"
-    layout = old.tables.OutputLayout.of(str(root))
+    layout = old.tables.OutputLayout.of(root)
     model = spec.spec().pinned()
-    work = root.parent / f"work-{spec.name}"
+    work = sim.work / f"work-{spec.name}"
     listing = plans.spill_listing([listing_batch(spec.items)], work / "listing", ["image"])
     started = time.monotonic()
     runs._open_tables(layout)
@@ -204,9 +204,9 @@ def _execute(old: Any, config: Any, spec: Any, planned: Any, layout: Any, identi
     return conflicts
 
 
-def sweeper(sim: Any, root: Path, spec: Any, host: Any) -> list[str]:
+def sweeper(sim: Any, root: str, spec: Any, host: Any) -> list[str]:
     old = _old()
-    layout = old.tables.OutputLayout.of(str(root))
+    layout = old.tables.OutputLayout.of(root)
     finished: list[str] = []
     for _ in range(spec.passes):
         finished += old.recovery.recover_dead_runs(layout)

@@ -115,13 +115,13 @@ def implementation() -> ModuleType:
     return world
 
 
-def run_schedule(schedule: Schedule, workdir: Path | None = None, *, under_test: ModuleType | None = None) -> Result:
-    """Run ``schedule`` on a fresh output on local disk, let every dead run be found, then check."""
+def run_schedule(schedule: Schedule, output: str | None = None, *, under_test: ModuleType | None = None) -> Result:
+    """Run ``schedule`` on a fresh output (``output``, a URI; else a folder on local disk), let every
+    dead run be found, then check."""
     impl = under_test or implementation()
-    own = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="schedule-")) if workdir is None else workdir
-    root = workdir / "out"
-    sim = Sim(random.Random(schedule.seed * 7919 + 1), root, fault_p=schedule.fault_p)
+    workdir = Path(tempfile.mkdtemp(prefix="schedule-"))
+    root = output or str(workdir / "out")
+    sim = Sim(random.Random(schedule.seed * 7919 + 1), root, workdir, fault_p=schedule.fault_p)
     patches = impl.install(sim)
     try:
         for spec in (*schedule.writers, *schedule.sweepers, *schedule.maintainers):
@@ -138,11 +138,10 @@ def run_schedule(schedule: Schedule, workdir: Path | None = None, *, under_test:
         return Result(schedule, violations, outcomes, sim.trace, sim.faults, crashes, len(sim.trace))
     finally:
         patches.undo()
-        if own:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _add(sim: Sim, root: Path, spec: WriterSpec | SweeperSpec | MaintainerSpec, schedule: Schedule,
+def _add(sim: Sim, root: str, spec: WriterSpec | SweeperSpec | MaintainerSpec, schedule: Schedule,
          impl: ModuleType) -> None:
     actor = Actor(spec.name, body=lambda: None, crash_at=schedule.crash_at.get(spec.name),
                   skew_s=schedule.skew_s.get(spec.name, 0.0), host=schedule.hosts.get(spec.name, HOSTS[0]))
@@ -152,7 +151,7 @@ def _add(sim: Sim, root: Path, spec: WriterSpec | SweeperSpec | MaintainerSpec, 
     actor.body = lambda: body(sim, root, spec, host)
 
 
-def _recover_everything(sim: Sim, root: Path, impl: ModuleType) -> None:
+def _recover_everything(sim: Sim, root: str, impl: ModuleType) -> None:
     """After the schedule: time passes, and one more run's start, with no faults, finds the dead."""
     sim.now += 3 * impl.STALE_AFTER_S
     sim.fault_p = 0.0

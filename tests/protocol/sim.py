@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -64,9 +63,9 @@ class Actor:
 class Sim:
     """One schedule's world. ``rng`` drives every choice; the same seed replays the same schedule."""
 
-    def __init__(self, rng: random.Random, root: Path, *, fault_p: float = 0.0, pause_p: float = 0.01,
+    def __init__(self, rng: random.Random, root: str, work: Path, *, fault_p: float = 0.0, pause_p: float = 0.01,
                  step_s: float = 20.0) -> None:
-        self.rng, self.root = rng, root
+        self.rng, self.root, self.work = rng, root, work  # the output's URI; local scratch for the actors
         self.fault_p, self.pause_p, self.step_s = fault_p, pause_p, step_s
         self.now = START
         self.mtimes: dict[str, float] = {}
@@ -146,23 +145,21 @@ class Sim:
 
     # --- storage timestamps and immutability ----------------------------------------------------
 
-    def stamp(self, path: str) -> None:
-        self.mtimes[os.path.abspath(path)] = self.now
+    def stamp(self, uri: str) -> None:
+        self.mtimes[uri] = self.now
 
-    def modified(self, path: str) -> float:
-        path = os.path.abspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(path)
-        return self.mtimes.get(path, START)
+    def modified(self, uri: str, exists: bool) -> float:
+        if not exists:
+            raise FileNotFoundError(uri)
+        return self.mtimes.get(uri, START)
 
-    def written(self, path: str, data: bytes, *, existed: bool) -> None:
+    def written(self, uri: str, data: bytes, *, existed: bool) -> None:
         """A data file was written: an existing one must never be written again."""
-        if not path.endswith(".parquet"):
+        if not uri.endswith(".parquet"):
             return
-        path = os.path.abspath(path)
-        if existed or path in self.created:
-            self.violations.append(f"data file overwritten: {os.path.relpath(path, self.root)}")
-        self.created.setdefault(path, hashlib.sha256(data).hexdigest())
+        if existed or uri in self.created:
+            self.violations.append(f"data file overwritten: {uri.removeprefix(self.root)}")
+        self.created.setdefault(uri, hashlib.sha256(data).hexdigest())
 
     # --- the scheduler's side -------------------------------------------------------------------
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 from pipeline import channel_stats
 from pipeline.config import RunConfig
@@ -48,9 +48,9 @@ class WriterSpec:
     def spec(self) -> ModelSpec:
         return ModelSpec(self.model, "random", seed=self.seed, modality="image")
 
-    def config(self, root: Path) -> RunConfig:
+    def config(self, root: str) -> RunConfig:
         return RunConfig(
-            inputs=("sim://listing",), output=str(root), model=self.model, weights="random", seed=self.seed,
+            inputs=("sim://listing",), output=root, model=self.model, weights="random", seed=self.seed,
             reprocess=self.reprocess, resume=self.run_id if self.kind == "resume" else None,
             run_id=self.run_id if self.kind == "reprocess" else None, shard_size=self.shard_size,
             max_error_rate=1.0, run_date=RUN_DATE)
@@ -97,16 +97,28 @@ def shard_rows(items: pa.Table, model: str, weights_sha256: str, run_id: str) ->
     return pa.Table.from_pylist(rows, schema=ROWS)
 
 
-def maintainer(sim: Any, root: Path, spec: MaintainerSpec, host: Any) -> list[str]:
+def table_options(uri: str) -> dict[str, str] | None:
+    """What deltalake needs to reach the table at ``uri`` beyond the AWS environment."""
+    return {"AWS_ALLOW_HTTP": "true"} if uri.startswith("s3://") else None
+
+
+def open_delta(uri: str) -> DeltaTable | None:
+    """The Delta table at ``uri``, or None where there is none yet."""
+    try:
+        return DeltaTable(uri, storage_options=table_options(uri))
+    except TableNotFoundError:
+        return None
+
+
+def maintainer(sim: Any, root: str, spec: MaintainerSpec, host: Any) -> list[str]:
     """An analyst's table maintenance, with the deltalake calls they would use."""
     done = []
     for operation in spec.operations:
         name, table_name = operation.split(":")
         sim.point(f"maintain-{name}")
-        uri = str(root / table_name)
-        if not DeltaTable.is_deltatable(uri):
+        table = open_delta(f"{root}/{table_name}")
+        if table is None:
             continue
-        table = DeltaTable(uri)
         try:
             if name == "compact":
                 table.optimize.compact()

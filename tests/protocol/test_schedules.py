@@ -56,3 +56,11 @@ def test_the_checker_finds_those_holes_in_the_old_protocol(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     verdicts = json.loads(done.stdout)
     assert all(case["kind"] in verdict["kinds"] for case, verdict in zip(REGRESSIONS, verdicts, strict=True)), verdicts
+
+
+@pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + int(os.environ.get("GHOSTNET_S3_SCHEDULES", "4"))))
+def test_schedules_on_an_s3_endpoint(s3fs_client, bucket, seed):
+    """The slower tier: the same schedules against moto's S3 server, where data files are created
+    with If-None-Match, the logs with delta-rs's conditional PUT, and timestamps are S3's."""
+    result = run_schedule(Schedule.generate(seed), f"s3://{bucket}/out")
+    assert result.ok, describe(result, verbose=True)

@@ -9,10 +9,8 @@ with an engine that writes each planned shard's rows through the real write stag
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -62,7 +60,7 @@ def install(sim: Sim) -> Patches:
         fault = sim.point("put", write=True)
         if fault == "before":
             raise sim.fail("put")
-        existed = os.path.exists(uri)
+        existed = original["exists"](uri)
         original["write_bytes"](uri, data)
         sim.stamp(uri)
         sim.written(uri, data, existed=existed)
@@ -91,7 +89,7 @@ def install(sim: Sim) -> Patches:
     patches.set(storage, "read_bytes", read_bytes)
     patches.set(storage, "write_bytes", write_bytes)
     patches.set(storage, "create_file", create_file)
-    patches.set(storage, "modified", lambda uri: (sim.point("head"), sim.modified(uri))[1])
+    patches.set(storage, "modified", lambda uri: (sim.point("head"), sim.modified(uri, original["exists"](uri)))[1])
     patches.set(storage, "storage_now", lambda folder: (sim.point("clock"), sim.now)[1])
 
     open_table, refresh, commit = delta.open_table, delta.DeltaLog.refresh, delta.DeltaLog.commit
@@ -145,21 +143,21 @@ class DirectEngine:
         pass
 
 
-def writer(sim: Sim, root: Path, spec: WriterSpec, host: Host) -> Any:
+def writer(sim: Sim, root: str, spec: WriterSpec, host: Host) -> Any:
     """One command's attempt, start to end."""
-    layout = OutputLayout.of(str(root))
+    layout = OutputLayout.of(root)
     config = spec.config(root)
     tables_ = delta.open_tables(layout)
-    work = root.parent / f"work-{spec.name}"
+    work = sim.work / f"work-{spec.name}"
     listing = plans.spill_listing([listing_batch(spec.items)], work / "listing", ["image"])
     return runs.label(config, spec.spec().pinned(), kind="nightly" if spec.kind == "nightly" else "run",
                       layout=layout, tables_=tables_, listing=listing, work=work / "image", host=host, labels=4,
                       engine=lambda run_id, listing_s, plan_s: DirectEngine(layout, spec.files_per_shard))
 
 
-def sweeper(sim: Sim, root: Path, spec: SweeperSpec, host: Host) -> list[str]:
+def sweeper(sim: Sim, root: str, spec: SweeperSpec, host: Host) -> list[str]:
     """Another run's start on the output: it finishes the runs it judges dead."""
-    layout = OutputLayout.of(str(root))
+    layout = OutputLayout.of(root)
     finished: list[str] = []
     for _ in range(spec.passes):
         finished += recovery.recover_dead_runs(layout, delta.open_tables(layout), host)
