@@ -70,8 +70,8 @@ def finish_dead_run(layout: OutputLayout, tables_: Tables, record: RunRecord, ho
     log.warning("run %s stopped without ending (driver lost); fenced it and clearing what it left", record.run_id)
     deleted = _settle(layout, tables_, record.run_id, record.run_date, attempt=None, owner=fenced)
     final = records.load_final(layout.runs, record.run_id)
-    if final is not None and final.committed:
-        storage.remove_file(records.live_uri(layout.runs, record.run_id))  # a late write of a finished run's
+    if final is not None and final.committed and final.attempt == record.attempt:
+        storage.remove_file(records.live_uri(layout.runs, record.run_id))  # a late heartbeat of a finished attempt
         return True
     reconcile(record, tables_, since=final)
     record.status = records.FAILED

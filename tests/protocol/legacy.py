@@ -135,6 +135,7 @@ def writer(sim: Any, root: str, spec: Any, host: Any) -> Any:
 
     old = _old()
     runs, records, recovery, plans = old.runs, old.records, old.recovery, old.plans
+    sim.sleep(spec.start_s)
     config, kind = spec.config(root), "nightly" if spec.kind == "nightly" else "run"
     layout = old.tables.OutputLayout.of(root)
     model = spec.spec().pinned()
@@ -209,6 +210,7 @@ def sweeper(sim: Any, root: str, spec: Any, host: Any) -> list[str]:
     layout = old.tables.OutputLayout.of(root)
     finished: list[str] = []
     for _ in range(spec.passes):
+        sim.sleep(spec.gap_s)
         finished += old.recovery.recover_dead_runs(layout)
     return finished
 

@@ -53,9 +53,10 @@ class Schedule:
         for i in range(actors):
             role = "writer" if i == 0 else rng.choices(("writer", "sweeper", "maintainer"), (5, 2, 2))[0]
             if role == "sweeper":
-                sweepers.append(SweeperSpec(f"s{i}", rng.randint(1, 3)))
+                sweepers.append(SweeperSpec(f"s{i}", rng.randint(1, 3), gap_s=round(rng.uniform(0, 1200), 1)))
             elif role == "maintainer" and not maintainers:
-                maintainers.append(MaintainerSpec(f"m{i}", tuple(rng.choices(MAINTENANCE, k=rng.randint(1, 4)))))
+                maintainers.append(MaintainerSpec(f"m{i}", tuple(rng.choices(MAINTENANCE, k=rng.randint(1, 4))),
+                                                  gap_s=round(rng.uniform(0, 1800), 1)))
             else:
                 writers.append(_writer(rng, i, writers))
         names = [a.name for a in (*writers, *sweepers, *maintainers)]
@@ -75,21 +76,23 @@ class Schedule:
         data = json.loads(text)
         return cls(seed=data["seed"], writers=[WriterSpec(**w) for w in data["writers"]],
                    sweepers=[SweeperSpec(**s) for s in data["sweepers"]],
-                   maintainers=[MaintainerSpec(m["name"], tuple(m["operations"])) for m in data["maintainers"]],
+                   maintainers=[MaintainerSpec(m["name"], tuple(m["operations"]), m.get("gap_s", 0.0))
+                                for m in data["maintainers"]],
                    crash_at=data["crash_at"], skew_s=data["skew_s"], hosts=data["hosts"], fault_p=data["fault_p"])
 
 
 def _writer(rng: random.Random, i: int, earlier: list[WriterSpec]) -> WriterSpec:
     model, seed = rng.choice(MODELS)
     items = rng.randint(4, 10)
+    start_s = 0.0 if i == 0 else round(rng.uniform(0, 2400), 1)
     reprocessing = [w for w in earlier if w.kind == "reprocess"]
     kind = rng.choices(("run", "nightly", "reprocess", "resume"), (4, 2, 3, 3 if reprocessing else 0))[0]
     if kind == "resume":
         resumed = rng.choice(reprocessing)
         return WriterSpec(f"w{i}", kind, resumed.model, resumed.seed, items, run_id=resumed.run_id,
-                          files_per_shard=rng.randint(1, 2))
+                          files_per_shard=rng.randint(1, 2), start_s=start_s)
     return WriterSpec(f"w{i}", kind, model, seed, items, run_id=f"rp-{i}" if kind == "reprocess" else None,
-                      files_per_shard=rng.randint(1, 2))
+                      files_per_shard=rng.randint(1, 2), start_s=start_s)
 
 
 @dataclass

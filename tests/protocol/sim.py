@@ -49,6 +49,7 @@ class Actor:
     host: str = ""
     pid: int = 0
     points: int = 0
+    wake_at: float = START  # it sleeps until the clock reaches this
     crashed: bool = False
     done: bool = False
     outcome: Any = None  # what body returned, or the exception it raised
@@ -106,6 +107,14 @@ class Sim:
             self.trace.append(f"{actor.name}:{op}:fault-{mode}")
             return mode
         return None
+
+    def sleep(self, seconds: float) -> None:
+        """The acting actor waits ``seconds`` of the simulation's time (a run that starts later, an
+        analyst who comes back to the table an hour on)."""
+        actor = self.actor()
+        if actor is not None and seconds > 0:
+            actor.wake_at = self.now + seconds
+            self.point("sleep")
 
     def fail(self, op: str) -> InjectedFault:
         return InjectedFault(f"injected storage fault at {op}: 503 Service Unavailable")
@@ -174,9 +183,13 @@ class Sim:
         for actor in self.actors:
             self._wait_parked(actor)
         for _ in range(max_steps):
-            ready = [a for a in self.actors if not a.done]
-            if not ready:
+            waiting = [a for a in self.actors if not a.done]
+            if not waiting:
                 return
+            ready = [a for a in waiting if a.wake_at <= self.now]
+            if not ready:
+                self.now = min(a.wake_at for a in waiting)
+                continue
             actor = self.rng.choice(ready)
             if self.rng.random() < self.pause_p:
                 self.now += self.rng.uniform(300, 1500)  # the world stood still for minutes

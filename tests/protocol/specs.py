@@ -40,6 +40,7 @@ class WriterSpec:
     run_id: str | None = None  # reprocess: the run id; resume: the run it continues
     files_per_shard: int = 1
     shard_size: int = SHARD_SIZE
+    start_s: float = 0.0  # the command starts this long after the schedule does
 
     @property
     def reprocess(self) -> bool:
@@ -60,12 +61,14 @@ class WriterSpec:
 class SweeperSpec:
     name: str
     passes: int
+    gap_s: float = 0.0  # before each pass
 
 
 @dataclass(frozen=True)
 class MaintainerSpec:
     name: str
     operations: tuple[str, ...] = field(default_factory=tuple)
+    gap_s: float = 0.0  # before each operation
 
 
 def listing_batch(n: int) -> pa.RecordBatch:
@@ -115,6 +118,7 @@ def maintainer(sim: Any, root: str, spec: MaintainerSpec, host: Any) -> list[str
     done = []
     for operation in spec.operations:
         name, table_name = operation.split(":")
+        sim.sleep(spec.gap_s)
         sim.point(f"maintain-{name}")
         table = open_delta(f"{root}/{table_name}")
         if table is None:

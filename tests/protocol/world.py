@@ -145,6 +145,7 @@ class DirectEngine:
 
 def writer(sim: Sim, root: str, spec: WriterSpec, host: Host) -> Any:
     """One command's attempt, start to end."""
+    sim.sleep(spec.start_s)
     layout = OutputLayout.of(root)
     config = spec.config(root)
     tables_ = delta.open_tables(layout)
@@ -160,5 +161,6 @@ def sweeper(sim: Sim, root: str, spec: SweeperSpec, host: Host) -> list[str]:
     layout = OutputLayout.of(root)
     finished: list[str] = []
     for _ in range(spec.passes):
+        sim.sleep(spec.gap_s)
         finished += recovery.recover_dead_runs(layout, delta.open_tables(layout), host)
     return finished
