@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -78,7 +78,7 @@ class Journal(Protocol):
 @dataclass
 class _Pending:
     plan: ShardPlan
-    files: list[dict] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)  # manifests (pipeline.sink.MANIFEST)
     rows: int = 0
     items_done: int = 0
     rows_expected: int = 0
@@ -382,12 +382,16 @@ def _errors(rows: pa.Table, limit: int = 10) -> tuple[tuple[str, str, int, str],
     return tuple((r["status"], r["error"], r["uri_count"], r["uri_min"]) for r in grouped.to_pylist())
 
 
-def merge_errors(found: Counter, examples: dict, errors: tuple[tuple[str, str, int, str], ...]) -> None:
+ErrorKey = tuple[str, str]  # (status, error)
+
+
+def merge_errors(found: Counter[ErrorKey], examples: dict[ErrorKey, str],
+                 errors: tuple[tuple[str, str, int, str], ...]) -> None:
     for status, error, count, uri in errors:
         found[(status, error)] += count
         examples.setdefault((status, error), uri)
 
 
-def top_errors(found: Counter, examples: dict, limit: int = 10) -> list[dict]:
+def top_errors(found: Counter[ErrorKey], examples: dict[ErrorKey, str], limit: int = 10) -> list[dict[str, Any]]:
     return [{"status": s, "error": e, "count": n, "uri": examples[(s, e)]} for (s, e), n in found.most_common(limit)]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
@@ -425,7 +425,7 @@ def _nothing(config: RunConfig, spec: ModelSpec, run_id: str, run_date: str, kin
                      modality=config.modality, status=records.COMMITTED, error=message)
 
 
-def _safe_config(config: RunConfig) -> dict:
+def _safe_config(config: RunConfig) -> dict[str, Any]:
     values = config.to_record()
     values["inputs"] = [storage.redact_uri(u) for u in config.inputs]
     values["output"] = storage.redact_uri(config.output)

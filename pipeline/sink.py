@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -57,7 +58,7 @@ def write_files(batch: pa.Table, *, table_uri: str, run_id: str, attempt: str, r
     return pa.Table.from_pylist(manifests, schema=MANIFEST)
 
 
-def _manifest(rows: pa.Table, shard: int, written: FileStats) -> dict:
+def _manifest(rows: pa.Table, shard: int, written: FileStats) -> dict[str, Any]:
     last = rows.filter(rows[LAST])
     blobs = [b for b in rows[PARTIALS].to_pylist() if b is not None]
     return {
