@@ -290,8 +290,19 @@ def replay(schedules_json: list[dict]) -> list[dict]:
     verdicts = []
     for data in schedules_json:
         result = schedules.run_schedule(schedules.Schedule.from_json(json.dumps(data)), under_test=module)
-        verdicts.append({"kinds": _kinds(result.violations), "violations": result.violations})
+        verdicts.append({"kinds": _kinds(result.violations), "violations": result.violations,
+                         "requests": requests(result.trace)})
     return verdicts
+
+
+def requests(trace: list[str]) -> dict[str, int]:
+    """The storage and table calls of the schedule's actors (the final recovery's left out)."""
+    counted: dict[str, int] = {}
+    for step in trace:
+        who, _, op = step.partition(":")
+        if who != "recovery" and op and op != "sleep" and op != "CRASH" and not who.startswith("pause"):
+            counted[op] = counted.get(op, 0) + 1
+    return counted
 
 
 KINDS = (("committed file overwritten", ("overwritten",)),
