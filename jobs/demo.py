@@ -22,7 +22,7 @@ import pyarrow.dataset as pads
 from demo import samples
 from ghostnet.pretrained import PRETRAINED, pretrained_path
 from jobs._command import Command
-from jobs.label import print_summary
+from jobs._summaries import print_summary
 from pipeline.config import RunConfig
 from pipeline.delta import open_table
 from pipeline.errors import InternalError, UsageError
