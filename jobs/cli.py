@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from jobs import demo, migrate, models, nightly, query, report, run, submit, train
-from jobs._command import SubcommandParser, add_logging_arguments
+from jobs._command import Command, SubcommandParser, add_logging_arguments
 from pipeline import logs
 
 # One line per subcommand, in the order `--help` lists them.
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_format, verbose=args.verbose)
-    return args.handler(args)
+    command: Command = args.handler
+    return command(args)
 
 
 if __name__ == "__main__":

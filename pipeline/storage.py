@@ -260,7 +260,7 @@ def size(uri: str) -> int:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return with_retries(lambda: fs.exists(path))
+    return bool(with_retries(lambda: fs.exists(path)))
 
 
 def remove_tree(uri: str) -> None:
