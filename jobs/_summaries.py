@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from pipeline.kinds import Modality
 from pipeline.record import RunRecord
 from pipeline.run import PlanSummary
 
@@ -18,7 +19,7 @@ def print_summary(record: RunRecord, output: str) -> None:
         return
     if record.items == 0:
         print(f"nothing to label: all {record.items_listed} items are already labeled by this model and weights"
-              if record.items_listed else "nothing to label: the inputs hold no image or audio files")
+              if record.items_listed else f"nothing to label: the inputs hold no {' or '.join(Modality)} files")
         _print_not_items(record)
         return
     statuses = " · ".join(f"{k} {v}" for k, v in record.rows_per_status.items())
