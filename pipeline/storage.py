@@ -106,15 +106,19 @@ def read_bytes(uri: str, *, etag: str | None = None) -> bytes:
     :class:`ObjectChanged`."""
     fs, path = filesystem(uri)
     if etag is None:
-        return with_retries(lambda: fs.cat_file(path))
+        return with_retries(lambda: _cat(fs, path))
     if is_local(fs):
-        data = with_retries(lambda: fs.cat_file(path))
+        data = with_retries(lambda: _cat(fs, path))
         if local_etag(os.stat(path)) != etag:
             raise ObjectChanged(f"the object changed after it was listed (listed {etag})")
         return data
     if _is_s3(fs):
         return with_retries(lambda: _s3_get_if_match(fs, path, etag))
-    return with_retries(lambda: fs.cat_file(path))
+    return with_retries(lambda: _cat(fs, path))
+
+
+def _cat(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    return bytes(fs.cat_file(path))
 
 
 def local_etag(stat: os.stat_result) -> str:
@@ -164,7 +168,8 @@ def _s3_get_if_match(fs: Any, path: str, etag: str) -> bytes:
         finally:
             response["Body"].close()
 
-    return sync(fs.loop, get)
+    data: bytes = sync(fs.loop, get)
+    return data
 
 
 def write_bytes(uri: str, data: bytes) -> None:
