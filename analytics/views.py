@@ -341,14 +341,20 @@ def run_drift(output: str, run_id: str) -> RunDrift:
     """The label and channel drift of ``run_id`` (None where there is nothing to compare with)."""
     con = connect(output)
     try:
-        label = con.execute("SELECT previous_run_id, label_js_divergence FROM label_drift WHERE run_id = ?",
-                            [run_id]).fetchone()
-        channel = con.execute("SELECT any_value(previous_run_id), max(js_divergence) FROM channel_drift "
-                              "WHERE run_id = ?", [run_id]).fetchone()
+        label = _one_row(con, "SELECT previous_run_id, label_js_divergence FROM label_drift WHERE run_id = ?", run_id)
+        channel = _one_row(con, "SELECT any_value(previous_run_id) AS previous_run_id, max(js_divergence) AS "
+                           "js_divergence FROM channel_drift WHERE run_id = ?", run_id)
     finally:
         con.close()
-    previous = (label[0] if label else None) or (channel[0] if channel else None)
-    return RunDrift(previous, label[1] if label else None, channel[1] if channel else None)
+    return RunDrift(label.get("previous_run_id") or channel.get("previous_run_id"), label.get("label_js_divergence"),
+                    channel.get("js_divergence"))
+
+
+def _one_row(con: duckdb.DuckDBPyConnection, sql: str, *params: object) -> dict[str, Any]:
+    """The query's first row by column name; empty when it has none."""
+    row = con.execute(sql, list(params)).fetchone()
+    names = [column[0] for column in con.description or ()]
+    return dict(zip(names, row, strict=True)) if row is not None else {}
 
 
 def runs_table(records: Sequence[RunRecord]) -> pa.Table:
