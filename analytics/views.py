@@ -38,6 +38,7 @@ from pipeline import record as records
 from pipeline import storage
 from pipeline.delta import open_table
 from pipeline.errors import UsageError
+from pipeline.kinds import Modality
 from pipeline.record import STAGES, RunRecord
 from pipeline.schema import CHANNEL_STATS, STATUSES
 from pipeline.tables import OutputLayout, table_schema
@@ -177,7 +178,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "model": "the model architecture name",
         "weights": "the weights URI (credentials redacted) or `random`",
         "weights_sha256": "sha256 of the weights file (or `random-seed-N`)",
-        "modality": "`image`, `audio` or `auto`",
+        "modality": ", ".join(f"`{m}`" for m in Modality) + " or `auto`",
         "labels": "number of classes of the model head",
         "inputs": "the input URIs (credentials redacted)",
         "items_listed": "items the inputs held",
