@@ -25,7 +25,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "unit and not slow" $(ARGS)
 
-# mypy's packages and modes (strict for ghostnet) are in pyproject.toml.
+# mypy's packages and mode (--strict for every package) are in pyproject.toml.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ghostnet pipeline analytics demo jobs tests bench tools
 	$(VENV)/bin/mypy

@@ -16,7 +16,7 @@ import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,7 +44,7 @@ class QueryResult:
     """Rows of a SQL query, with their column names."""
 
     columns: list[str]
-    rows: list[tuple]
+    rows: list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,8 @@ class Output:
         return dataset.filter(where) if where is not None else dataset
 
 
-def _matching(*, run_date=None, since=None, until=None, **equal: str | None) -> pc.Expression | None:
+def _matching(*, run_date: str | date | None = None, since: str | date | None = None, until: str | date | None = None,
+              **equal: str | None) -> pc.Expression | None:
     if run_date is not None and (since is not None or until is not None):
         raise UsageError("give run_date, or since and until, not both")
     day = pc.field("run_date")

@@ -19,6 +19,8 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -31,14 +33,13 @@ from analytics.agreement import Agreement, ModelIdentity
 from pipeline import record as records
 from pipeline import storage
 from pipeline.errors import UsageError
-from pipeline.record import STAGES, RunRecord
+from pipeline.record import SCORE_BINS, STAGES, RunRecord
 from pipeline.schema import STATUSES
 from pipeline.tables import OutputLayout
 
 __all__ = ["Report", "Section", "build", "render_html", "write"]
 
 TOP_LABELS = 25
-SCORE_BINS = 20
 CONFUSION_LABELS = 10  # the confusion matrix's labels; the rest add up in one "other" row and column
 
 
@@ -51,12 +52,12 @@ class Section:
     png: bytes | None = None
     note: str = ""
     columns: tuple[str, ...] = ()
-    rows: list[tuple] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Report:
-    record: dict
+    run: RunRecord
     previous_run_id: str | None
     sections: list[Section]
 
@@ -73,36 +74,32 @@ def build(output: str, *, run_id: str | None = None) -> Report:
         run_id: the run to report on; default the latest committed run.
 
     Raises:
-        FileNotFoundError: ``output`` does not exist.
-        ValueError: ``output`` has no committed run, or none called ``run_id``.
+        UsageError: ``output`` does not exist, has no committed run, or none called ``run_id``.
     """
     con = views.connect(output)
     try:
-        record = _pick_run(con, output, run_id)
-        drift = _drift_rows(con, record["run_id"])
-        previous = drift[0][0] if drift else _previous_run(con, record)
-        runs = OutputLayout.of(output).runs
-        run = records.load(runs, record["run_id"])
-        if run is None:
-            raise UsageError(f"run {record['run_id']} is committed but its record is missing from {runs}")
-        label_drift = _label_drift_row(con, record["run_id"])
-        against = records.load(runs, label_drift[0]) if label_drift else None
+        committed = [r for r in records.load_all(OutputLayout.of(output).runs) if r.committed]
+        run = _pick_run(committed, output, run_id)
+        drift = _drift_rows(con, run.run_id)
+        previous = drift[0].previous_run_id if drift else _previous_run(con, run)
+        label_drift = _label_drift_row(con, run.run_id)
+        against = next((r for r in committed if label_drift and r.run_id == label_drift.previous_run_id), None)
         sections = [
-            _status_section(record),
-            _labels_section(con, record),
-            _scores_section(con, record),
-            _throughput_section(con, record),
+            _status_section(run),
+            _labels_section(con, run),
+            _scores_section(con, run),
+            _throughput_section(con, run),
             _stages_section(run),
-            _heatmap_section(con, record),
-            _drift_section(record, previous, [row[1:] for row in drift]),
+            _heatmap_section(con, run),
+            _drift_section(run, previous, drift),
             _label_drift_section(run, against, label_drift),
         ]
-        models = _models_section(con, record)
+        models = _models_section(con, run)
         if models is not None:
             sections.append(models)
     finally:
         con.close()
-    return Report(record, previous, sections)
+    return Report(run, previous, sections)
 
 
 def write(output: str, out: str, *, run_id: str | None = None, png_dir: str | None = None) -> Report:
@@ -120,62 +117,79 @@ def write(output: str, out: str, *, run_id: str | None = None, png_dir: str | No
     return report
 
 
-def _pick_run(con: duckdb.DuckDBPyConnection, output: str, run_id: str | None) -> dict:
-    records = {r["run_id"]: r for r in _records(con)}
-    if not records:
+def _pick_run(committed: list[RunRecord], output: str, run_id: str | None) -> RunRecord:
+    """``run_id``, or the last to commit (as the ``runs`` view orders them)."""
+    by_id = {r.run_id: r for r in sorted(committed, key=lambda r: (r.finished_at or "", r.run_id))}
+    if not by_id:
         raise UsageError(
             f"{storage.redact_uri(output)} has no committed run to report on "
             "(runs commit when they finish: see `ghostnet-pipeline run --help`)"
         )
     if run_id is None:
-        return list(records.values())[-1]
-    if run_id not in records:
-        latest = ", ".join(list(records)[-3:])
+        return list(by_id.values())[-1]
+    if run_id not in by_id:
+        latest = ", ".join(list(by_id)[-3:])
         raise UsageError(f"no committed run {run_id!r} in {storage.redact_uri(output)} (latest: {latest})")
-    return records[run_id]
+    return by_id[run_id]
 
 
-def _records(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    relation = con.sql("SELECT * FROM runs ORDER BY committed_at, run_id")
-    return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
+def _committed_at(run: RunRecord) -> datetime | None:
+    return datetime.fromisoformat(run.finished_at) if run.finished_at else None
 
 
-def _previous_run(con: duckdb.DuckDBPyConnection, record: dict) -> str | None:
+def _previous_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> str | None:
     row = con.execute(
         "SELECT run_id FROM runs WHERE model = ? AND weights_sha256 = ? AND committed_at < ? "
         "AND run_id IN (SELECT run_id FROM channel_stats) ORDER BY committed_at DESC, run_id DESC LIMIT 1",
-        [record["model"], record["weights_sha256"], record["committed_at"]],
+        [run.model, run.weights_sha256, _committed_at(run)],
     ).fetchone()
-    return row[0] if row else None
+    return str(row[0]) if row else None
 
 
-def _drift_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
+class LayerDrift(NamedTuple):
+    """One row of the ``channel_drift`` view, of the reported run."""
+
+    previous_run_id: str
+    layer: str
+    channels: int
+    js_divergence: float | None
+    cosine_distance: float | None
+    shifted: bool | None
+
+
+class LabelDrift(NamedTuple):
+    """The reported run's row of the ``label_drift`` view."""
+
+    previous_run_id: str
+    label_js_divergence: float | None
+    score_js_divergence: float | None
+
+
+def _drift_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[LayerDrift]:
     rows = con.execute(
-        "SELECT previous_run_id, layer, channels, js_divergence, cosine_distance, shifted "
-        "FROM channel_drift WHERE run_id = ?",
-        [run_id],
+        f"SELECT {', '.join(LayerDrift._fields)} FROM channel_drift WHERE run_id = ?", [run_id]
     ).fetchall()
-    return sorted(rows, key=lambda r: _layer_order(r[1]))
+    return sorted((LayerDrift(*row) for row in rows), key=lambda drift: _layer_order(drift.layer))
 
 
-def _label_drift_row(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple | None:
-    """(previous run id, label JS divergence, score JS divergence) of ``run_id``, or None."""
-    return con.execute("SELECT previous_run_id, label_js_divergence, score_js_divergence FROM label_drift "
-                       "WHERE run_id = ?", [run_id]).fetchone()
+def _label_drift_row(con: duckdb.DuckDBPyConnection, run_id: str) -> LabelDrift | None:
+    row = con.execute(f"SELECT {', '.join(LabelDrift._fields)} FROM label_drift WHERE run_id = ?",
+                      [run_id]).fetchone()
+    return LabelDrift(*row) if row else None
 
 
-def _layer_order(layer: str) -> list:
+def _layer_order(layer: str) -> list[tuple[int, int, str]]:
     # blocks.10.0.se comes after blocks.9.0.se: network order, not text order.
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", layer)]
 
 
-def _run_filter(record: dict) -> tuple[str, list]:
+def _run_filter(run: RunRecord) -> tuple[str, list[object]]:
     # run_date first: DuckDB prunes the other partitions' files by their path.
-    return "run_date = ? AND run_id = ?", [record["run_date"], record["run_id"]]
+    return "run_date = ? AND run_id = ?", [date.fromisoformat(run.run_date), run.run_id]
 
 
-def _status_section(record: dict) -> Section:
-    counts = {s: record[f"rows_{s}"] for s in STATUSES if record[f"rows_{s}"]}
+def _status_section(run: RunRecord) -> Section:
+    counts = {s: run.rows_per_status[s] for s in STATUSES if run.rows_per_status.get(s)}
     fig, ax = _figure(height=max(1.6, 0.45 * len(counts) + 0.8))
     names = list(counts)[::-1]
     colors = ["#3a8d5d" if s == "ok" else "#c0504d" for s in names]
@@ -184,14 +198,14 @@ def _status_section(record: dict) -> Section:
     ax.set_xlabel("rows")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.margins(x=0.12)
-    errors = [(e["status"], e["count"], e["error"], e["uri"]) for e in record["top_errors"] or []]
-    note = f"{record['rows']} rows for {record['items']} items." + ("" if errors else " No errors.")
+    errors = [(e["status"], e["count"], e["error"], e["uri"]) for e in run.top_errors]
+    note = f"{run.rows} rows for {run.items} items." + ("" if errors else " No errors.")
     return Section("status", "Rows per status", _png(fig), note,
                    ("status", "rows", "error", "example") if errors else (), errors)
 
 
-def _labels_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
-    where, params = _run_filter(record)
+def _labels_section(con: duckdb.DuckDBPyConnection, run: RunRecord) -> Section:
+    where, params = _run_filter(run)
     rows = con.execute(
         f"SELECT label, count(*) AS n FROM predictions WHERE {where} AND status = 'ok' "
         "GROUP BY label ORDER BY n DESC, label",
@@ -211,8 +225,8 @@ def _labels_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
     return Section("labels", "Label distribution", _png(fig), f"Distinct top-1 labels: {len(rows)}.")
 
 
-def _scores_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
-    where, params = _run_filter(record)
+def _scores_section(con: duckdb.DuckDBPyConnection, run: RunRecord) -> Section:
+    where, params = _run_filter(run)
     scores = np.array(
         [s for (s,) in con.execute(f"SELECT score FROM predictions WHERE {where} AND status = 'ok'",
                                    params).fetchall() if s is not None],
@@ -230,13 +244,13 @@ def _scores_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
     return Section("scores", "Top-1 score histogram", _png(fig), note)
 
 
-def _throughput_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
+def _throughput_section(con: duckdb.DuckDBPyConnection, run: RunRecord) -> Section:
     history = con.execute(
         "SELECT run_id, items_per_s FROM runs WHERE model = ? AND weights_sha256 = ? "
         "ORDER BY committed_at, run_id",
-        [record["model"], record["weights_sha256"]],
+        [run.model, run.weights_sha256],
     ).fetchall()
-    stages = [(name, record[name]) for name in views.TIMINGS if record[name] is not None]
+    stages = [(name, run.timings[name]) for name in views.TIMINGS if run.timings.get(name) is not None]
     fig = Figure(figsize=(10, 3.2), layout="constrained")
     left, right = fig.subplots(1, 2)
     bars = left.barh([name.removesuffix("_s") for name, _ in stages][::-1], [v for _, v in stages][::-1],
@@ -248,16 +262,16 @@ def _throughput_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section
     positions = np.arange(len(history))
     speeds = [v or 0.0 for _, v in history]
     right.plot(positions, speeds, marker="o", color="#4f81bd")
-    current = [i for i, (rid, _) in enumerate(history) if rid == record["run_id"]]
+    current = [i for i, (rid, _) in enumerate(history) if rid == run.run_id]
     right.plot(current, [speeds[i] for i in current], marker="o", markersize=10, color="#c0504d",
                linestyle="")
     right.set_xticks(positions, [rid[-8:] for rid, _ in history], rotation=45, ha="right", fontsize=7)
     right.set_ylabel("items / s")
     right.set_ylim(bottom=0)
     right.set_title("runs of this model and weights (this run in red)", fontsize=10)
-    speed = record["items_per_s"]
-    note = (f"{record['items']} items in {record['inference_s']:.1f} s of inference: {speed:.1f} items/s."
-            if speed is not None and record["inference_s"] is not None else "")
+    inference_s = run.timings.get("inference_s")
+    note = (f"{run.items} items in {inference_s:.1f} s of inference: {run.items_per_s:.1f} items/s."
+            if inference_s is not None else "")
     return Section("throughput", "Throughput and timings", _png(fig), note)
 
 
@@ -278,7 +292,7 @@ def _stages_section(run: RunRecord) -> Section:
                    [(name, f"{v:.3f}") for name, v in stages])
 
 
-def _label_drift_section(run: RunRecord, previous: RunRecord | None, drift: tuple | None) -> Section:
+def _label_drift_section(run: RunRecord, previous: RunRecord | None, drift: LabelDrift | None) -> Section:
     title = "Label drift against the previous run"
     if not run.label_counts:
         return Section("label_drift", title, note="No ok rows: no label distribution to compare.")
@@ -294,8 +308,8 @@ def _label_drift_section(run: RunRecord, previous: RunRecord | None, drift: tupl
     left.set_title("top-1 label, share of ok rows", fontsize=10)
     _compare_histograms(right, [_shares(r.score_histogram) for r in (run, previous)])
     right.set_title("top-1 score, share of ok rows", fontsize=10)
-    note = (f"Against run {previous.run_id}: Jensen-Shannon divergence {_bits(drift[1])} between the top-1 label "
-            f"distributions, {_bits(drift[2])} between the score histograms (over "
+    note = (f"Against run {previous.run_id}: Jensen-Shannon divergence {_bits(drift.label_js_divergence)} between "
+            f"the top-1 label distributions, {_bits(drift.score_js_divergence)} between the score histograms (over "
             f"{views.LABEL_SHIFT_BITS} bits the labels count as shifted).")
     rows = [(label, run.label_counts.get(label, 0), previous.label_counts.get(label, 0))
             for label in labels[:TOP_LABELS]]
@@ -329,10 +343,10 @@ def _compare_histograms(ax: Axes, shares: Sequence[np.ndarray],
     ax.legend(loc="upper left", fontsize=8)
 
 
-def _models_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section | None:
+def _models_section(con: duckdb.DuckDBPyConnection, run: RunRecord) -> Section | None:
     """The run's (model, weights) against each other one of the output; None when there is no other."""
     found = agreement.identities(con)
-    this = ModelIdentity(record["model"], record["weights_sha256"])
+    this = ModelIdentity(run.model, run.weights_sha256)
     others = [identity for identity in found if identity != this]
     if not others:
         return None
@@ -410,10 +424,8 @@ def _bits(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f} bits"
 
 
-def _heatmap_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
-    rows = con.execute(
-        "SELECT layer, channel, mean FROM channel_stats WHERE run_id = ?", [record["run_id"]]
-    ).fetchall()
+def _heatmap_section(con: duckdb.DuckDBPyConnection, run: RunRecord) -> Section:
+    rows = con.execute("SELECT layer, channel, mean FROM channel_stats WHERE run_id = ?", [run.run_id]).fetchall()
     if not rows:
         return Section("channel_weights", "Channel weights",
                        note="No channel statistics: the run had no ok rows.")
@@ -428,25 +440,25 @@ def _heatmap_section(con: duckdb.DuckDBPyConnection, record: dict) -> Section:
     ax.set_yticks(range(len(layers)), layers, fontsize=7)
     ax.set_xlabel("channel (blank: the layer has fewer channels)")
     fig.colorbar(image, ax=ax, label="mean gate value")
-    note = f"{len(layers)} layers, {len(rows)} channels in all, over {_ok_count(con, record)} ok rows."
+    note = f"{len(layers)} layers, {len(rows)} channels in all, over {_ok_count(con, run)} ok rows."
     return Section("channel_weights", "Channel weights per layer (channel_stats mean)", _png(fig), note)
 
 
-def _ok_count(con: duckdb.DuckDBPyConnection, record: dict) -> int:
-    row = con.execute("SELECT max(count) FROM channel_stats WHERE run_id = ?", [record["run_id"]]).fetchone()
-    return row[0] if row and row[0] is not None else 0
+def _ok_count(con: duckdb.DuckDBPyConnection, run: RunRecord) -> int:
+    row = con.execute("SELECT max(count) FROM channel_stats WHERE run_id = ?", [run.run_id]).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
-def _drift_section(record: dict, previous: str | None, drift: Sequence[tuple]) -> Section:
+def _drift_section(run: RunRecord, previous: str | None, drift: Sequence[LayerDrift]) -> Section:
     title = "Channel drift against the previous run"
     if previous is None or not drift:
         return Section("drift", title, note=(
-            f"No earlier committed run of {record['model']} with weights {record['weights_sha256']} "
+            f"No earlier committed run of {run.model} with weights {run.weights_sha256} "
             "has channel statistics: nothing to compare with."
         ))
-    layers = [layer for layer, *_ in drift]
-    js = np.array([np.nan if d[2] is None else d[2] for d in drift])
-    colors = ["#c0504d" if d[4] else "#4f81bd" for d in drift]
+    layers = [d.layer for d in drift]
+    js = np.array([np.nan if d.js_divergence is None else d.js_divergence for d in drift])
+    colors = ["#c0504d" if d.shifted else "#4f81bd" for d in drift]
     fig, ax = _figure(width=10, height=3.6)
     ax.bar(range(len(layers)), np.nan_to_num(js), color=colors)
     ax.axhline(views.JS_SHIFT_BITS, color="#c0504d", linestyle="--", linewidth=1,
@@ -454,11 +466,12 @@ def _drift_section(record: dict, previous: str | None, drift: Sequence[tuple]) -
     ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("Jensen-Shannon divergence (bits)")
     ax.legend(loc="upper left", fontsize=8)
-    shifted = sum(1 for d in drift if d[4])
+    shifted = sum(1 for d in drift if d.shifted)
     note = (f"Against run {previous}: {shifted} of {len(drift)} layers shifted "
             "(Jensen-Shannon divergence of the normalized channel means above "
             f"{views.JS_SHIFT_BITS} bits).")
-    rows = [(layer, channels, _fmt(j), _fmt(c), "yes" if s else "no") for layer, channels, j, c, s in drift]
+    rows = [(d.layer, d.channels, _fmt(d.js_divergence), _fmt(d.cosine_distance), "yes" if d.shifted else "no")
+            for d in drift]
     return Section("drift", title, _png(fig), note,
                    ("layer", "channels", "JS divergence (bits)", "cosine distance", "shifted"), rows)
 
@@ -481,21 +494,20 @@ def _png(fig: Figure) -> bytes:
 
 def render_html(report: Report) -> str:
     """The page: inline CSS, figures as data: URIs, every value escaped."""
-    record = report.record
+    run = report.run
     facts = [
-        ("run", record["run_id"]),
-        ("kind", record["kind"]),
-        ("run date", record["run_date"]),
-        ("committed at", record["committed_at"]),
-        ("model", record["model"]),
-        ("weights", f"{record['weights']} (sha256 {record['weights_sha256']})"),
-        ("inputs", ", ".join(record["inputs"] or [])),
-        ("items", f"{record['items']} labeled of {record['items_listed']} listed "
-                  f"({record['items_skipped']} already labeled)"),
-        ("rows", record["rows"]),
+        ("run", run.run_id),
+        ("kind", run.kind),
+        ("run date", run.run_date),
+        ("committed at", _committed_at(run)),
+        ("model", run.model),
+        ("weights", f"{run.weights} (sha256 {run.weights_sha256})"),
+        ("inputs", ", ".join(run.inputs)),
+        ("items", f"{run.items} labeled of {run.items_listed} listed ({run.items_skipped} already labeled)"),
+        ("rows", run.rows),
         ("previous run", report.previous_run_id or "none"),
     ]
-    body = [f"<h1>Run {_e(record['run_id'])}</h1>", _table(("", ""), facts, header=False)]
+    body = [f"<h1>Run {_e(run.run_id)}</h1>", _table(("", ""), facts, header=False)]
     for section in report.sections:
         body.append(f'<section id="{_e(section.slug)}"><h2>{_e(section.title)}</h2>')
         if section.png is not None:
@@ -506,10 +518,10 @@ def render_html(report: Report) -> str:
         if section.columns:
             body.append(_table(section.columns, section.rows))
         body.append("</section>")
-    return _PAGE.format(title=_e(f"ghostnet-pipeline run {record['run_id']}"), body="\n".join(body))
+    return _PAGE.format(title=_e(f"ghostnet-pipeline run {run.run_id}"), body="\n".join(body))
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence], *, header: bool = True) -> str:
+def _table(columns: Sequence[str], rows: Sequence[Sequence[object]], *, header: bool = True) -> str:
     head = "<tr>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table>{head}{body}</table>"

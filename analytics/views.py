@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,12 +38,14 @@ from pipeline import record as records
 from pipeline import storage
 from pipeline.delta import open_table
 from pipeline.errors import UsageError
+from pipeline.kinds import Modality
 from pipeline.record import STAGES, RunRecord
-from pipeline.schema import STATUSES
+from pipeline.schema import CHANNEL_STATS, STATUSES
 from pipeline.tables import OutputLayout, table_schema
 
 if TYPE_CHECKING:
     import duckdb
+    from duckdb import DuckDBPyConnection
 
 __all__ = [
     "CHANNEL_DRIFT",
@@ -133,21 +135,8 @@ RUNS = pa.schema(
 )
 
 # The channel_stats view: the table's per-shard sums added up per run.
-CHANNEL_STATS_VIEW = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("weights_sha256", pa.string(), nullable=False),
-        pa.field("layer", pa.string(), nullable=False),
-        pa.field("channel", pa.int32(), nullable=False),
-        pa.field("count", pa.int64(), nullable=False),
-        pa.field("mean", pa.float64()),
-        pa.field("std", pa.float64()),
-        pa.field("min", pa.float32()),
-        pa.field("max", pa.float32()),
-    ],
-    metadata={"ghostnet_pipeline.table": "channel_stats"},
-)
+CHANNEL_STATS_VIEW = pa.schema([f for f in CHANNEL_STATS if f.name not in ("shard", "sum", "sum_sq")],
+                               metadata=CHANNEL_STATS.metadata)
 
 CHANNEL_DRIFT = pa.schema(
     [
@@ -189,7 +178,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "model": "the model architecture name",
         "weights": "the weights URI (credentials redacted) or `random`",
         "weights_sha256": "sha256 of the weights file (or `random-seed-N`)",
-        "modality": "`image`, `audio` or `auto`",
+        "modality": ", ".join(f"`{m}`" for m in Modality) + " or `auto`",
         "labels": "number of classes of the model head",
         "inputs": "the input URIs (credentials redacted)",
         "items_listed": "items the inputs held",
@@ -353,14 +342,20 @@ def run_drift(output: str, run_id: str) -> RunDrift:
     """The label and channel drift of ``run_id`` (None where there is nothing to compare with)."""
     con = connect(output)
     try:
-        label = con.execute("SELECT previous_run_id, label_js_divergence FROM label_drift WHERE run_id = ?",
-                            [run_id]).fetchone()
-        channel = con.execute("SELECT any_value(previous_run_id), max(js_divergence) FROM channel_drift "
-                              "WHERE run_id = ?", [run_id]).fetchone()
+        label = _one_row(con, "SELECT previous_run_id, label_js_divergence FROM label_drift WHERE run_id = ?", run_id)
+        channel = _one_row(con, "SELECT any_value(previous_run_id) AS previous_run_id, max(js_divergence) AS "
+                           "js_divergence FROM channel_drift WHERE run_id = ?", run_id)
     finally:
         con.close()
-    previous = (label[0] if label else None) or (channel[0] if channel else None)
-    return RunDrift(previous, label[1] if label else None, channel[1] if channel else None)
+    return RunDrift(label.get("previous_run_id") or channel.get("previous_run_id"), label.get("label_js_divergence"),
+                    channel.get("js_divergence"))
+
+
+def _one_row(con: duckdb.DuckDBPyConnection, sql: str, *params: object) -> dict[str, Any]:
+    """The query's first row by column name; empty when it has none."""
+    row = con.execute(sql, list(params)).fetchone()
+    names = [column[0] for column in con.description or ()]
+    return dict(zip(names, row, strict=True)) if row is not None else {}
 
 
 def runs_table(records: Sequence[RunRecord]) -> pa.Table:
@@ -373,7 +368,7 @@ _COPIED = ("run_id", "kind", "status", "model", "weights", "weights_sha256", "mo
            "shards_total", "shards_committed", "conflicts", "error")
 
 
-def _run_row(record: RunRecord) -> dict:
+def _run_row(record: RunRecord) -> dict[str, Any]:
     per_status = record.rows_per_status
     ended = record.finished_at if record.status != "running" else None
     return {
@@ -416,7 +411,7 @@ def connect(output: str) -> duckdb.DuckDBPyConnection:
     layout = OutputLayout.of(output)
     duckdb, types = require("duckdb"), require("duckdb.sqltypes")
     double, boolean = types.DOUBLE, types.BOOLEAN
-    con = duckdb.connect()
+    con: DuckDBPyConnection = duckdb.connect()
     found = records.load_all(layout.runs)
     con.register("runs", runs_table(found))
     con.register("label_drift", label_drift_table(found))
@@ -484,7 +479,7 @@ def query(output: str, sql: str, *, model_a: str | ModelIdentity | None = None,
         con.close()
 
 
-def _drift_udf(previous: list[float | None], current: list[float | None]) -> dict:
+def _drift_udf(previous: list[float | None], current: list[float | None]) -> dict[str, float | bool | None]:
     drift = layer_drift(
         [math.nan if v is None else v for v in previous], [math.nan if v is None else v for v in current]
     )

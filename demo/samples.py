@@ -118,7 +118,8 @@ def _chirp(t: np.ndarray, rng: random.Random, up: bool) -> np.ndarray:
     f0, f1 = (low, high) if up else (high, low)
     duration = t[-1] + 1 / SAMPLE_RATE
     k = math.log(f1 / f0) / duration
-    return np.sin(2 * np.pi * f0 * (np.exp(k * t) - 1) / k)
+    sweep: np.ndarray = np.sin(2 * np.pi * f0 * (np.exp(k * t) - 1) / k)
+    return sweep
 
 
 def _white(t: np.ndarray, nprng: np.random.Generator) -> np.ndarray:
@@ -128,7 +129,8 @@ def _white(t: np.ndarray, nprng: np.random.Generator) -> np.ndarray:
 def _brown(t: np.ndarray, nprng: np.random.Generator) -> np.ndarray:
     walk = np.cumsum(nprng.normal(0, 1, t.size))
     walk -= np.convolve(walk, np.ones(401) / 401, mode="same")  # remove the slow drift, keep the rumble
-    return walk / (np.abs(walk).max() + 1e-9)
+    rumble: np.ndarray = walk / (np.abs(walk).max() + 1e-9)
+    return rumble
 
 
 def _clicks(t: np.ndarray, rng: random.Random) -> np.ndarray:
@@ -143,7 +145,8 @@ def _clicks(t: np.ndarray, rng: random.Random) -> np.ndarray:
 
 def _am_tone(t: np.ndarray, rng: random.Random) -> np.ndarray:
     envelope = 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(3, 15) * t))
-    return envelope * _tone(t, rng)
+    tone: np.ndarray = envelope * _tone(t, rng)
+    return tone
 
 
 def _fm_tone(t: np.ndarray, rng: random.Random) -> np.ndarray:
@@ -172,7 +175,8 @@ def make_sound(kind: str, rng: random.Random, duration_s: float = 1.0) -> np.nda
     signal = synth[kind]()
     signal = signal / (np.abs(signal).max() + 1e-9) * rng.uniform(0.1, 0.9)
     signal += nprng.normal(0, rng.uniform(0.001, 0.01), t.size)
-    return np.clip(signal, -1, 1).astype(np.float32)
+    clip: np.ndarray = np.clip(signal, -1, 1).astype(np.float32)
+    return clip
 
 
 # ---- folders of files -------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def _fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int
         batch = torch.randint(0, len(y), (batch_size,), generator=generator)
         loss = F.cross_entropy(model(x[batch]), y[batch], label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         optimizer.step()
         schedule.step()
         if step % 50 == 0 or step == steps - 1:
@@ -117,7 +117,7 @@ def _fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
-        predicted = torch.cat([model(chunk).argmax(1) for chunk in x.split(64)])
+        predicted = torch.cat([model(chunk).argmax(1) for chunk in torch.split(x, 64)])
     return float((predicted == y).float().mean())
 
 

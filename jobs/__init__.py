@@ -1,1 +1,2 @@
-"""Entry points: the ``ghostnet-pipeline`` CLI and the modules a Ray job runs (``python -m jobs.label``)."""
+"""Entry points: the ``ghostnet-pipeline`` CLI, and the modules a Ray job runs (``python -m jobs.run``,
+``python -m jobs.nightly``)."""

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from ghostnet import WeightsError
 from pipeline import logs, storage
-from pipeline.discover import InputError
 from pipeline.errors import InternalError, RunFailed, UsageError
 
 log = logging.getLogger("ghostnet_pipeline")
@@ -19,9 +18,8 @@ USAGE = 2
 DRIFT = 4  # nightly --alert-drift: the night committed, and its label or channel drift went over the threshold
 
 # Ordered: subclasses before their bases. A user's wrong weights file is a usage error like a
-# wrong input; an InternalError is ours, and says so.
+# wrong input (InputError is a UsageError); an InternalError is ours, and says so.
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [
-    (InputError, USAGE),
     (UsageError, USAGE),
     (WeightsError, USAGE),
     (RunFailed, FAILED),

@@ -8,12 +8,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs import demo, label, migrate, models, nightly, query, report, submit, train
-from jobs._command import SubcommandParser, add_logging_arguments
+from jobs import demo, migrate, models, nightly, query, report, run, submit, train
+from jobs._command import Command, SubcommandParser, add_logging_arguments
 from pipeline import logs
 
 # One line per subcommand, in the order `--help` lists them.
-COMMANDS = (label, nightly, submit, demo, train, query, report, models, migrate)
+COMMANDS = (run, nightly, submit, demo, train, query, report, models, migrate)
 
 EPILOG = (
     "exit codes: 0 success, 1 the run failed (shards committed before stay committed), 2 usage error, "
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_format, verbose=args.verbose)
-    return args.handler(args)
+    command: Command = args.handler
+    return command(args)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ import pyarrow.dataset as pads
 from demo import samples
 from ghostnet.pretrained import PRETRAINED, pretrained_path
 from jobs._command import Command
-from jobs.label import print_summary
+from jobs._summaries import print_summary
 from pipeline.config import RunConfig
 from pipeline.delta import open_table
 from pipeline.errors import InternalError, UsageError
+from pipeline.kinds import AUTO, Modality
 from pipeline.record import RunRecord
 from pipeline.run import run_by_modality
 from pipeline.tables import OutputLayout
@@ -62,7 +63,7 @@ def run_config(samples_dir: Path, output: Path, modality: str) -> RunConfig:
     return RunConfig(
         inputs=(str(samples_dir),), output=str(output), model=main.architecture,
         weights=str(pretrained_path(main.name)), weights_sha256=main.sha256,
-        modality="auto" if modality == "both" else modality, reprocess=True, torch_threads=1,
+        modality=AUTO if modality == "both" else Modality(modality), reprocess=True, torch_threads=1,
         # Logical CPUs for the private Ray: on a 2-core machine the model actor and the decode
         # tasks would otherwise wait on each other's reservations.
         num_cpus=max(4, os.cpu_count() or 1),
@@ -87,7 +88,7 @@ def accuracy(table: pa.Table) -> dict[str, float]:
     hits = [row["label"] == samples.truth_of(row["uri"]) for row in rows]
     if rows[0]["modality"] == "image":
         return {"items": sum(hits) / len(hits)}
-    votes: dict[str, Counter] = {}
+    votes: dict[str, Counter[str]] = {}
     for row in rows:
         votes.setdefault(row["uri"], Counter())[row["label"]] += 1
     majority = [c.most_common(1)[0][0] == samples.truth_of(uri) for uri, c in votes.items()]

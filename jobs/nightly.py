@@ -15,7 +15,8 @@ from analytics import require
 from analytics.views import run_drift
 from jobs._command import Command
 from jobs._errors import DRIFT
-from jobs.label import add_run_arguments, config_from_args, print_plan, print_summary
+from jobs._run_config import add_run_arguments, config_from_args
+from jobs._summaries import print_plan, print_summary
 from pipeline.config import RunConfig, load_toml
 from pipeline.errors import UsageError
 from pipeline.nightly import nightly, nightly_plan
@@ -38,12 +39,13 @@ NIGHTLY_SETTINGS = ("date", "alert_drift")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser, nightly=True)
-    parser.add_argument("--date", metavar="YYYY-MM-DD", help="the night to label into (required)")
-    parser.add_argument("--alert-drift", metavar="BITS", type=float,
-                        help="after committing, exit 4 when the Jensen-Shannon divergence of the night's top-1 "
-                        "label distribution, or of any layer's channel weights, against the previous committed "
-                        "run of the same model and weights is over BITS (0..1)")
+    groups = add_run_arguments(parser, nightly=True)
+    groups.control.add_argument("--date", metavar="YYYY-MM-DD", help="the night to label into (required)")
+    groups.control.add_argument(
+        "--alert-drift", metavar="BITS", type=float,
+        help="after committing, exit 4 when the Jensen-Shannon divergence of the night's top-1 label distribution, "
+        "or of any layer's channel weights, against the previous committed run of the same model and weights is "
+        "over BITS (0..1)")
 
 
 def settings(args: argparse.Namespace) -> tuple[RunConfig, float | None]:
@@ -103,6 +105,7 @@ COMMAND = Command(
     example=EXAMPLE,
     add_arguments=add_arguments,
     handler=execute,
+    usage="%(prog)s --input URI --output URI --model NAME [--weights URI] --date YYYY-MM-DD [options]",
 )
 
 if __name__ == "__main__":

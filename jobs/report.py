@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     report = require("analytics.report").write(args.output, args.out, run_id=args.run_id, png_dir=args.png_dir)
-    record = report.record
-    print(f"wrote {args.out}: run {record['run_id']} ({record['model']}, {record['rows']} rows)")
+    run = report.run
+    print(f"wrote {args.out}: run {run.run_id} ({run.model}, {run.rows} rows)")
     if args.png_dir:
         print(f"  figures: {len(report.figures)} PNG files in {args.png_dir}")
     return 0

@@ -27,8 +27,9 @@ import aiohttp
 import yaml
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
-from jobs import label, nightly
+from jobs import nightly, run
 from jobs._command import Command
+from jobs._run_config import config_from_args
 from pipeline import storage
 from pipeline.errors import RunFailed, UsageError
 from pipeline.record import validate_run_date
@@ -40,13 +41,13 @@ EXAMPLE = """examples:
   ghostnet-pipeline submit --no-wait --runtime-env env.yaml --entrypoint-num-cpus 1 -- \\
       nightly --input s3://photos/ --output s3://labels/photos --model ghostnet_100 --date 2026-11-28
 
-The job runs `python -m jobs.label ...` (run) or `python -m jobs.nightly ...` (nightly) on the
+The job runs `python -m jobs.run ...` (run) or `python -m jobs.nightly ...` (nightly) on the
 cluster; paths in its arguments are resolved there. Logs stream here until the job ends.
 """
 
 # command after `--` -> (module the job runs, its argument parser)
 JOB_COMMANDS = {
-    "run": ("jobs.label", label.COMMAND.build_parser),
+    "run": ("jobs.run", run.COMMAND.build_parser),
     "nightly": ("jobs.nightly", nightly.COMMAND.build_parser),
 }
 
@@ -174,7 +175,7 @@ def check_job_arguments(name: str, job_args: list[str]) -> None:
             if not parsed.date:
                 raise UsageError("nightly needs --date YYYY-MM-DD")
             overrides["run_date"] = validate_run_date(parsed.date)
-        label.config_from_args(parsed, settings=None, **overrides)
+        config_from_args(parsed, settings=None, **overrides)
     warn_relative_paths(parsed)
 
 

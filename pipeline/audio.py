@@ -1,4 +1,6 @@
-"""Audio objects to fixed-length mono windows at the model's rate: the audio decode stage.
+"""The audio input kind (:data:`pipeline.kinds.KINDS`): audio objects to fixed-length mono windows at
+the model's rate (the decode stage), and those windows to log-mel images on the model actor
+(:data:`FRONT_END`).
 
 A file is streamed, never held whole: read in chunks through fsspec, mixed to mono (the plain
 average of all channels), resampled with a streaming soxr resampler, and cut into windows of
@@ -24,19 +26,24 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
 import soxr
+import torch
 
-from ghostnet import AudioFrontend
+from ghostnet import AudioFrontend, LogMel, ModelMeta
 from ghostnet.audio import hop_samples, window_samples
+from ghostnet.transforms import to_device
 from pipeline import storage
+from pipeline.config import RunConfig
+from pipeline.errors import InternalError
+from pipeline.kinds import Decoder, FrontEnd
 from pipeline.metrics import Reporter
 from pipeline.rows import decoded_rows
 from pipeline.schema import ITEMS, SHARD, Status
@@ -84,7 +91,7 @@ def read_and_decode_audio(
     ``reporter`` gets the seconds spent between yields as decoding (audio streams its bytes while it
     decodes, so its fetching counts as decoding).
     """
-    rows: list[tuple[dict, Window, bool]] = []
+    rows: list[tuple[dict[str, Any], Window, bool]] = []
     started = time.perf_counter()
     for item in batch.select([*ITEMS.names, SHARD]).to_pylist():
         windows = item_windows(item["uri"], frontend, hold=windows_per_batch, size=item["size_bytes"],
@@ -252,7 +259,7 @@ def _window(segment: int, start: int, waveform: np.ndarray, bad: np.ndarray, rat
     return Window(segment, status, error, start / rate, end / rate, waveform)
 
 
-def _to_table(rows: list[tuple[dict, Window, bool]]) -> pa.Table:
+def _to_table(rows: list[tuple[dict[str, Any], Window, bool]]) -> pa.Table:
     windows = [w for _, w, _ in rows]
     return decoded_rows(
         {name: [item[name] for item, _, _ in rows] for name in (*ITEMS.names, SHARD)},
@@ -267,6 +274,39 @@ def _to_table(rows: list[tuple[dict, Window, bool]]) -> pa.Table:
     )
 
 
-def raw_waveforms(encoded: list[bytes]) -> np.ndarray:
+def raw_waveforms(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
     """Windows travelled as float32 bytes (``encoding`` ``raw``), as one (n, samples) array."""
-    return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.float32).reshape(len(encoded), -1)
+    samples = window_samples(_frontend(meta))
+    return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.float32).reshape(len(encoded), samples)
+
+
+def decode_stage(config: RunConfig, meta: ModelMeta, *, on_device: bool) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """:func:`read_and_decode_audio` at the model's front end (rate, window, hop); audio always
+    decodes in the tasks."""
+    return read_and_decode_audio, {"frontend": _frontend(meta)}
+
+
+def model_input(meta: ModelMeta, min_size: int, device: torch.device,
+                dtype: torch.dtype) -> Callable[[np.ndarray | torch.Tensor], torch.Tensor]:
+    """Waveform windows to log-mel images on ``device``, the time axis padded up to ``min_size``."""
+    log_mel = LogMel(meta, min_frames=min_size).to(device)
+
+    def spectrogram(waveform: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x: torch.Tensor = log_mel(to_device(torch.as_tensor(waveform), device))
+        return x.to(dtype).contiguous(memory_format=torch.channels_last)
+
+    return spectrogram
+
+
+def zero_windows(meta: ModelMeta, rows: int) -> np.ndarray:
+    return np.zeros((rows, window_samples(_frontend(meta))), np.float32)
+
+
+def _frontend(meta: ModelMeta) -> AudioFrontend:
+    if meta.audio is None:
+        raise InternalError(f"{meta.architecture} has no audio front end: it is not an audio model")
+    return meta.audio
+
+
+DECODER: Decoder = decode_stage
+FRONT_END = FrontEnd(host_inputs=raw_waveforms, model_input=model_input, example_input=zero_windows)

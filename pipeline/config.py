@@ -7,21 +7,22 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.errors import UsageError
+from pipeline.kinds import AUTO, Modality
 
 DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+
+MODALITIES = (*(m.value for m in Modality), AUTO)
+DECODERS = ("auto", "cpu", "device")
+_NO_AUDIO_MODEL = {"audio_model": None, "audio_weights": "random", "audio_weights_sha256": None}
 
 
 def default_batch_size(on_gpu: bool) -> int:
     """Rows per model call when ``--batch-size`` is not given: 256 on a GPU, 32 on a CPU."""
     return 256 if on_gpu else 32
-DEFAULT_MAX_FILE_BYTES = 1 << 30
-
-MODALITIES = ("image", "audio", "auto")
-DECODERS = ("auto", "cpu", "device")
-_NO_AUDIO_MODEL = {"audio_model": None, "audio_weights": "random", "audio_weights_sha256": None}
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,16 @@ class RunConfig:
     model: str
     weights: str | None = "random"
     weights_sha256: str | None = None
-    modality: str = "image"
+    modality: Modality | Literal["auto"] = Modality.IMAGE
     decode: str = "auto"  # where JPEGs are decoded: auto = on the model actor's GPU when it has one
     # The audio model of a --modality auto run; with --modality audio, model/weights are the audio model.
     audio_model: str | None = None
     audio_weights: str | None = "random"
     audio_weights_sha256: str | None = None
     batch_size: int | None = None  # None: default_batch_size(on the actor's device)
-    actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
+    # None: one per GPU (or per unit of actor_resources); on a CPU-only cluster one per core for
+    # stages.CPU_MODEL_SHARE of the cores; never more than the run has model batches.
+    actors: int | None = None
     gpus_per_actor: float | None = None  # None: 1 where the cluster has GPUs, else 0
     cpus_per_actor: float | None = None  # None: 1 for a GPU actor, stages.CPU_ACTOR_CPUS on a CPU-only cluster
     # Ray resources each model actor also needs, e.g. {"model_node": 1} to keep actors on the nodes
@@ -74,9 +77,11 @@ class RunConfig:
             raise UsageError("at least one --input is required")
         if self.modality not in MODALITIES:
             raise UsageError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        if self.modality != AUTO:  # from a flag or a TOML file it is text
+            object.__setattr__(self, "modality", Modality(self.modality))
         if self.decode not in DECODERS:
             raise UsageError(f"--decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
-        if self.modality != "auto" and any(getattr(self, k) != v for k, v in _NO_AUDIO_MODEL.items()):
+        if self.modality != AUTO and any(getattr(self, k) != v for k, v in _NO_AUDIO_MODEL.items()):
             raise UsageError(
                 "--audio-model, --audio-weights and --audio-weights-sha256 are for --modality auto; "
                 "with --modality audio, --model and --weights name the audio model"
@@ -103,14 +108,20 @@ class RunConfig:
                     f"got {name!r}: {amount!r}"
                 )
 
-    def for_modality(self, modality: str) -> RunConfig:
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        """The kinds of item this run labels: every registered kind for ``--modality auto``."""
+        return tuple(Modality) if self.modality == AUTO else (Modality(self.modality),)
+
+    def for_modality(self, modality: Modality | str) -> RunConfig:
         """The single-model run of one modality of a ``--modality auto`` run, with its own run id."""
+        modality = Modality(modality)
         changes: dict[str, Any] = {
             "modality": modality,
             "run_id": f"{self.run_id}-{modality}" if self.run_id else None,
             **_NO_AUDIO_MODEL,
         }
-        if modality == "audio":
+        if modality == Modality.AUDIO:
             if not self.audio_model:
                 raise UsageError(
                     "the inputs hold audio files: give --audio-model (and --audio-weights) for them, "

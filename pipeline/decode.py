@@ -1,8 +1,9 @@
-"""Bytes to model-ready pixels, one item at a time, never raising for a bad item.
+"""The image input kind (:data:`pipeline.kinds.KINDS`): bytes to model-ready pixels, one item at
+a time, never raising for a bad item.
 
 Each item becomes a :class:`Decoded` with a status from :class:`pipeline.schema.Status`
 and, when ``ok``, a uint8 HWC crop at the model's input size. Normalization happens on the
-model actor, so what crosses the object store is 1 byte per pixel.
+model actor (:data:`FRONT_END`), so what crosses the object store is 1 byte per pixel.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import io
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +24,10 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from ghostnet import ModelMeta
-from ghostnet.transforms import resize_crop, resize_crop_tensor, resizes_in_full
+from ghostnet.transforms import normalize, resize_crop, resize_crop_tensor, resizes_in_full
 from pipeline import storage
-from pipeline.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS
+from pipeline.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS, RunConfig
+from pipeline.kinds import Decoder, FrontEnd
 from pipeline.metrics import Reporter
 from pipeline.rows import decoded_rows
 from pipeline.schema import Status
@@ -217,6 +221,29 @@ def raw_pixels(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
     """Raw uint8 crops (``encoding`` ``raw``) as one (n, H, W, C) array, C the model's channels."""
     c, h, w = meta.input_size
     return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.uint8).reshape(len(encoded), h, w, c)
+
+
+def decode_stage(config: RunConfig, meta: ModelMeta, *, on_device: bool) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """:func:`read_and_decode` with the run's limits; ``on_device``: JPEGs the actors' GPUs decode
+    travel encoded."""
+    return read_and_decode, {"meta": meta, "max_pixels": config.max_pixels, "max_file_bytes": config.max_file_bytes,
+                             "leave_jpegs": on_device}
+
+
+def model_input(meta: ModelMeta, min_size: int, device: torch.device,
+                dtype: torch.dtype) -> Callable[[np.ndarray | torch.Tensor], torch.Tensor]:
+    """uint8 crops with the model's channels, normalized, channels-last on ``device``."""
+    return partial(normalize, meta=meta, device=device, dtype=dtype, channels_last=True)
+
+
+def zero_pixels(meta: ModelMeta, rows: int) -> np.ndarray:
+    c, h, w = meta.input_size
+    return np.zeros((rows, h, w, c), np.uint8)
+
+
+DECODER: Decoder = decode_stage
+FRONT_END = FrontEnd(host_inputs=raw_pixels, model_input=model_input, example_input=zero_pixels,
+                     device_decode=True)
 
 
 def _read_and_decode_one(

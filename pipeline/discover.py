@@ -19,9 +19,11 @@ import csv
 import os
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
+from typing import IO, Any, Literal, Protocol, TypeAlias, TypedDict, TypeGuard, TypeVar
 
 import fsspec.asyn
 import pyarrow as pa
@@ -30,11 +32,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.errors import UsageError
-from pipeline.schema import ITEMS, KEYS
+from pipeline.errors import InputError
+from pipeline.kinds import KINDS
+from pipeline.schema import KEYS
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
+__all__ = ["LISTING", "FileSystem", "ObjectInfo", "PagedFileSystem", "list_inputs", "list_tree", "modality_column"]
+
 MANIFEST_EXTENSIONS = frozenset({".txt", ".csv", ".parquet"})
 
 LISTING = KEYS
@@ -44,18 +47,46 @@ SPLIT_LEVELS = 2  # how far down an S3 prefix is split into sub-prefixes listed 
 MANIFEST_BATCH_ROWS = 65_536
 PAGE_ROWS = 1000  # an S3 listing page
 
-
-class InputError(UsageError):
-    """An ``--input`` that names nothing usable."""
+T = TypeVar("T")
 
 
-def modality_of(uri: str) -> str | None:
-    ext = os.path.splitext(uri.lower())[1]
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in AUDIO_EXTENSIONS:
-        return "audio"
-    return None
+class ObjectInfo(TypedDict, total=False):
+    """What an fsspec listing or ``info`` says about one entry; which version key a backend fills
+    differs (S3 ``ETag``, GCS ``md5Hash``, local ``mtime``), see :func:`_etag`."""
+
+    name: str
+    type: str  # "file" or "directory"
+    size: int | None
+    ETag: str
+    etag: str
+    md5Hash: str
+    mtime: float | datetime
+    LastModified: datetime
+    created: float | datetime
+
+
+class FileSystem(Protocol):
+    """The part of an fsspec filesystem that listing uses."""
+
+    def info(self, path: str) -> ObjectInfo: ...
+
+    def ls(self, path: str, detail: Literal[True]) -> list[ObjectInfo]: ...
+
+    def open(self, path: str, mode: str) -> IO[Any]: ...
+
+
+class PagedFileSystem(FileSystem, Protocol):
+    """An fsspec filesystem that lists a prefix page by page on its event loop (s3fs)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def split_path(self, path: str) -> tuple[str, str, str | None]: ...
+
+    def _iterdir(self, bucket: str, *, prefix: str, delimiter: str) -> AsyncIterator[ObjectInfo]: ...
+
+
+# A page of listing handed on, by the coroutines that list one part of a prefix.
+Emit = Callable[[pa.RecordBatch], Awaitable[None]]
 
 
 def list_inputs(inputs: Iterable[str]) -> Iterator[pa.RecordBatch]:
@@ -68,34 +99,15 @@ def list_inputs(inputs: Iterable[str]) -> Iterator[pa.RecordBatch]:
         yield from _expand(uri)
 
 
-def discover(inputs: Iterable[str], *, modality: str = "image") -> pa.Table:
-    """The items named by ``inputs``, sorted by URI, each once: a whole listing in memory, for
-    small listings and tests (a run streams :func:`list_inputs` into :mod:`pipeline.plan`)."""
-    wanted = ["image", "audio"] if modality == "auto" else [modality]
-    listing = pa.Table.from_batches(list(list_inputs(inputs)), schema=LISTING)
-    listing = listing.append_column("modality", modality_column(listing["uri"]))
-    items = listing.filter(pc.is_in(listing["modality"], pa.array(wanted)))
-    return _first_per_uri(items.sort_by("uri")).cast(ITEMS)
-
-
 def modality_column(uris: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """``image``, ``audio`` or null for each URI, by its extension."""
-    def ending_in(extensions: frozenset[str]) -> pa.ChunkedArray:
-        alternatives = "|".join(re.escape(e) for e in sorted(extensions))
-        return pc.match_substring_regex(uris, f"({alternatives})$", ignore_case=True)
-
-    image, audio = ending_in(IMAGE_EXTENSIONS), ending_in(AUDIO_EXTENSIONS)
-    return pc.if_else(image, "image", pc.if_else(audio, "audio", pa.scalar(None, pa.string())))
-
-
-def _first_per_uri(items: pa.Table) -> pa.Table:
-    """Of rows sorted by URI, the first for each URI (the same object named by two inputs)."""
-    if items.num_rows < 2:
-        return items
-    uris = items["uri"]
-    repeated = pc.equal(uris.slice(1), uris.slice(0, items.num_rows - 1))
-    keep = pa.chunked_array([pa.array([True]), *pc.invert(repeated).chunks])
-    return items.filter(keep)
+    """The :class:`~pipeline.kinds.Modality` of each URI by its extension (:data:`pipeline.kinds.KINDS`),
+    or null where it is not an item."""
+    column: pa.Array | pa.ChunkedArray | pa.Scalar = pa.scalar(None, pa.string())
+    for modality, kind in reversed(KINDS.items()):
+        alternatives = "|".join(re.escape(e) for e in sorted(kind.extensions))
+        ending = pc.match_substring_regex(uris, f"({alternatives})$", ignore_case=True)
+        column = pc.if_else(ending, modality.value, column)
+    return column
 
 
 def _expand(uri: str) -> Iterator[pa.RecordBatch]:
@@ -115,16 +127,20 @@ def _expand(uri: str) -> Iterator[pa.RecordBatch]:
         yield _batch(fs, [info])
 
 
-def list_tree(fs: fsspec.AbstractFileSystem, root: str, max_depth: int | None = None) -> Iterator[pa.RecordBatch]:
+def list_tree(fs: FileSystem, root: str, max_depth: int | None = None) -> Iterator[pa.RecordBatch]:
     """Every object below ``root`` (at most ``max_depth`` folders down), as batches of (uri, etag,
     size_bytes) that stream: at most :data:`PAGES_AHEAD` pages wait for the consumer."""
     root = root.rstrip("/")
-    if getattr(fs, "async_impl", False) and hasattr(fs, "_iterdir"):
+    if _lists_in_pages(fs):
         return _stream_s3(fs, root, max_depth)
     return _walk(fs, root, max_depth)
 
 
-def _glob(fs: fsspec.AbstractFileSystem, pattern: str) -> Iterator[pa.RecordBatch]:
+def _lists_in_pages(fs: FileSystem) -> TypeGuard[PagedFileSystem]:
+    return bool(getattr(fs, "async_impl", False)) and hasattr(fs, "_iterdir")
+
+
+def _glob(fs: FileSystem, pattern: str) -> Iterator[pa.RecordBatch]:
     """Objects matching ``pattern``: the folder above its first wildcard, listed, then matched in Arrow."""
     root = pattern[: pattern.index("*")].rsplit("/", 1)[0]
     if _info(fs, root) is None:
@@ -144,14 +160,14 @@ def _glob_regex(pattern: str) -> str:
     return "^/?" + "".join(wildcard.get(p, re.escape(p)) for p in parts) + "$"
 
 
-def _info(fs, path: str) -> dict | None:
+def _info(fs: FileSystem, path: str) -> ObjectInfo | None:
     try:
         return storage.with_retries(lambda: fs.info(path))
     except FileNotFoundError:
         return None
 
 
-def _batch(fs, infos: list[dict]) -> pa.RecordBatch:
+def _batch(fs: FileSystem, infos: list[ObjectInfo]) -> pa.RecordBatch:
     """One page of listing dicts as a record batch; the dicts are dropped right after."""
     files = [i for i in infos if i.get("type", "file") == "file"]
     return pa.record_batch(
@@ -164,14 +180,14 @@ def _batch(fs, infos: list[dict]) -> pa.RecordBatch:
     )
 
 
-def _etag(info: dict) -> str | None:
-    for key in ("ETag", "etag", "md5Hash"):
-        if info.get(key):
-            return str(info[key]).strip('"')
+def _etag(info: ObjectInfo) -> str | None:
+    version = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    if version:
+        return str(version).strip('"')
     mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
     if mtime is None:
         return None
-    stamp = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
+    stamp = mtime.timestamp() if isinstance(mtime, datetime) else float(mtime)
     return f"mtime-{int(stamp * 1e9)}"
 
 
@@ -180,17 +196,21 @@ def _etag(info: dict) -> str | None:
 PAGES_AHEAD = 64  # listing pages (S3) or folders (elsewhere) listed ahead of the consumer
 
 
-def _stream_s3(fs, root: str, max_depth: int | None) -> Iterator[pa.RecordBatch]:
+# What the listing hands the consumer: a page, the error that stopped it, or None at its end.
+Page: TypeAlias = "pa.RecordBatch | BaseException | None"
+
+
+def _stream_s3(fs: PagedFileSystem, root: str, max_depth: int | None) -> Iterator[pa.RecordBatch]:
     """Run the listing on fsspec's event loop and hand its pages over one at a time; the listing
     waits while :data:`PAGES_AHEAD` pages are not taken yet."""
-    pages: asyncio.Queue = fsspec.asyn.sync(fs.loop, _new_queue)
+    pages: asyncio.Queue[Page] = fsspec.asyn.sync(fs.loop, _new_queue)
     room = asyncio.Semaphore(PAGES_AHEAD)
 
     async def emit(batch: pa.RecordBatch) -> None:
         await room.acquire()
         pages.put_nowait(batch)
 
-    async def take() -> pa.RecordBatch | BaseException | None:
+    async def take() -> Page:
         page = await pages.get()
         room.release()
         return page
@@ -205,11 +225,12 @@ def _stream_s3(fs, root: str, max_depth: int | None) -> Iterator[pa.RecordBatch]
         listing.cancel()
 
 
-async def _new_queue() -> asyncio.Queue:
+async def _new_queue() -> asyncio.Queue[Page]:
     return asyncio.Queue()
 
 
-async def _list_s3(fs, root: str, max_depth: int | None, emit: Callable, pages: asyncio.Queue) -> None:
+async def _list_s3(fs: PagedFileSystem, root: str, max_depth: int | None, emit: Emit,
+                   pages: asyncio.Queue[Page]) -> None:
     """List ``root`` a level or two down by delimiter, then its sub-prefixes flat, side by side;
     ends the stream with None, or with the error that stopped it."""
     try:
@@ -229,18 +250,18 @@ async def _list_s3(fs, root: str, max_depth: int | None, emit: Callable, pages: 
         pages.put_nowait(None)
 
 
-async def _together(parts: Iterable[Coroutine]) -> list:
+async def _together(parts: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
     """Run ``parts`` side by side; the first to fail cancels the others and its error is raised."""
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(part) for part in parts]
     return [task.result() for task in tasks]
 
 
-async def _list_level(fs, emit: Callable, bucket: str, prefix: str, emitted: list[str]) -> list[str]:
+async def _list_level(fs: PagedFileSystem, emit: Emit, bucket: str, prefix: str, emitted: list[str]) -> list[str]:
     """Emit the objects directly under ``prefix``; return its sub-prefixes (a delimited listing)."""
     subs = []
 
-    def is_object(info: dict) -> bool:
+    def is_object(info: ObjectInfo) -> bool:
         if info["type"] == "directory":
             subs.append(info["name"].split("/", 1)[1] + "/")
             return False
@@ -250,17 +271,17 @@ async def _list_level(fs, emit: Callable, bucket: str, prefix: str, emitted: lis
     return subs
 
 
-async def _list_flat(fs, emit: Callable, bucket: str, prefix: str, emitted: list[str]) -> None:
+async def _list_flat(fs: PagedFileSystem, emit: Emit, bucket: str, prefix: str, emitted: list[str]) -> None:
     # Keys ending in "/" are the folder markers some tools create.
     infos = fs._iterdir(bucket, prefix=prefix, delimiter="")
     await _paged(fs, emit, infos, lambda info: not info["name"].endswith("/"), emitted)
 
 
-async def _paged(fs, emit: Callable, infos: AsyncIterator[dict], keep: Callable[[dict], bool],
-                 emitted: list[str]) -> None:
+async def _paged(fs: PagedFileSystem, emit: Emit, infos: AsyncIterator[ObjectInfo],
+                 keep: Callable[[ObjectInfo], bool], emitted: list[str]) -> None:
     """Emit the kept objects a page at a time. S3 lists in key order, so a listing started again
     skips what ``emitted`` (the last key handed on, if any) says is already out."""
-    page = []
+    page: list[ObjectInfo] = []
     async for info in infos:
         if keep(info) and (not emitted or info["name"] > emitted[0]):
             page.append(info)
@@ -271,12 +292,13 @@ async def _paged(fs, emit: Callable, infos: AsyncIterator[dict], keep: Callable[
         await _emit_page(fs, emit, page, emitted)
 
 
-async def _emit_page(fs, emit: Callable, page: list[dict], emitted: list[str]) -> None:
+async def _emit_page(fs: PagedFileSystem, emit: Emit, page: list[ObjectInfo], emitted: list[str]) -> None:
     await emit(_batch(fs, page))
     emitted[:] = [page[-1]["name"]]
 
 
-async def _retrying(limit: asyncio.Semaphore, list_part: Callable, *args, attempts: int = 5):
+async def _retrying(limit: asyncio.Semaphore, list_part: Callable[..., Awaitable[T]], *args: object,
+                    attempts: int = 5) -> T:
     """List one part again when a transient error ends it early, going on after its last emitted key."""
     emitted: list[str] = []
     async with limit:
@@ -287,29 +309,34 @@ async def _retrying(limit: asyncio.Semaphore, list_part: Callable, *args, attemp
                 if attempt == attempts - 1 or not storage.is_transient(exc):
                     raise
                 await asyncio.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 # --- Other filesystems: one folder per task ----------------------------------------------------
 
 
-def _walk(fs, root: str, max_depth: int | None) -> Iterator[pa.RecordBatch]:
+# One folder listed: its objects as a batch, and its sub-folders.
+Folder = tuple[pa.RecordBatch, list[str]]
+
+
+def _walk(fs: FileSystem, root: str, max_depth: int | None) -> Iterator[pa.RecordBatch]:
     """Breadth first, a level at a time; within a level, folders are listed on a thread pool with at
     most :data:`PAGES_AHEAD` listed ahead of the consumer."""
-    read = _scan_local_folder if storage.is_local(fs) else partial(_list_folder, fs)
+    read: Callable[[str], Folder] = _scan_local_folder if storage.is_local(fs) else partial(_list_folder, fs)
     folders, depth = [root], 0
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         while folders and (max_depth is None or depth < max_depth):
             depth += 1
-            below = []
+            below: list[str] = []
             for batch, subs in _ahead(pool, read, folders):
                 below += subs
                 yield batch
             folders = below
 
 
-def _ahead(pool: ThreadPoolExecutor, read: Callable, folders: list[str]) -> Iterator:
+def _ahead(pool: ThreadPoolExecutor, read: Callable[[str], Folder], folders: list[str]) -> Iterator[Folder]:
     """``read`` of each folder in order, with at most :data:`PAGES_AHEAD` running or waiting."""
-    pending: deque = deque()
+    pending: deque[Future[Folder]] = deque()
     for folder in folders:
         pending.append(pool.submit(read, folder))
         if len(pending) >= PAGES_AHEAD:
@@ -318,14 +345,17 @@ def _ahead(pool: ThreadPoolExecutor, read: Callable, folders: list[str]) -> Iter
         yield pending.popleft().result()
 
 
-def _list_folder(fs, folder: str) -> tuple[pa.RecordBatch, list[str]]:
+def _list_folder(fs: FileSystem, folder: str) -> Folder:
     infos = storage.with_retries(lambda: fs.ls(folder, detail=True))
     return _batch(fs, infos), [i["name"] for i in infos if i.get("type") == "directory"]
 
 
-def _scan_local_folder(folder: str) -> tuple[pa.RecordBatch, list[str]]:
+def _scan_local_folder(folder: str) -> Folder:
     """One folder on local disk straight from ``os.scandir`` (the same etag as fsspec's mtime)."""
-    paths, etags, sizes, subs = [], [], [], []
+    paths: list[str] = []
+    etags: list[str] = []
+    sizes: list[int] = []
+    subs: list[str] = []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.is_dir():
@@ -357,7 +387,7 @@ def _from_manifest(uri: str) -> Iterator[pa.RecordBatch]:
                 yield batch if batch.schema.equals(LISTING) else _stat(pool, batch.column(0))
 
 
-def _parquet_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
+def _parquet_manifest(uri: str, f: IO[bytes]) -> Iterator[pa.RecordBatch]:
     manifest = pq.ParquetFile(f, pre_buffer=False)
     columns = manifest.schema_arrow.names
     _require_uri(uri, columns)
@@ -369,7 +399,7 @@ def _parquet_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
         yield _as_listing(batch)
 
 
-def _csv_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
+def _csv_manifest(uri: str, f: IO[bytes]) -> Iterator[pa.RecordBatch]:
     as_text = pacsv.ConvertOptions(column_types={"uri": pa.string(), "etag": pa.string(), "size_bytes": pa.int64(),
                                                  "size": pa.int64()})
     try:
@@ -392,8 +422,8 @@ def _csv_manifest(uri: str, f) -> Iterator[pa.RecordBatch]:
             yield batch.select(["uri"])
 
 
-def _text_manifest(f) -> Iterator[pa.RecordBatch]:
-    lines = []
+def _text_manifest(f: IO[bytes]) -> Iterator[pa.RecordBatch]:
+    lines: list[str] = []
     for raw in f:
         line = raw.decode("utf-8").strip()
         if line and not line.startswith("#"):

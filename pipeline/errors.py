@@ -2,6 +2,7 @@
 
 - :class:`UsageError`: something the user can fix in the flags, the config file or the inputs.
   Raised only where those are read; the CLI maps it, and only it, to exit 2.
+  :class:`InputError` is the one an ``--input`` raises when it names nothing usable.
 - :class:`RunFailed`: the run stopped for a reason the user can act on (too many bad items, a
   weights file that changed under the run). What committed before stays committed; exit 1.
 - :class:`InternalError`: a bug in this tool, never bad input. The CLI says to report it.
@@ -11,11 +12,15 @@ A bad input *item* is none of these: it becomes a row with a status and an error
 
 from __future__ import annotations
 
-__all__ = ["InternalError", "RunFailed", "UsageError", "raised_by_us"]
+__all__ = ["InputError", "InternalError", "RunFailed", "UsageError", "raised_by_us"]
 
 
 class UsageError(ValueError):
     """A flag, a setting or an input is wrong; the message says what to write instead."""
+
+
+class InputError(UsageError):
+    """An ``--input`` that names nothing usable: missing, or a manifest without a ``uri`` column."""
 
 
 class RunFailed(RuntimeError):

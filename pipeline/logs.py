@@ -21,6 +21,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 from pipeline import storage
 
@@ -48,7 +49,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_redacted(entry), default=str)
 
 
-def _redacted(value):
+def _redacted(value: object) -> object:
     if isinstance(value, str):
         return storage.redact(value)
     if isinstance(value, dict):
@@ -58,7 +59,7 @@ def _redacted(value):
     return value
 
 
-class JsonHandler(logging.StreamHandler):
+class JsonHandler(logging.StreamHandler[TextIO]):
     """stderr, one :class:`JsonFormatter` line per record; Ray Data builds it from :data:`RAY_DATA_CONFIG`."""
 
     def __init__(self) -> None:

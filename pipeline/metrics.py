@@ -31,12 +31,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util import metrics
 
 from pipeline.record import STAGES
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["STAGES", "Reporter", "StageClock", "exported_names"]
 
@@ -172,7 +175,8 @@ class Reporter:
 
     # --- model actors --------------------------------------------------------------------------
 
-    def model_batch(self, seconds: float, statuses: Iterable[str], device: object, *, decode_s: float = 0.0) -> None:
+    def model_batch(self, seconds: float, statuses: Iterable[str], device: torch.device, *,
+                    decode_s: float = 0.0) -> None:
         """A model actor finished a batch in ``seconds``, ``decode_s`` of them decoding on its device,
         its rows with these ``statuses``."""
         if not ray.is_initialized():
@@ -186,7 +190,7 @@ class Reporter:
         for status, count in Counter(statuses).items():
             _counter("items").inc(count, tags={**tags, "status": status})
         self._clock(ACTOR_BUSY, seconds)
-        if getattr(device, "type", None) == "cuda":
+        if device.type == "cuda":
             _report_gpu(self.run_id, device)
 
     # --- driver --------------------------------------------------------------------------------
@@ -220,7 +224,7 @@ class Reporter:
         return stages, round(totals.get(ACTOR_BUSY, 0.0), 3)
 
 
-def _report_gpu(run_id: str, device) -> None:
+def _report_gpu(run_id: str, device: torch.device) -> None:
     import torch
 
     tags = {"run_id": run_id, "device": str(device)}

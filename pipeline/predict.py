@@ -13,14 +13,13 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 import ghostnet
-from pipeline import audio, channel_stats, decode
+from pipeline import channel_stats, decode, kinds
 from pipeline.config import DEFAULT_MAX_PIXELS, default_batch_size
 from pipeline.errors import InternalError
 from pipeline.metrics import Reporter
@@ -29,25 +28,6 @@ from pipeline.rows import ModelOutputs, Provenance, prediction_rows
 from pipeline.schema import SHARD, Status
 
 log = logging.getLogger("ghostnet_pipeline")
-
-
-def model_input(
-    meta: ghostnet.ModelMeta, min_size: int, device: torch.device, dtype: torch.dtype
-) -> Callable[[np.ndarray | torch.Tensor], torch.Tensor]:
-    """How a batch of decoded inputs becomes the model's input tensor.
-
-    Images: uint8 crops with the model's channels (decode made them), normalised. Audio: waveform windows,
-    log-mel on ``device``, the time axis padded up to ``min_size``.
-    """
-    if meta.modality == "image":
-        return partial(ghostnet.normalize, meta=meta, device=device, dtype=dtype, channels_last=True)
-    log_mel = ghostnet.LogMel(meta, min_frames=min_size).to(device)
-
-    def spectrogram(waveform: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = log_mel(ghostnet.transforms.to_device(torch.as_tensor(waveform), device))
-        return x.to(dtype).contiguous(memory_format=torch.channels_last)
-
-    return spectrogram
 
 
 class Predictor:
@@ -80,7 +60,9 @@ class Predictor:
         if model.meta is None:
             raise InternalError(f"{spec.name} was built without its metadata (labels, preprocessing)")
         self.meta: ghostnet.ModelMeta = model.meta
-        self.to_input = model_input(self.meta, model.min_input_size, self.device, self.dtype)
+        # The front end of the model's modality: how decoded rows become its input tensor.
+        self.front_end = kinds.kind_of(self.meta.modality).front_end()
+        self.to_input = self.front_end.model_input(self.meta, model.min_input_size, self.device, self.dtype)
         self.labels = pa.array(list(self.meta.labels), pa.string())
         model = ghostnet.for_inference(model).to(self.device)
         self.model = model.to(dtype=self.dtype).to(memory_format=torch.channels_last)
@@ -88,7 +70,7 @@ class Predictor:
         self.provenance = Provenance(spec.name, spec.identity(), run_id)
         self.topk = min(topk, len(self.labels))
         self.embeddings = embeddings
-        self.decode_on_device = decode_on_device and self.meta.modality == "image"
+        self.decode_on_device = decode_on_device and self.front_end.device_decode
         self.max_pixels = max_pixels
         self.batch_size = batch_size or default_batch_size(on_gpu=self.device.type == "cuda")
         self.reporter = reporter
@@ -103,7 +85,10 @@ class Predictor:
         ok = [i for i, s in enumerate(status) if s == Status.OK.value]
         inputs, ok = self._inputs(batch, ok, status, error)
         decoded = time.perf_counter()
-        outputs = self._predict(inputs, ok, batch, status, error) if ok else ModelOutputs.none(self.topk)
+        if ok and inputs is not None:
+            outputs = self._predict(inputs, ok, batch, status, error)
+        else:
+            outputs = ModelOutputs.none(self.topk)
         rows = prediction_rows(batch, status, error, outputs, labels=self.labels, provenance=self.provenance,
                                processed_at=datetime.now(timezone.utc))
         if self.reporter is not None:
@@ -111,16 +96,15 @@ class Predictor:
             self.reporter.model_batch(time.perf_counter() - started, status, self.device, decode_s=decode_s)
         return rows
 
-    def _inputs(self, batch: pa.Table, ok: list[int], status: list, error: list) -> tuple[object, list[int]]:
+    def _inputs(self, batch: pa.Table, ok: list[int], status: list[str],
+                error: list[str | None]) -> tuple[np.ndarray | torch.Tensor | None, list[int]]:
         """The decoded inputs of the ``ok`` rows, and those rows (fewer if device decoding failed some)."""
         if not ok:
             return None, ok
         rows = pa.array(ok, pa.int64())
         encoded = batch["encoded"].take(rows).to_pylist()
-        if self.meta.modality == "audio":
-            return audio.raw_waveforms(encoded), ok
         if not self.decode_on_device:
-            return decode.raw_pixels(encoded, self.meta), ok
+            return self.front_end.host_inputs(encoded, self.meta), ok
         encoding = batch["encoding"].take(rows).to_pylist()
         decoded = decode.decode_on_device(encoded, encoding, self.meta, self.device, max_pixels=self.max_pixels)
         kept = []
@@ -133,7 +117,8 @@ class Predictor:
         return (torch.stack(pixels) if pixels else None), kept
 
     @torch.inference_mode()
-    def _predict(self, inputs, ok: list[int], batch: pa.Table, status: list, error: list) -> ModelOutputs:
+    def _predict(self, inputs: np.ndarray | torch.Tensor, ok: list[int], batch: pa.Table, status: list[str],
+                 error: list[str | None]) -> ModelOutputs:
         """``inputs[j]`` is the decoded input of row ``ok[j]``."""
         try:
             outputs, rows = [self._forward(inputs)], ok
@@ -164,10 +149,13 @@ class Predictor:
             found[int(shard)] = channel_stats.to_bytes(channel_stats.partials(picked))
         return found
 
-    def _forward_one_by_one(self, inputs, ok: list[int], status: list, error: list):
+    def _forward_one_by_one(self, inputs: np.ndarray | torch.Tensor, ok: list[int], status: list[str],
+                            error: list[str | None]) -> tuple[list[ghostnet.InferenceOutput], list[int]]:
         """Each item alone, after its batch failed: an item that fails alone is its own model_error.
         Every item failing the same way is no bad input but our bug, and fails the run."""
-        outputs, rows, failures = [], [], []
+        outputs: list[ghostnet.InferenceOutput] = []
+        rows: list[int] = []
+        failures: list[Exception] = []
         for j, i in enumerate(ok):
             try:
                 outputs.append(self._forward(inputs[j : j + 1]))
@@ -222,11 +210,7 @@ class Predictor:
 
     def _example_input(self) -> torch.Tensor:
         """A batch of zeros through the same input path as real batches (same dtype, layout, strides)."""
-        if self.meta.audio is None:
-            chans, height, width = self.meta.input_size
-            return self.to_input(np.zeros((self.batch_size, height, width, chans), np.uint8))
-        samples = ghostnet.audio.window_samples(self.meta.audio)
-        return self.to_input(np.zeros((self.batch_size, samples), np.float32))
+        return self.to_input(self.front_end.example_input(self.meta, self.batch_size))
 
     def _forward_compiled(self, x: torch.Tensor) -> ghostnet.InferenceOutput:
         """The compiled graph on ``x`` in pieces of ``batch_size`` rows, the last one padded with zeros."""

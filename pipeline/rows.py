@@ -26,7 +26,7 @@ __all__ = ["ROWS", "ModelOutputs", "Provenance", "decoded_rows", "prediction_row
 ROWS = pa.schema([*PREDICTIONS, pa.field(SHARD, pa.int32()), pa.field(LAST, pa.bool_()),
                   pa.field(PARTIALS, pa.binary())])
 
-def decoded_rows(items: Mapping[str, Sequence | pa.Array | pa.ChunkedArray], **decoded: object) -> pa.Table:
+def decoded_rows(items: Mapping[str, Sequence[object] | pa.Array | pa.ChunkedArray], **decoded: object) -> pa.Table:
     """Rows of :data:`DECODED`: each row's item columns (its item's, and the shard) taken from
     ``items``, and what decoding found (``segment``, ``start_s``, ``end_s``, ``status``, ``error``,
     ``encoding``, ``encoded``, and ``_last``, given as ``last``)."""

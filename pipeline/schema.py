@@ -15,6 +15,8 @@ import enum
 
 import pyarrow as pa
 
+from pipeline.kinds import Modality
+
 __all__ = [
     "CHANNEL_PARTIALS",
     "CHANNEL_STATS",
@@ -157,7 +159,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "etag": "the object's version at listing time: its ETag on object stores; for local files"
         " `mtime-<ns>`, the modification time (a touched file is labeled again; listing never reads content)",
         "size_bytes": "the object's size at listing time",
-        "modality": "`image` or `audio`",
+        "modality": " or ".join(f"`{m}`" for m in Modality),
         "segment": "audio window index 0..n-1; 0 for images",
         "start_s": "audio window start in seconds; null for images and for audio rows that are not a window",
         "end_s": "audio window end in seconds; null for images and for audio rows that are not a window",

@@ -20,7 +20,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 import ghostnet
-from pipeline import audio, cluster, decode, plan, sink
+from pipeline import cluster, kinds, plan, sink
 from pipeline.commit import CommitOutcome, RunIdentity
 from pipeline.config import RunConfig, default_batch_size
 from pipeline.fencing import Attempt
@@ -47,7 +47,7 @@ class ShardSource(Datasource):
     the reads run on the driver's node."""
 
     def __init__(self, shards: tuple[ShardPlan, ...], block_rows: int) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Ray's Datasource.__init__ is unannotated
         self.shards, self.block_rows = shards, block_rows
 
     @property
@@ -106,12 +106,12 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
     actors, gpus_per_actor = placed.actors, placed.gpus_per_actor
     batch_size = config.batch_size or default_batch_size(on_gpu=gpus_per_actor > 0)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-planned.items // (4 * actors))))
-    on_device = meta.modality == "image" and (
+    on_device = kinds.kind_of(meta.modality).front_end().device_decode and (
         config.decode == "device" or (config.decode == "auto" and gpus_per_actor > 0)
     )
-    decode_fn, decode_kwargs = _decode_stage(config, meta, on_device)
+    decode_fn, decode_kwargs = kinds.kind_of(config.modality).decoder()(config, meta, on_device=on_device)
     decode_kwargs["reporter"] = reporter
-    return (
+    dataset: ray.data.Dataset = (
         ray.data.read_datasource(ShardSource(planned.shards, block_rows),
                                  concurrency=min(READ_CONCURRENCY, len(planned.shards)), num_cpus=0)
         .map_batches(
@@ -161,6 +161,7 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
             num_cpus=WRITE_TASK_CPUS,
         )
     )
+    return dataset
 
 
 class RayEngine:
@@ -233,7 +234,7 @@ def _spread() -> dict[str, str]:
 def _default_actors(gpus_per_actor: float, resources: dict[str, float] | None) -> int:
     """As many actors as the scarcest resource they ask for allows; where they ask only for CPUs,
     one for each core of :data:`CPU_MODEL_SHARE` of the cluster's."""
-    available = ray.cluster_resources()
+    available: dict[str, float] = ray.cluster_resources()
     wanted = {**(resources or {}), **({"GPU": gpus_per_actor} if gpus_per_actor else {})}
     missing = sorted(name for name in wanted if available.get(name, 0) < wanted[name])
     if missing:
@@ -247,15 +248,4 @@ def _default_actors(gpus_per_actor: float, resources: dict[str, float] | None) -
         return max(1, round(available.get("CPU", 1) * CPU_MODEL_SHARE))
     return max(1, min(int(available[name] // amount) for name, amount in wanted.items()))
 
-
-def _decode_stage(config: RunConfig, meta: ghostnet.ModelMeta, on_device: bool) -> tuple[Callable, dict]:
-    """The decode function for the model's modality and its keyword arguments."""
-    if meta.modality == "audio":
-        return audio.read_and_decode_audio, {"frontend": meta.audio}
-    return decode.read_and_decode, {
-        "meta": meta,
-        "max_pixels": config.max_pixels,
-        "max_file_bytes": config.max_file_bytes,
-        "leave_jpegs": on_device,
-    }
 

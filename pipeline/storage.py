@@ -111,10 +111,10 @@ def read_bytes(uri: str, *, etag: str | None = None) -> bytes:
     else :class:`ObjectChanged`: S3 asks with ``If-Match``, local files compare their mtime."""
     fs, path = filesystem(uri)
     if not _pinned(fs, etag):
-        return with_retries(lambda: fs.cat_file(path))
+        return with_retries(lambda: _cat(fs, path))
     assert etag is not None
     if is_local(fs):
-        data = with_retries(lambda: fs.cat_file(path))
+        data = with_retries(lambda: _cat(fs, path))
         check_version(uri, etag)
         return data
     return with_retries(lambda: _s3_get_if_match(fs, path, etag))
@@ -136,6 +136,10 @@ def _pinned(fs: fsspec.AbstractFileSystem, etag: str | None) -> bool:
     if is_local(fs):
         return etag.startswith("mtime-")
     return _is_s3(fs) and bool(_S3_ETAG.match(etag))
+
+
+def _cat(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    return bytes(fs.cat_file(path))
 
 
 def local_etag(stat: os.stat_result) -> str:
@@ -185,7 +189,8 @@ def _s3_get_if_match(fs: Any, path: str, etag: str) -> bytes:
         finally:
             response["Body"].close()
 
-    return sync(fs.loop, get)
+    data: bytes = sync(fs.loop, get)
+    return data
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -281,7 +286,7 @@ def size(uri: str) -> int:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    return with_retries(lambda: fs.exists(path))
+    return bool(with_retries(lambda: fs.exists(path)))
 
 
 def remove_tree(uri: str) -> None:

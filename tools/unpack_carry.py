@@ -3,7 +3,7 @@
 Needs nothing but Python (3.11.4+ or 3.12): the archive is a .tar.xz that ``tarfile`` reads.
 
     eval "$(python3 tools/unpack_carry.py .gpu-carry/ray-carry-py312.tar.xz /tmp/carry)"
-    python3 -m jobs.label --input ... --output ...      # with PYTHONPATH=<repo>:/tmp/carry/site
+    python3 -m jobs.run --input ... --output ...      # with PYTHONPATH=<repo>:/tmp/carry/site
 
 Unpacking again into the same folder is skipped when the archive is unchanged. The packages
 the carry's own packages require are checked against what this Python has (a warning per

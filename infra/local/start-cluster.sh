@@ -95,7 +95,7 @@ done
 RAY_BIN="${RAY_BIN:-$(command -v ray || true)}"
 [[ -x "$RAY_BIN" ]] || die "no ray executable (install ray[default] or pass --ray PATH)"
 RAY_BIN="$(cd "$(dirname "$RAY_BIN")" && pwd)/$(basename "$RAY_BIN")"
-# The job supervisor runs entrypoints such as `python -m jobs.label` through a shell with the
+# The job supervisor runs entrypoints such as `python -m jobs.run` through a shell with the
 # node's PATH, so the python next to this ray must come first.
 export PATH="$(dirname "$RAY_BIN"):$PATH"
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"

@@ -182,7 +182,7 @@ def test_report_on_real_runs_renders_in_a_browser(drift_runs, tmp_path):
 
     built = report.write(output, str(page), png_dir=str(tmp_path / "figures"))
 
-    assert built.record["run_id"] == boards and built.previous_run_id == again
+    assert built.run.run_id == boards and built.previous_run_id == again
     assert len(built.figures) == 8 and len(list((tmp_path / "figures").iterdir())) == 8
     by_slug = {s.slug: s for s in built.sections}
     assert {stage for stage, _ in by_slug["stages"].rows} >= {"fetch", "decode", "model", "write", "commit"}

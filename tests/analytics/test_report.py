@@ -42,14 +42,14 @@ def test_latest_run_by_default_with_every_section(output):
     run has something to show."""
     built = report.build(output, run_id="r2")
 
-    assert built.record["run_id"] == "r2" and built.previous_run_id == "r1"
+    assert built.run.run_id == "r2" and built.previous_run_id == "r1"
     assert [s.slug for s in built.sections] == [
         "status", "labels", "scores", "throughput", "stages", "channel_weights", "drift", "label_drift"]
     assert all(s.png and s.png.startswith(b"\x89PNG") for s in built.sections)
     drift = built.sections[-2]
     assert len(drift.rows) == len(LAYERS) and [r[0] for r in drift.rows][:3] == [
         "blocks.1.0.se", "blocks.2.0.se", "blocks.3.0.se"], "layers in network order"
-    assert report.build(output).record["run_id"] == "all-failed"
+    assert report.build(output).run.run_id == "all-failed"
 
 
 def test_a_run_without_ok_rows_gets_notes_instead_of_empty_plots(output):

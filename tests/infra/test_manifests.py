@@ -35,7 +35,7 @@ EXPECTED = {
         ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("v1", "ConfigMap"), ("batch/v1", "CronJob"),
     ],
 }
-MODULE_COMMAND = {"jobs.label": "run", "jobs.nightly": "nightly"}
+MODULE_COMMAND = {"jobs.run": "run", "jobs.nightly": "nightly"}
 
 
 def load(name: str) -> list[dict[str, Any]]:

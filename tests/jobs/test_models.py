@@ -8,7 +8,7 @@ import pytest
 
 from ghostnet import list_models
 from ghostnet.pretrained import PRETRAINED, pretrained_path
-from jobs import cli, label, nightly
+from jobs import cli, nightly, run
 
 
 def models(capsys, *args: str) -> tuple[int, str]:
@@ -59,7 +59,7 @@ def test_a_pattern_filters_models_and_weights(capsys, pattern, expected_models, 
     assert [w["name"] for w in listing["weights"]] == expected_weights
 
 
-@pytest.mark.parametrize("command", [label, nightly])
+@pytest.mark.parametrize("command", [run, nightly])
 def test_the_model_flag_points_to_the_listing(command):
     help_text = command.COMMAND.build_parser()._option_string_actions["--model"].help
     assert "ghostnet-pipeline models" in help_text and "--list-models" not in help_text

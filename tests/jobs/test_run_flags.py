@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import cli, label
+from jobs import cli
+from jobs._run_config import config_from_args
 
 BASE = ["run", "--input", "/data/in", "--output", "/data/out", "--model", "ghostnet_050"]
 
 
 def config_of(*flags: str):
     args = cli.build_parser().parse_args([*BASE, *flags])
-    return label.config_from_args(args)
+    return config_from_args(args)
 
 
 def test_scale_flags_reach_the_run_config():
@@ -44,3 +45,19 @@ def test_bad_values_are_usage_errors_that_say_what_to_write(flags, message, caps
         code = exit_.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_help_shows_every_flag_in_its_group():
+    """#26.7: `run --help` lists its flags in groups, as `ray job submit` and `hf` do; a new flag
+    outside a group would land in the general options."""
+    from jobs import nightly, run
+
+    for command in (run, nightly):
+        groups = {g.title: [a.dest for a in g._group_actions] for g in command.COMMAND.build_parser()._action_groups}
+        assert list(groups) == ["positional arguments", "options", "inputs and outputs", "model and weights",
+                                "resources and placement", "run control", "output format and logging"]
+        assert groups["options"] == ["help", "config"], command
+        assert {"verbose", "log_format", "format"} <= set(groups["output format and logging"])
+    help_text = run.COMMAND.build_parser().format_help()
+    assert help_text.startswith("usage: ghostnet-pipeline run --input URI --output URI --model NAME")
+    assert "exit codes: 0 committed" in help_text

@@ -96,7 +96,7 @@ def test_submitted_run_decodes_on_every_node_and_predicts_on_the_model_node(ray_
     assert sorted(decode) == list(ray_cluster.node_ips), placement
     assert list(model) == ["127.0.0.4"], placement
     info = JobSubmissionClient(ray_cluster.dashboard_url).get_job_info(job_id)
-    assert info.entrypoint.startswith("python -m jobs.label --input ")
+    assert info.entrypoint.startswith("python -m jobs.run --input ")
     assert info.runtime_env["working_dir"].startswith("gcs://")  # the project travelled with the job
     assert info.metadata["command"] == "run"
 
@@ -126,7 +126,7 @@ def test_no_wait_prints_id_and_follow_ups_without_the_password(ray_cluster, tmp_
     assert "ray job stop gp-no-wait --address" in captured.err
     assert "hunter2" not in captured.out + captured.err
     client = JobSubmissionClient(ray_cluster.dashboard_url)
-    assert client.get_job_info("gp-no-wait").entrypoint.startswith("python -m jobs.label ")
+    assert client.get_job_info("gp-no-wait").entrypoint.startswith("python -m jobs.run ")
     client.stop_job("gp-no-wait")  # it would fail anyway; no need to spend the CPU on it
     assert submit._wait_until_done(client, "gp-no-wait").status in (JobStatus.STOPPED, JobStatus.FAILED)
 

@@ -1,8 +1,15 @@
-"""Discovery on real storage (moto S3, local disk): prefixes, globs, manifests, paging, duplicates."""
+"""Discovery on real storage (moto S3, local disk): prefixes, globs, manifests, paging, duplicates.
+
+The items are read as a run plans them: :func:`discover.list_inputs` streamed into
+:func:`plan.spill_listing` and cut into shards by :func:`plan.cut_shards`.
+"""
 
 from __future__ import annotations
 
 import secrets
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 
 import fsspec
 import pyarrow as pa
@@ -11,8 +18,25 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import discover
-from pipeline.discover import InputError
+from pipeline import discover, plan
+from pipeline.errors import InputError
+from pipeline.kinds import Modality
+from pipeline.schema import ITEMS, SHARD
+
+
+def items(inputs: list[str], modalities: Sequence[Modality] = (Modality.IMAGE,)) -> pa.Table:
+    """The items of ``inputs`` a run of ``modalities`` would label, each once, sorted by URI."""
+    with tempfile.TemporaryDirectory() as work:
+        listing = plan.spill_listing(discover.list_inputs(inputs), Path(work) / "listing", modalities)
+        shards = [
+            table
+            for modality in modalities
+            for shard in plan.cut_shards(listing, None, modality=modality, shard_size=10**6,
+                                         folder=Path(work) / modality).shards
+            for table in plan.read_shard(shard.path, 10**6)
+        ]
+        found = pa.concat_tables([plan.SHARD_ITEMS.empty_table(), *shards])
+    return found.drop_columns([SHARD]).sort_by("uri")
 
 
 def uris(table: pa.Table) -> list[str]:
@@ -35,18 +59,18 @@ def s3_tree(s3fs_client) -> str:
 
 
 def test_s3_prefix_is_listed_completely_in_parallel_parts(s3fs_client, s3_tree):
-    table = discover.discover([s3_tree])
+    table = items([s3_tree])
 
     expected = [f"{s3_tree}/{name}" for name in BIG + SMALL]
     assert uris(table) == sorted([*expected, f"{s3_tree}/top.PNG"])
-    assert table.schema.equals(discover.ITEMS)
+    assert table.schema.equals(ITEMS)
     info = s3fs_client.info(expected[0])
     row = table.filter(pc.equal(table["uri"], expected[0])).to_pylist()[0]
     assert row == {"uri": expected[0], "etag": info["ETag"].strip('"'), "size_bytes": 1, "modality": "image"}
 
 
 def test_auto_modality_and_overlapping_inputs_give_each_object_once(s3_tree):
-    table = discover.discover([s3_tree, f"{s3_tree}/0", f"{s3_tree}/0/a.wav"], modality="auto")
+    table = items([s3_tree, f"{s3_tree}/0", f"{s3_tree}/0/a.wav"], list(Modality))
 
     assert table.num_rows == len(BIG) + len(SMALL) + 2
     assert len(set(uris(table))) == table.num_rows
@@ -54,19 +78,19 @@ def test_auto_modality_and_overlapping_inputs_give_each_object_once(s3_tree):
 
 
 def test_globs_on_s3_and_local_disk(s3_tree, tmp_path):
-    one_level = discover.discover([f"{s3_tree}/2/*/img000*.jpg"])
+    one_level = items([f"{s3_tree}/2/*/img000*.jpg"])
     assert uris(one_level) == [f"{s3_tree}/2/{d}/img{i:04d}.jpg" for d in (10, 11, 12) for i in range(10)]
-    assert discover.discover([f"{s3_tree}/big/*/img1*.jpg"]).num_rows == 100
-    assert discover.discover([f"{s3_tree}/*.png"]).num_rows == 0  # case matters in names, as on S3
-    assert uris(discover.discover([f"{s3_tree}/*.PNG"])) == [f"{s3_tree}/top.PNG"]
+    assert items([f"{s3_tree}/big/*/img1*.jpg"]).num_rows == 100
+    assert items([f"{s3_tree}/*.png"]).num_rows == 0  # case matters in names, as on S3
+    assert uris(items([f"{s3_tree}/*.PNG"])) == [f"{s3_tree}/top.PNG"]
 
     for path in ("a/x.jpg", "a/b/y.jpg", "a/b/c/z.png", "w.jpg"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes(b"x")
-    assert uris(discover.discover([f"{tmp_path}/a/*.jpg"])) == [f"{tmp_path}/a/x.jpg"]
-    assert uris(discover.discover([f"{tmp_path}/a/**/*.jpg"])) == [f"{tmp_path}/a/b/y.jpg", f"{tmp_path}/a/x.jpg"]
-    assert discover.discover([f"{tmp_path}/**"]).num_rows == 4
-    assert discover.discover([f"{tmp_path}/nothing/*.jpg"]).num_rows == 0
+    assert uris(items([f"{tmp_path}/a/*.jpg"])) == [f"{tmp_path}/a/x.jpg"]
+    assert uris(items([f"{tmp_path}/a/**/*.jpg"])) == [f"{tmp_path}/a/b/y.jpg", f"{tmp_path}/a/x.jpg"]
+    assert items([f"{tmp_path}/**"]).num_rows == 4
+    assert items([f"{tmp_path}/nothing/*.jpg"]).num_rows == 0
 
 
 def test_local_folder_walk_matches_the_files_on_disk(tmp_path):
@@ -78,7 +102,7 @@ def test_local_folder_walk_matches_the_files_on_disk(tmp_path):
             path.write_bytes(b"y" * i)
             expected.append(str(path))
 
-    table = discover.discover([str(tmp_path)])
+    table = items([str(tmp_path)])
 
     assert uris(table) == sorted(expected)
     assert table["size_bytes"].to_pylist() == [int(u[-6]) for u in sorted(expected)]
@@ -94,11 +118,11 @@ def test_manifests_text_csv_and_parquet(s3fs_client, s3_tree, tmp_path):
     pq.write_table(pa.table({"uri": some}), tmp_path / "plain.parquet")
 
     for name in ("list.txt", "list.csv", "plain.parquet"):
-        table = discover.discover([str(tmp_path / name)])
+        table = items([str(tmp_path / name)])
         assert uris(table) == sorted(some + ([missing] if name == "list.txt" else [])), name
         looked_up = table.filter(pc.equal(table["uri"], some[0])).to_pylist()[0]
         assert looked_up["etag"] == s3fs_client.info(some[0])["ETag"].strip('"')
-    gone = discover.discover([str(tmp_path / "list.txt")]).to_pylist()[-1]
+    gone = items([str(tmp_path / "list.txt")]).to_pylist()[-1]
     assert gone == {"uri": missing, "etag": None, "size_bytes": None, "modality": "image"}
 
 
@@ -114,7 +138,7 @@ def test_inventory_style_manifest_is_taken_as_it_is(s3fs_client, s3_tree, tmp_pa
     pacsv.write_csv(inventory.select(["uri", "etag", "size"]), tmp_path / "inventory.csv")
 
     for manifest in (f"s3://{bucket}/inventory.parquet", str(tmp_path / "inventory.csv")):
-        table = discover.discover([manifest])
+        table = items([manifest])
         assert table.num_rows == n
         assert uris(table) == sorted(names.to_pylist())
         first = table.slice(0, 1).to_pylist()[0]
@@ -123,13 +147,13 @@ def test_inventory_style_manifest_is_taken_as_it_is(s3fs_client, s3_tree, tmp_pa
 
 def test_unusable_inputs_say_what_to_fix(bucket, tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        discover.discover([f"s3://{bucket}/no-such-prefix"])
+        items([f"s3://{bucket}/no-such-prefix"])
     pq.write_table(pa.table({"path": ["a.jpg"]}), tmp_path / "bad.parquet")
     with pytest.raises(InputError, match="no 'uri' column"):
-        discover.discover([str(tmp_path / "bad.parquet")])
+        items([str(tmp_path / "bad.parquet")])
     (tmp_path / "bad.csv").write_text("path\na.jpg\n")
     with pytest.raises(InputError, match="no 'uri' column"):
-        discover.discover([str(tmp_path / "bad.csv")])
+        items([str(tmp_path / "bad.csv")])
 
 
 def test_s3_listing_streams_page_by_page_and_can_stop_early(s3fs_client, s3_tree, monkeypatch):

@@ -20,7 +20,8 @@ import soundfile as sf
 
 from analytics import views
 from ghostnet.audio import DEFAULT_FRONTEND, hop_samples, window_samples
-from jobs.label import COMMAND, config_from_args
+from jobs._run_config import config_from_args
+from jobs.run import COMMAND
 from pipeline.audio import item_windows, read_and_decode_audio
 from pipeline.config import RunConfig
 from pipeline.errors import UsageError
