@@ -87,6 +87,7 @@ class DeltaLog:
 
     def __init__(self, uri: str, name: str, table: DeltaTable) -> None:
         self.uri, self.name, self._table = uri, name, table
+        self._apps: dict[str, int | None] = {}  # application versions read at this snapshot
 
     @overload
     @classmethod
@@ -101,6 +102,7 @@ class DeltaLog:
 
     def refresh(self) -> None:
         storage.with_retries(self._table.update_incremental)
+        self._apps.clear()
 
     def clone(self) -> DeltaLog:
         return DeltaLog.open(self.uri, self.name, create=True)
@@ -112,7 +114,9 @@ class DeltaLog:
         return pa.table(self._table.get_add_actions(flatten=True))
 
     def app_version(self, app: str) -> int | None:
-        return self._table.transaction_version(app)
+        if app not in self._apps:
+            self._apps[app] = self._table.transaction_version(app)
+        return self._apps[app]
 
     def commit(self, adds: Sequence[FileStats], *, run_date: str, apps: Mapping[str, int],
                metadata: Mapping[str, str]) -> None:
@@ -123,6 +127,7 @@ class DeltaLog:
             app_transactions=[Transaction(app, version) for app, version in apps.items()],
             custom_metadata=dict(metadata),
         )
+        self._apps.clear()
         try:
             storage.with_retries(lambda: self._table.create_write_transaction(
                 actions, mode="append", schema=table_schema(self.name), partition_by=[PARTITION],

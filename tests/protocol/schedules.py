@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ MODELS = (("ghostnet_050", 0), ("ghostnet_050", 1))  # two identities: same arch
 MAINTENANCE = ("compact:predictions", "compact:channel_stats", "z_order:predictions", "checkpoint:predictions",
                "checkpoint:channel_stats", "vacuum:predictions", "vacuum:channel_stats")
 HOSTS = ("host-a", "host-b", "host-c")
+# Thousands of tiny tables: in memory where the machine has a tmpfs, as a test's scratch should be.
+SCRATCH = os.environ.get("GHOSTNET_SCHEDULE_SCRATCH") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
 
 
 @dataclass
@@ -122,7 +125,7 @@ def run_schedule(schedule: Schedule, output: str | None = None, *, under_test: M
     """Run ``schedule`` on a fresh output (``output``, a URI; else a folder on local disk), let every
     dead run be found, then check."""
     impl = under_test or implementation()
-    workdir = Path(tempfile.mkdtemp(prefix="schedule-"))
+    workdir = Path(tempfile.mkdtemp(prefix="schedule-", dir=SCRATCH))
     root = output or str(workdir / "out")
     sim = Sim(random.Random(schedule.seed * 7919 + 1), root, workdir, fault_p=schedule.fault_p)
     patches = impl.install(sim)
