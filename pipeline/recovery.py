@@ -12,8 +12,9 @@ the storage's clock (:func:`is_dead`) and finishes it (:func:`finish_dead_run`):
 2. it commits the statistics of the shards whose predictions committed;
 3. it lists the run's files and, if the fence still holds (no resume took the run over since),
    deletes those of shards that no attempt committed: no one can commit them any more;
-4. it reconciles the record with the log (a pending shard counts only if its commit is there) and
-   makes it final, ``failed``.
+4. it reads the record again (every shard is listed as pending before its commit, and nothing of
+   the run commits after the fence), reconciles it with the log (a pending shard counts only if its
+   commit is there) and makes it final, ``failed``.
 
 Committed files are never deleted here, whatever happened to them since (compaction may have
 replaced them): that is Delta ``vacuum``'s job, under its retention rules.
@@ -67,6 +68,9 @@ def finish_dead_run(layout: OutputLayout, tables_: Tables, record: RunRecord, ho
     fenced = fence(tables_.predictions, record.run_id, record.run_date, still_dead=still_dead)
     if fenced is None:
         return False
+    # Read again: a shard is listed as pending before its commit, and no commit of the run lands
+    # after the fence, so the record read now knows of every shard the log can hold.
+    record = records.load_live(layout.runs, record.run_id) or record
     log.warning("run %s stopped without ending (driver lost); fenced it and clearing what it left", record.run_id)
     deleted = _settle(layout, tables_, record.run_id, record.run_date, attempt=None, owner=fenced)
     final = records.load_final(layout.runs, record.run_id)
