@@ -45,9 +45,9 @@ def attempt_of(root: Path, spec: WriterSpec, *, engine: Callable[[OutputLayout],
     listing = plans.spill_listing([listing_batch(spec.items)], work / "listing", ["image"])
     make = engine or (lambda layout: DirectEngine(layout, spec.files_per_shard))
     return label(
-        spec.config(str(root)), spec.spec().pinned(), kind="nightly" if spec.kind == "nightly" else "run", layout=layout,
-        tables_=delta.open_tables(layout), listing=listing, work=work / "image", host=host or Host(), labels=4,
-        engine=lambda run_id, listing_s, plan_s: make(layout))
+        spec.config(str(root)), spec.spec().pinned(), kind="nightly" if spec.kind == "nightly" else "run",
+        layout=layout, tables_=delta.open_tables(layout), listing=listing, work=work / "image", host=host or Host(),
+        labels=4, engine=lambda run_id, listing_s, plan_s: make(layout))
 
 
 class Failing(DirectEngine):
