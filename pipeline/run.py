@@ -38,6 +38,7 @@ from pipeline.config import RunConfig
 from pipeline.delta import DeltaLog, open_tables
 from pipeline.errors import InternalError, RunFailed, UsageError, raised_by_us
 from pipeline.fencing import Attempt, Host
+from pipeline.kinds import AUTO, Modality
 from pipeline.model import ModelSpec
 from pipeline.plan import Listing, Plan
 from pipeline.record import RunRecord, validate_run_date, validate_run_id
@@ -164,7 +165,7 @@ def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
 def _listed(config: RunConfig) -> Iterator[tuple[Listing, Path]]:
     work = Path(tempfile.mkdtemp(prefix="ghostnet-plan-"))
     try:
-        modalities = ["image", "audio"] if config.modality == "auto" else [config.modality]
+        modalities = list(config.modalities)
         listing = plan.spill_listing(discover.list_inputs(config.inputs), work / "listing", modalities)
         log.info("listed %d objects in %.1f s", listing.listed, listing.seconds)
         yield listing, work
@@ -173,10 +174,10 @@ def _listed(config: RunConfig) -> Iterator[tuple[Listing, Path]]:
 
 
 def _per_modality(config: RunConfig, listing: Listing) -> list[RunConfig]:
-    if config.modality != "auto":
+    if config.modality != AUTO:
         return [config]
-    found = [m for m in ("image", "audio") if listing.items[m]]
-    return [config.for_modality(m) for m in found] or [config.for_modality("image")]
+    found = [m for m in config.modalities if listing.items[m]]
+    return [config.for_modality(m) for m in found] or [config.for_modality(Modality.IMAGE)]
 
 
 def model_spec(config: RunConfig) -> ModelSpec:
@@ -230,7 +231,7 @@ def label(config: RunConfig, spec: ModelSpec, *, kind: str, layout: OutputLayout
           listing: Listing, work: Path, host: Host, labels: int, engine: EngineStarter) -> RunRecord:
     """One modality's run, as one attempt of it on ``host``: finish dead runs, plan, then stream the
     shards through ``engine`` and commit them. Needs no Ray itself: the engine brings it."""
-    if config.modality not in ("image", "audio"):
+    if config.modality == AUTO:
         raise UsageError(f"a run labels one modality, got {config.modality!r}; use run_by_modality for auto")
     started = time.monotonic()
     for finished in recovery.recover_dead_runs(layout, tables_, host):
