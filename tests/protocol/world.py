@@ -160,7 +160,9 @@ def sweeper(sim: Sim, root: str, spec: SweeperSpec, host: Host) -> list[str]:
     """Another run's start on the output: it finishes the runs it judges dead."""
     layout = OutputLayout.of(root)
     finished: list[str] = []
+    tables_ = None
     for _ in range(spec.passes):
         sim.sleep(spec.gap_s)
-        finished += recovery.recover_dead_runs(layout, delta.open_tables(layout), host)
+        tables_ = tables_ or delta.open_tables(layout)
+        finished += recovery.recover_dead_runs(layout, tables_, host)
     return finished
