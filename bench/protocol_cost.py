@@ -85,6 +85,7 @@ def main() -> None:
               "requests": requests_per_shard(args.shards)}
     print(json.dumps(result["requests"], indent=2), flush=True)
     if not args.repeats:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
         return
     work = Path(tempfile.mkdtemp(prefix="protocol-cost-"))
     try:

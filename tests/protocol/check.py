@@ -46,9 +46,9 @@ def quiet() -> None:
 
 
 def summary(results: list[Result], seconds: float) -> dict:
-    outcomes: Counter[str] = Counter()
+    endings: Counter[str] = Counter()
     for result in results:
-        outcomes.update(outcome.split(":")[0].split(" (")[0] for outcome in result.outcomes.values())
+        endings.update(result.endings)
     failed = [r for r in results if not r.ok]
     return {
         "schedules": len(results),
@@ -60,7 +60,7 @@ def summary(results: list[Result], seconds: float) -> dict:
         "storage_faults_injected": sum(r.faults for r in results),
         "crashes": sum(r.crashes for r in results),
         "clock_skews_s": [-3600, 3600],
-        "actor_endings": dict(sorted(outcomes.items())),
+        "actor_endings": dict(sorted(endings.items())),
     }
 
 

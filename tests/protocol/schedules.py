@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,7 @@ class Result:
     schedule: Schedule
     violations: list[str]
     outcomes: dict[str, str]
+    endings: dict[str, int]  # how the actors ended: a writer's record status or exception, swept, maintained
     trace: list[str]
     faults: int
     crashes: int
@@ -135,13 +137,14 @@ def run_schedule(schedule: Schedule, output: str | None = None, *, under_test: M
         sim.run()
         sim.finish()
         outcomes = {a.name: _describe(a.outcome) for a in sim.actors}
+        endings = Counter(_ending(a.outcome) for a in sim.actors)
         facts = _facts(schedule, sim.actors)
         bugs = [f"{a.name} ended with {outcomes[a.name]}" for a in sim.actors
                 if isinstance(a.outcome, BaseException) and not isinstance(a.outcome, impl.EXPECTED)]
         crashes = sum(a.crashed for a in sim.actors)
         _recover_everything(sim, root, impl)
         violations = bugs + invariants.check_all(root, facts, sim.violations)
-        return Result(schedule, violations, outcomes, sim.trace, sim.faults, crashes, len(sim.trace))
+        return Result(schedule, violations, outcomes, dict(endings), sim.trace, sim.faults, crashes, len(sim.trace))
     finally:
         patches.undo()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -183,6 +186,16 @@ def _facts(schedule: Schedule, actors: list[Actor]) -> invariants.Facts:
                  else {"model": record.model, "weights_sha256": record.weights_sha256})
         facts.promised.append((spec.name, where, specs.item_uris(spec.items)))
     return facts
+
+
+def _ending(outcome: Any) -> str:
+    if isinstance(outcome, RunRecord):
+        return f"writer {outcome.status}"
+    if isinstance(outcome, BaseException):
+        return type(outcome).__name__
+    if isinstance(outcome, list) and all(":" in str(o) for o in outcome) and outcome:
+        return "maintainer done"
+    return "sweeper done"
 
 
 def _describe(outcome: Any) -> str:
