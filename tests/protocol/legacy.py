@@ -66,43 +66,14 @@ def install(sim: Any) -> Any:
     original = {name: getattr(storage, name) for name in ("read_bytes", "write_bytes", "remove_file", "list_prefix",
                                                           "list_names", "exists", "list_files")}
 
-    def write_bytes(uri: str, data: bytes) -> None:
-        fault = sim.point("put", write=True)
-        if fault == "before":
-            raise sim.fail("put")
-        existed = original["exists"](uri)
-        original["write_bytes"](uri, data)
-        sim.stamp(uri)
-        sim.written(uri, data, existed=existed)
-        if fault == "after":
-            raise sim.fail("put")
-
-    def passing(op: str, name: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            sim.point(op)
-            return original[name](*args, **kwargs)
-        return call
-
     for name, op in (("read_bytes", "get"), ("remove_file", "delete"), ("list_prefix", "list"),
                      ("list_names", "list"), ("exists", "head"), ("list_files", "list")):
-        patches.set(storage, name, passing(op, name))
-    patches.set(storage, "write_bytes", write_bytes)
-    open_table, append = tables.open_table, tables.append
-
-    def opened(*args: Any, **kwargs: Any) -> Any:
-        sim.point("table-open")
-        return open_table(*args, **kwargs)
-
-    def appended(table: Any, name: str, *args: Any, **kwargs: Any) -> None:
-        fault = sim.point(f"commit-{name}", write=True)
-        if fault == "before":
-            raise sim.fail("commit")
-        append(table, name, *args, **kwargs)
-        if fault == "after":
-            raise sim.fail("commit")
-
-    patches.set(tables, "open_table", opened)
-    patches.set(tables, "append", appended)
+        patches.set(storage, name, sim.passing(op, original[name]))
+    patches.set(storage, "write_bytes", sim.storing("put", original["write_bytes"], original["exists"], create=False))
+    append = tables.append
+    patches.set(tables, "open_table", sim.passing("table-open", tables.open_table))
+    patches.set(tables, "append", lambda table, name, *args, **kwargs: sim.failing(
+        f"commit-{name}", append)(table, name, *args, **kwargs))
     patches.set(records, "time", _Clock(sim))
     patches.set(records, "now", lambda: datetime.fromtimestamp(sim.host_clock(), timezone.utc).isoformat())
     patches.set(runs, "_heartbeat", lambda layout, record: sim.heartbeat(_Beat(layout, record, records), None))

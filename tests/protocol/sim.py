@@ -119,6 +119,38 @@ class Sim:
     def fail(self, op: str) -> InjectedFault:
         return InjectedFault(f"injected storage fault at {op}: 503 Service Unavailable")
 
+    # --- wrappers that make an implementation's I/O functions into points ---------------------
+
+    def passing(self, op: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``call``, parked at a point first."""
+        def passed(*args: Any, **kwargs: Any) -> Any:
+            self.point(op)
+            return call(*args, **kwargs)
+        return passed
+
+    def failing(self, op: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``call``, a write: parked at a point first, and it may fail before it happens or after."""
+        def written(*args: Any, **kwargs: Any) -> Any:
+            fault = self.point(op, write=True)
+            if fault == "before":
+                raise self.fail(op)
+            result = call(*args, **kwargs)
+            if fault == "after":
+                raise self.fail(op)
+            return result
+        return written
+
+    def storing(self, op: str, put: Callable[[str, bytes], None], exists: Callable[[str], bool], *,
+                create: bool) -> Callable[[str, bytes], None]:
+        """``put(uri, data)``, a write that stamps the object with the storage clock and is checked
+        never to write an existing data file (``create``: the call refuses existing objects itself)."""
+        def stored(uri: str, data: bytes) -> None:
+            existed = not create and exists(uri)
+            put(uri, data)
+            self.stamp(uri)
+            self.written(uri, data, existed=existed)
+        return self.failing(op, stored)
+
     def _beat_if_due(self, actor: Actor) -> None:
         if actor.beating is None or self.now - actor.last_beat < HEARTBEAT_S:
             return

@@ -52,67 +52,18 @@ def install(sim: Sim) -> Patches:
     original = {name: getattr(storage, name) for name in (
         "read_bytes", "write_bytes", "create_file", "remove_file", "list_prefix", "list_names", "size", "exists")}
 
-    def read_bytes(uri: str, *, etag: str | None = None) -> bytes:
-        sim.point("get")
-        return original["read_bytes"](uri, etag=etag)
-
-    def write_bytes(uri: str, data: bytes) -> None:
-        fault = sim.point("put", write=True)
-        if fault == "before":
-            raise sim.fail("put")
-        existed = original["exists"](uri)
-        original["write_bytes"](uri, data)
-        sim.stamp(uri)
-        sim.written(uri, data, existed=existed)
-        if fault == "after":
-            raise sim.fail("put")
-
-    def create_file(uri: str, data: bytes) -> None:
-        fault = sim.point("create", write=True)
-        if fault == "before":
-            raise sim.fail("create")
-        original["create_file"](uri, data)
-        sim.stamp(uri)
-        sim.written(uri, data, existed=False)
-        if fault == "after":
-            raise sim.fail("create")
-
-    def passing(op: str, name: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            sim.point(op)
-            return original[name](*args, **kwargs)
-        return call
-
-    for name, op in (("remove_file", "delete"), ("list_prefix", "list"), ("list_names", "list"),
-                     ("size", "head"), ("exists", "head")):
-        patches.set(storage, name, passing(op, name))
-    patches.set(storage, "read_bytes", read_bytes)
-    patches.set(storage, "write_bytes", write_bytes)
-    patches.set(storage, "create_file", create_file)
+    for name, op in (("read_bytes", "get"), ("remove_file", "delete"), ("list_prefix", "list"),
+                     ("list_names", "list"), ("size", "head"), ("exists", "head")):
+        patches.set(storage, name, sim.passing(op, original[name]))
+    patches.set(storage, "write_bytes", sim.storing("put", original["write_bytes"], original["exists"], create=False))
+    patches.set(storage, "create_file", sim.storing("create", original["create_file"], original["exists"], create=True))
     patches.set(storage, "modified", lambda uri: (sim.point("head"), sim.modified(uri, original["exists"](uri)))[1])
     patches.set(storage, "storage_now", lambda folder: (sim.point("clock"), sim.now)[1])
-
-    open_table, refresh, commit = delta.open_table, delta.DeltaLog.refresh, delta.DeltaLog.commit
-
-    def opened(uri: str, name: str, *, create: bool = False) -> Any:
-        sim.point("table-open")
-        return open_table(uri, name, create=create)
-
-    def refreshed(self: delta.DeltaLog) -> None:
-        sim.point("table-read")
-        refresh(self)
-
-    def committed(self: delta.DeltaLog, adds: Any, **kwargs: Any) -> None:
-        fault = sim.point(f"commit-{self.name}", write=True)
-        if fault == "before":
-            raise sim.fail("commit")
-        commit(self, adds, **kwargs)
-        if fault == "after":
-            raise sim.fail("commit")
-
-    patches.set(delta, "open_table", opened)
-    patches.set(delta.DeltaLog, "refresh", refreshed)
-    patches.set(delta.DeltaLog, "commit", committed)
+    commit = delta.DeltaLog.commit
+    patches.set(delta, "open_table", sim.passing("table-open", delta.open_table))
+    patches.set(delta.DeltaLog, "refresh", sim.passing("table-read", delta.DeltaLog.refresh))
+    patches.set(delta.DeltaLog, "commit", lambda table, adds, **kwargs: sim.failing(
+        f"commit-{table.name}", commit)(table, adds, **kwargs))
     patches.set(runstate.RunState, "heartbeat", lambda state, table, every_s=30.0: sim.heartbeat(state, table))
     return patches
 
