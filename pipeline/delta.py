@@ -5,10 +5,11 @@ created with a conditional PUT, so concurrent writers never lose a commit, and a
 carries an application id some commit since its snapshot also set fails (the protocol's fences and
 idempotency rest on that; /work/shared/reference/delta-lake.md has what was checked).
 
-Creating a table is race-free: the first log entry is made aside by delta-rs and then created in
-place only if no entry is there yet (``If-None-Match`` on S3, a hard link on local disk), so two
-writers that create one output at once end with one table id. delta-rs's own create would retry a
-lost race as a second ``CREATE TABLE`` commit with another id.
+Creating a table is race-free: its first log entry (protocol, metadata with the table's id and
+schema, commit info, as delta-rs writes them) is created only if no entry is there yet
+(``If-None-Match`` on S3, a hard link on local disk), so two writers that create one output at
+once end with one table id. delta-rs's own create would retry a lost race as a second
+``CREATE TABLE`` commit with another id.
 
 S3 endpoint and credentials come from the standard AWS environment, which delta-rs reads by
 itself; only the permission to speak plain HTTP to an ``http://`` endpoint is passed here.
@@ -16,15 +17,16 @@ itself; only the permission to speak plain HTTP to an ``http://`` endpoint is pa
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Literal, overload
 
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction, Transaction
 
@@ -63,17 +65,27 @@ def open_table(uri: str, name: str, *, create: bool = False) -> DeltaTable | Non
 
 def _create(uri: str, name: str) -> None:
     """Create the first log entry of an empty table at ``uri``, unless one is there already."""
-    aside = tempfile.mkdtemp(prefix="ghostnet-table-")
     try:
-        DeltaTable.create(aside, schema=table_schema(name), partition_by=[PARTITION], name=name)
-        with open(os.path.join(aside, FIRST_ENTRY), "rb") as f:
-            entry = f.read()
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
-    try:
-        storage.create_file(storage.join(uri, FIRST_ENTRY), entry)
+        storage.create_file(storage.join(uri, FIRST_ENTRY), _first_entry(name))
     except FileExistsError:
         pass  # another writer created it first: theirs is the table
+
+
+def _first_entry(name: str) -> bytes:
+    """Version 0 of an empty table of ``name``: the actions delta-rs's create writes."""
+    now_ms = int(time.time() * 1000)
+    metadata = {"id": str(uuid.uuid4()), "name": name, "description": None,
+                "format": {"provider": "parquet", "options": {}},
+                "schemaString": DeltaSchema.from_arrow(table_schema(name)).to_json(),
+                "partitionColumns": [PARTITION], "createdTime": now_ms, "configuration": {}}
+    actions = [
+        {"commitInfo": {"timestamp": now_ms, "operation": "CREATE TABLE",
+                        "operationParameters": {"mode": "ErrorIfExists", "metadata": json.dumps(metadata)},
+                        "clientVersion": "ghostnet-pipeline"}},
+        {"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+        {"metaData": metadata},
+    ]
+    return "\n".join(json.dumps(action) for action in actions).encode()
 
 
 def open_tables(layout: OutputLayout) -> Tables:
