@@ -7,8 +7,9 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -74,6 +75,80 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
             log.warning("kept the private Ray's logs in %s (%s is set)", temp_dir, KEEP_LOGS)
         else:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def starting(address: str | None = None, *, num_cpus: int | None = None,
+             warm: tuple[str, ...] = ()) -> Iterator[Callable[[], str]]:
+    """:func:`connect`, begun in the background: yields ``join``, which waits until Ray is up and
+    returns connect's description, so that Ray's start overlaps what the driver does meanwhile
+    (listing, loading the model, opening the tables).
+
+    Ray is started, and at the end shut down, by a thread that lives as long as the session: the
+    processes of a local Ray die with the thread that started them (their parent-death signal).
+    Once Ray is up, one task per CPU imports the modules named in ``warm`` in the idle workers,
+    which Ray then gives to the run's actors and tasks: their start no longer waits for torch.
+    Leaving the block before ``join`` (an error in the checks) still waits for the start to end.
+    """
+    if ray.is_initialized():
+        yield lambda: "the Ray already connected in this process"
+        return
+    session = _Background(address, num_cpus, warm)
+    try:
+        yield session.join
+    finally:
+        session.close()
+
+
+class _Background:
+    def __init__(self, address: str | None, num_cpus: int | None, warm: tuple[str, ...]) -> None:
+        self._connect = lambda: connect(address, num_cpus=num_cpus)
+        self._warm = warm
+        self._up, self._done = threading.Event(), threading.Event()
+        self._description: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="ray-session", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            with self._connect() as description:
+                self._description = description
+                if self._warm:
+                    _warm_workers(self._warm)
+                self._up.set()
+                self._done.wait()
+        except BaseException as exc:  # noqa: BLE001 - handed to the driver's thread by join()
+            self._error = exc
+        finally:
+            self._up.set()
+
+    def join(self) -> str:
+        self._up.wait()
+        if self._error is not None:
+            raise self._error
+        if self._description is None:
+            raise RuntimeError("the Ray session ended before it was joined")
+        return self._description
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _warm_workers(modules: tuple[str, ...]) -> None:
+    """One task per CPU of the cluster that imports ``modules``; not waited for."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    for _ in range(cpus):
+        _import.options(num_cpus=0).remote(modules)
+
+
+@ray.remote
+def _import(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _private_temp_dir() -> str:
