@@ -138,6 +138,7 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
                 "decode_on_device": on_device,
                 "max_pixels": config.max_pixels,
                 "compile": config.compile,
+                "engine_name": config.engine,
                 "batch_size": batch_size,
                 "reporter": reporter,
             },

@@ -46,6 +46,8 @@ def decoded_batch(n: int, seed: int, failed: tuple[int, ...] = ()) -> pa.Table:
 
 
 def predictor(tmp_path, **kwargs) -> Predictor:
+    """An actor of SPEC; eager torch unless ``kwargs`` say otherwise (``compile``, ``engine_name``)."""
+    kwargs.setdefault("engine_name", "torch")
     return Predictor(SPEC, run_id="t", embeddings=True, torch_threads=2, batch_size=BATCH, **kwargs)
 
 
