@@ -125,12 +125,11 @@ def child(argv: list[str]) -> None:
 
     _instrument()
     _event("imports", first_line, time.time())
-    start = time.time()
-    code = jobs.cli.main(argv)
-    _event("cli_main", start, time.time())
-    sys.stdout.flush()
-    if code:
-        sys.exit(code)
+    _timed(jobs.cli, "main", "cli_main")
+    sys.argv = ["ghostnet-pipeline", *argv]
+    if hasattr(jobs.cli, "entry"):  # what the console script runs: main, then the exit it chose
+        jobs.cli.entry()
+    sys.exit(jobs.cli.main())
 
 
 # --- the parent ---------------------------------------------------------------------------------
