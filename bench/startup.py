@@ -12,7 +12,9 @@ The events are wall-clock times in one file, so overlapping phases show as overl
 Modes, interleaved round-robin so that the machine's load hits them alike:
 - ``local``: no address; the run starts (and shuts down) its own private local Ray;
 - ``address``: a Ray started once beforehand (``ray start --head``, what a user keeps running in
-  another terminal), reused by every run with ``--address``: the interactive way.
+  another terminal), reused by every run with ``--address``: the interactive way;
+- ``baseline``: ``local`` on another checkout (``--baseline-root``, e.g. the code before a change),
+  so that a change's effect is measured side by side under the same load.
 
     python bench/startup.py [--images 32] [--repeats 3] [--modes local address] [--engine torch]
         [--out bench/results/startup.json]
@@ -40,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 MODEL = "ghostnet_100"
 TRACE = "GHOSTNET_STARTUP_TRACE"  # the folder where the child and its actors write their events
-MODES = ("local", "address")
+MODES = ("local", "address", "baseline")
 
 
 # --- the child: one run, instrumented -----------------------------------------------------------
@@ -181,15 +183,16 @@ class RunningRay:
 
 
 def one_run(mode: str, images: Path, weights: Path, work: Path, env: dict, extra: list[str],
-            ray_running: RunningRay | None) -> dict:
+            ray_running: RunningRay | None, root: Path = ROOT) -> dict:
     address = ray_running.address if ray_running else None
     trace = Path(tempfile.mkdtemp(prefix="trace-", dir=work))
     output = work / f"out-{trace.name}"
     argv = ["run", "--input", str(images), "--output", str(output), "--model", MODEL, "--weights", str(weights),
             *extra, *(["--address", address] if address else [])]
     started = time.time()
-    done = subprocess.run([sys.executable, __file__, "--child", *argv], env={**env, TRACE: str(trace)},
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, __file__, "--child", *argv], cwd=root,
+                          env={**env, TRACE: str(trace), "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                          check=False)
     ended = time.time()
     if done.returncode:
         raise RuntimeError(f"run failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
@@ -259,7 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["local", "address"])
+    parser.add_argument("--baseline-root", type=Path, default=None, help="the checkout that mode baseline runs")
     parser.add_argument("--run-args", default="", help="more `run` flags for every run, e.g. '--engine onnx'")
     parser.add_argument("--label", default="", help="what this results file measures (written into it)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "startup.json")
@@ -279,7 +283,8 @@ def main() -> None:
         for repeat in range(args.repeats):
             for mode in args.modes:
                 row = one_run(mode, images, weights, work, env, args.run_args.split(),
-                              ray_running if mode == "address" else None)
+                              ray_running if mode == "address" else None,
+                              args.baseline_root if mode == "baseline" else ROOT)
                 runs.append(row)
                 print(f"{mode} #{repeat}: {row['wall_s']:.2f} s wall  {json.dumps(row['phases'])}", flush=True)
     finally:
@@ -295,6 +300,8 @@ def main() -> None:
         "loadavg_start": uptime_start,
         "loadavg_end": Path("/proc/loadavg").read_text().strip(),
         "model": MODEL, "images": args.images, "run_args": args.run_args,
+        "baseline_root": str(args.baseline_root) if args.baseline_root else None,
+        "baseline_commit": _commit(args.baseline_root) if args.baseline_root else None, "commit": _commit(ROOT),
         "summary": summary(runs),
         "runs": runs,
     }
@@ -302,6 +309,12 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def _commit(root: Path) -> str:
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip()
 
 
 def _cpu_name() -> str:

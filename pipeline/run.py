@@ -74,6 +74,9 @@ class Engine(Protocol):
 # Starts an attempt's engine: (run id, seconds spent listing, seconds spent planning) -> Engine.
 EngineStarter = Callable[[str, float, float], Engine]
 
+# What the stages import in Ray's workers: imported there while the driver loads the model (cluster.starting).
+WORKER_MODULES = ("pipeline.predict", "pipeline.decode", "pipeline.sink")
+
 
 def new_run_id(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
@@ -148,14 +151,18 @@ def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
     goes on from what it committed.
     """
     from pipeline import cluster
-    from pipeline.stages import RayEngine
 
     with _listed(config) as (listing, work):
-        # Inputs, weights and output are checked, in that order, before anything is written or started.
-        models = [(c, _checked_model(c)) for c in _per_modality(config, listing)]
+        # Inputs and output are checked before anything starts; then Ray starts in the background while
+        # the weights are checked and the models load (torch's import with them): a bad model or weights
+        # file is still a usage error, once Ray is up and shut down again.
         layout = OutputLayout.of(config.output)
         tables_ = _open_tables(layout)
-        with cluster.connect(config.address, num_cpus=config.num_cpus):
+        with cluster.starting(config.address, num_cpus=config.num_cpus, warm=WORKER_MODULES) as join_ray:
+            models = [(c, _checked_model(c)) for c in _per_modality(config, listing)]
+            from pipeline.stages import RayEngine  # torch, Ray Data: imported while Ray starts
+
+            join_ray()
             return [label(c, spec, kind=kind, layout=layout, tables_=tables_, listing=listing, work=work / c.modality,
                           host=Host(), labels=len(meta.labels), engine=RayEngine.starter(c, spec, meta, layout))
                     for c, (spec, meta) in models]
