@@ -14,6 +14,7 @@ and std (torchvision's transforms on the decoded image). Each writes ``path`` an
 ids) to Parquet. Nothing here imports the project.
 
     python bench/peer_jobs.py raydata|daft --input DIR --output DIR --weights FILE [--batch-size 32]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -66,20 +67,22 @@ def raydata(args: argparse.Namespace) -> None:
 
     class Classifier:
         def __init__(self) -> None:
-            self.model = load_model(args.weights)
+            self.model = load_model(args.weights).to(args.device)
 
         def __call__(self, batch: dict) -> dict:
             with torch.inference_mode():
-                logits = self.model(torch.as_tensor(batch["image"]))
-            return {"path": batch["path"], "top5": logits.topk(5, dim=1).indices.numpy()}
+                logits = self.model(torch.as_tensor(batch["image"], device=args.device))
+            return {"path": batch["path"], "top5": logits.topk(5, dim=1).indices.cpu().numpy()}
 
-    cpus = int(ray.cluster_resources()["CPU"])
+    resources = ray.cluster_resources()
+    if args.device == "cuda":  # the guide's GPU form: one actor per GPU
+        pool = {"compute": ray.data.ActorPoolStrategy(size=int(resources["GPU"])), "num_gpus": 1}
+    else:  # one CPU per actor; the rest of the machine decodes and preprocesses
+        pool = {"compute": ray.data.ActorPoolStrategy(size=max(1, int(resources["CPU"]) - 1)), "num_cpus": 1}
     (
         ray.data.read_images(args.input, mode="RGB", include_paths=True)
         .map_batches(preprocess_batch, batch_size=args.batch_size)
-        # One CPU per actor; the rest of the machine decodes and preprocesses.
-        .map_batches(Classifier, compute=ray.data.ActorPoolStrategy(size=max(1, cpus - 1)), num_cpus=1,
-                     batch_size=args.batch_size)
+        .map_batches(Classifier, batch_size=args.batch_size, **pool)
         .write_parquet(args.output)
     )
     ray.shutdown()
@@ -93,16 +96,16 @@ def daft_job(args: argparse.Namespace) -> None:
 
     preprocess = transform()
 
-    @daft.cls
+    @daft.cls(gpus=1 if args.device == "cuda" else 0)
     class Classifier:
         def __init__(self) -> None:
-            self.model = load_model(args.weights)
+            self.model = load_model(args.weights).to(args.device)
 
         @daft.method.batch(return_dtype=daft.DataType.list(daft.DataType.int64()), batch_size=args.batch_size)
         def __call__(self, images: daft.Series) -> list:
             batch = torch.stack([preprocess(Image.fromarray(np.asarray(image))) for image in images.to_pylist()])
             with torch.inference_mode():
-                return self.model(batch).topk(5, dim=1).indices.tolist()
+                return self.model(batch.to(args.device)).topk(5, dim=1).indices.tolist()
 
     df = daft.from_glob_path(os.path.join(args.input, "*.jpg"))
     df = df.with_column("image", df["path"].download().decode_image(mode="RGB"))
@@ -117,6 +120,7 @@ def main() -> None:
     parser.add_argument("--output", required=True)
     parser.add_argument("--weights", required=True)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     started = time.time()
     (raydata if args.system == "raydata" else daft_job)(args)
