@@ -21,6 +21,8 @@ LOCAL_NODE_IP = "127.0.0.2"
 KEEP_LOGS = "GHOSTNET_KEEP_RAY_LOGS"  # set: the private Ray's temp dir (its logs) stays after the run
 METRICS_PORT = "GHOSTNET_METRICS_PORT"  # set: the private Ray serves Prometheus metrics on this port
 
+START_ATTEMPTS = 2  # a private local Ray that fails to start is started once more
+
 log = logging.getLogger("ghostnet_pipeline")
 
 
@@ -56,18 +58,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         kwargs["_node_ip_address"] = LOCAL_NODE_IP
     if os.environ.get(METRICS_PORT):
         kwargs["_metrics_export_port"] = int(os.environ[METRICS_PORT])
-    ray.init(
-        address="local",
-        num_cpus=num_cpus or os.cpu_count(),
-        object_store_memory=object_store_bytes(),
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        configure_logging=True,
-        logging_level=logging.WARNING,
-        log_to_driver=not logs.is_json(),  # JSON logs: the workers' lines stay in Ray's log files
-        **kwargs,
-    )
-    try:
+    try:  # a start that fails also leaves no temp dir behind
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            object_store_memory=object_store_bytes(),
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+            log_to_driver=not logs.is_json(),  # JSON logs: the workers' lines stay in Ray's log files
+            **kwargs,
+        )
         yield f"a local Ray ({num_cpus or os.cpu_count()} CPUs, temp dir {temp_dir})"
     finally:
         ray.shutdown()
@@ -112,16 +114,30 @@ class _Background:
 
     def _serve(self) -> None:
         try:
-            with self._connect() as description:
-                self._description = description
-                if self._warm:
-                    _warm_workers(self._warm)
-                self._up.set()
-                self._done.wait()
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    self._session()
+                    return
+                except Exception as exc:
+                    if self._description is not None or attempt == START_ATTEMPTS:
+                        raise
+                    # On a machine loaded to many times its cores, Ray's raylet can miss the 30 s Ray
+                    # gives it to register (seen with a load average of 30 on 2 cores).
+                    log.warning("Ray did not start (%s: %s); starting it once more", type(exc).__name__,
+                                str(exc).strip()[:300])
+                    ray.shutdown()
         except BaseException as exc:  # noqa: BLE001 - handed to the driver's thread by join()
             self._error = exc
         finally:
             self._up.set()
+
+    def _session(self) -> None:
+        with self._connect() as description:
+            self._description = description
+            if self._warm:
+                _warm_workers(self._warm)
+            self._up.set()
+            self._done.wait()
 
     def join(self) -> str:
         self._up.wait()
