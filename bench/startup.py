@@ -38,7 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if "--child" not in sys.argv:  # a child imports the checkout its PYTHONPATH names (baseline or this one)
+    sys.path.insert(0, str(ROOT))
 
 MODEL = "ghostnet_100"
 TRACE = "GHOSTNET_STARTUP_TRACE"  # the folder where the child and its actors write their events
@@ -122,11 +123,14 @@ class TimedPredictor:
 
 def child(argv: list[str]) -> None:
     first_line = time.time()
+    here = Path(__file__).resolve().parent  # bench/ itself, which Python put first: not a package root
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     _event("interpreter_to_first_line", _process_start(os.getpid()), first_line)
     import jobs.cli
 
     _instrument()
     _event("imports", first_line, time.time())
+    _event(f"code from {Path(jobs.cli.__file__).resolve().parents[1]}", first_line, first_line)
     _timed(jobs.cli, "main", "cli_main")
     sys.argv = ["ghostnet-pipeline", *argv]
     if hasattr(jobs.cli, "entry"):  # what the console script runs: main, then the exit it chose
