@@ -44,6 +44,7 @@ if "--child" not in sys.argv:  # a child imports the checkout its PYTHONPATH nam
 MODEL = "ghostnet_100"
 TRACE = "GHOSTNET_STARTUP_TRACE"  # the folder where the child and its actors write their events
 MODES = ("local", "address", "baseline")
+RUN_TIMEOUT_S = 600
 
 
 # --- the child: one run, instrumented -----------------------------------------------------------
@@ -169,20 +170,28 @@ class RunningRay:
         self._wait(env)
 
     def _wait(self, env: dict) -> None:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             probe = subprocess.run([str(Path(sys.executable).with_name("ray")), "status", f"--address={self.address}"],
                                    env=env, capture_output=True, text=True, check=False)
-            if probe.returncode == 0:
+            # Up once a node (its raylet) has registered, not merely the GCS: `ray start` gives up on
+            # a raylet that misses 30 s, which a loaded machine sees.
+            if probe.returncode == 0 and "1 node" in probe.stdout.replace("node_", "node ") and self.alive():
                 return
             if self.process.poll() is not None:
                 raise RuntimeError(f"ray start exited with {self.process.returncode}")
             time.sleep(1)
         raise RuntimeError("ray start did not come up in 120 s")
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def stop(self) -> None:
-        with_group = os.getpgid(self.process.pid)
-        os.killpg(with_group, signal.SIGTERM)
+        with_group = self.process.pid  # its own session: the group id is its pid
+        try:
+            os.killpg(with_group, signal.SIGTERM)
+        except ProcessLookupError:
+            return
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -199,7 +208,7 @@ def one_run(mode: str, images: Path, weights: Path, work: Path, env: dict, extra
     started = time.time()
     done = subprocess.run([sys.executable, __file__, "--child", *argv], cwd=root,
                           env={**env, TRACE: str(trace), "PYTHONPATH": str(root)}, capture_output=True, text=True,
-                          check=False)
+                          check=False, timeout=RUN_TIMEOUT_S)
     ended = time.time()
     if done.returncode:
         raise RuntimeError(f"run failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
@@ -280,41 +289,59 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="gnstart-", dir="/tmp"))
     uptime_start = Path("/proc/loadavg").read_text().strip()
     runs: list[dict] = []
+    failed: list[dict] = []
     ray_running = None
+
+    def report_now() -> dict:
+        """The results file, rewritten after every run, so that a benchmark cut short keeps what ran."""
+        report = {
+            "benchmark": f"fixed cost of a {args.images}-image `ghostnet-pipeline run`, fresh process per run",
+            "label": args.label,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},
+            "python": platform.python_version(),
+            "loadavg_start": uptime_start,
+            "loadavg_end": Path("/proc/loadavg").read_text().strip(),
+            "model": MODEL, "images": args.images, "run_args": args.run_args,
+            "baseline_root": str(args.baseline_root) if args.baseline_root else None,
+            "baseline_commit": _commit(args.baseline_root) if args.baseline_root else None, "commit": _commit(ROOT),
+            "summary": summary(runs),
+            "failed_runs": failed,
+            "runs": runs,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
     try:
         images, weights = make_inputs(work, args.images)
-        if "address" in args.modes:
-            ray_running = RunningRay(work, env)
         # One uncounted run first: the page cache then holds the interpreter, torch and Ray for all alike.
-        one_run(args.modes[0], images, weights, work, env, args.run_args.split(), None)
+        one_run("local", images, weights, work, env, args.run_args.split(), None)
         for repeat in range(args.repeats):
             for mode in args.modes:
-                row = one_run(mode, images, weights, work, env, args.run_args.split(),
-                              ray_running if mode == "address" else None,
-                              args.baseline_root if mode == "baseline" else ROOT)
+                if mode == "address" and (ray_running is None or not ray_running.alive()):
+                    if ray_running:
+                        ray_running.stop()
+                    ray_running = RunningRay(work, env)
+                try:
+                    row = one_run(mode, images, weights, work, env, args.run_args.split(),
+                                  ray_running if mode == "address" else None,
+                                  args.baseline_root if mode == "baseline" else ROOT)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    failed.append({"mode": mode, "repeat": repeat, "error": str(exc)[-1500:],
+                                   "load_avg_1min": os.getloadavg()[0]})
+                    print(f"{mode} #{repeat}: failed: {str(exc)[-300:]}", flush=True)
+                    report_now()
+                    continue
                 runs.append(row)
                 print(f"{mode} #{repeat}: {row['wall_s']:.2f} s wall  {json.dumps(row['phases'])}", flush=True)
+                report_now()
     finally:
         if ray_running:
             ray_running.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report = {
-        "benchmark": f"fixed cost of a {args.images}-image `ghostnet-pipeline run`, fresh process per run",
-        "label": args.label,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},
-        "python": platform.python_version(),
-        "loadavg_start": uptime_start,
-        "loadavg_end": Path("/proc/loadavg").read_text().strip(),
-        "model": MODEL, "images": args.images, "run_args": args.run_args,
-        "baseline_root": str(args.baseline_root) if args.baseline_root else None,
-        "baseline_commit": _commit(args.baseline_root) if args.baseline_root else None, "commit": _commit(ROOT),
-        "summary": summary(runs),
-        "runs": runs,
-    }
+    report = report_now()
     print(json.dumps(report["summary"], indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
