@@ -156,7 +156,7 @@ class RunningRay:
 
     def __init__(self, work: Path, env: dict) -> None:
         self.trace = work / "ray-trace"  # where its workers (the runs' actors) write their events
-        self.trace.mkdir()
+        self.trace.mkdir(exist_ok=True)
         env = {**env, TRACE: str(self.trace)}
         self.port = free_port()
         self.address = f"127.0.0.2:{self.port}"
@@ -319,11 +319,12 @@ def main() -> None:
         one_run("local", images, weights, work, env, args.run_args.split(), None)
         for repeat in range(args.repeats):
             for mode in args.modes:
-                if mode == "address" and (ray_running is None or not ray_running.alive()):
-                    if ray_running:
-                        ray_running.stop()
-                    ray_running = RunningRay(work, env)
                 try:
+                    if mode == "address" and (ray_running is None or not ray_running.alive()):
+                        if ray_running:
+                            ray_running.stop()
+                        ray_running = None
+                        ray_running = RunningRay(work, env)
                     row = one_run(mode, images, weights, work, env, args.run_args.split(),
                                   ray_running if mode == "address" else None,
                                   args.baseline_root if mode == "baseline" else ROOT)
