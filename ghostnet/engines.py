@@ -14,7 +14,8 @@ bench/engines.py, bench/RESULTS.md.
 from __future__ import annotations
 
 import copy
-import io
+import os
+import tempfile
 import warnings
 from typing import cast
 
@@ -46,16 +47,18 @@ def export_onnx(model: GhostNet, example: torch.Tensor) -> bytes:
     """The ONNX graph of `model.forward_all` (`model` in inference form, fp32), batch axis dynamic."""
     module = _Outputs(copy.deepcopy(model).float().to(memory_format=torch.contiguous_format)).eval()
     names = ["logits", "embedding", *channel_weight_names(model)]
-    buffer = io.BytesIO()
-    # The tracer warns at the input checks in `forward_features`: they hold for every batch the graph gets.
-    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            module, (example.float().contiguous(),), buffer, dynamo=False, opset_version=OPSET,
-            input_names=["input"], output_names=names,
-            dynamic_axes={name: {0: "batch"} for name in ["input", *names]},
-        )
-    return buffer.getvalue()
+    with tempfile.TemporaryDirectory(prefix="ghostnet-onnx-") as folder:
+        path = os.path.join(folder, "model.onnx")
+        # The tracer warns at the input checks in `forward_features`: they hold for every batch the graph gets.
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                module, (example.float().contiguous(),), path, dynamo=False, opset_version=OPSET,
+                input_names=["input"], output_names=names,
+                dynamic_axes={name: {0: "batch"} for name in ["input", *names]},
+            )
+        with open(path, "rb") as f:
+            return f.read()
 
 
 class OnnxEngine:
