@@ -51,7 +51,7 @@ def export_onnx(model: GhostNet, example: torch.Tensor) -> bytes:
         path = os.path.join(folder, "model.onnx")
         # The tracer warns at the input checks in `forward_features`: they hold for every batch the graph gets.
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")
             torch.onnx.export(
                 module, (example.float().contiguous(),), path, dynamo=False, opset_version=OPSET,
                 input_names=["input"], output_names=names,

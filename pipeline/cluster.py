@@ -104,7 +104,7 @@ def starting(address: str | None = None, *, num_cpus: int | None = None,
 
 class _Background:
     def __init__(self, address: str | None, num_cpus: int | None, warm: tuple[str, ...]) -> None:
-        self._connect = lambda: connect(address, num_cpus=num_cpus)
+        self._address, self._num_cpus = address, num_cpus
         self._warm = warm
         self._up, self._done = threading.Event(), threading.Event()
         self._description: str | None = None
@@ -132,7 +132,7 @@ class _Background:
             self._up.set()
 
     def _session(self) -> None:
-        with self._connect() as description:
+        with connect(self._address, num_cpus=self._num_cpus) as description:
             self._description = description
             if self._warm:
                 _warm_workers(self._warm)
