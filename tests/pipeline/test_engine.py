@@ -9,7 +9,8 @@ import logging
 import pytest
 
 import ghostnet.engines
-from jobs import cli, label
+from jobs import cli
+from jobs._run_config import config_from_args
 from pipeline.config import RunConfig
 from pipeline.errors import UsageError
 from tests.pipeline.test_compile import BATCH, assert_same_predictions, decoded_batch, predictor
@@ -67,7 +68,7 @@ def test_a_failed_export_runs_torch_with_a_warning(eager, cache, tmp_path, monke
 def test_the_engine_flag_reaches_the_config_and_bad_values_are_usage_errors(capsys):
     args = cli.build_parser().parse_args(["run", "--input", "/in", "--output", "/out", "--model", "ghostnet_050",
                                           "--engine", "onnx"])
-    assert label.config_from_args(args).engine == "onnx"
+    assert config_from_args(args).engine == "onnx"
     with pytest.raises(SystemExit) as exit_:
         cli.build_parser().parse_args(["run", "--engine", "tensorrt"])
     assert exit_.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err
