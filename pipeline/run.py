@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import secrets
 import shutil
@@ -411,7 +412,7 @@ def _new_record(config: RunConfig, spec: ModelSpec, labels: int, identity: RunId
         weights=storage.redact_uri(config.weights or "random"), weights_sha256=identity.weights_sha256,
         modality=config.modality, labels=labels, inputs=[storage.redact_uri(u) for u in config.inputs],
         reprocess=config.reprocess, not_items=dict(sorted(listing.skipped.items())), shard_size=config.shard_size,
-        config=_safe_config(config), versions=_versions(), items_listed=planned.items_listed,
+        config=_safe_config(config), versions=dict(_versions()), items_listed=planned.items_listed,
         duplicates=planned.duplicates, items_skipped=planned.items_labeled, items_to_label=planned.items,
         shards_total=len(planned.shards),
     )
@@ -443,8 +444,10 @@ def _safe_config(config: RunConfig) -> dict[str, Any]:
     return values
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
-    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "deltalake", "pillow", "soundfile", "soxr")
+    """What the record names as the software that labeled (read once: each lookup scans site-packages)."""
+    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "deltalake", "pillow", "soundfile", "soxr", "onnxruntime")
     found = {}
     for name in names:
         try:
