@@ -1,6 +1,6 @@
 """A scheduler reads our exit codes: does any subcommand exit non-zero after it has done its work?
 
-Labels a small folder once (several shards, two run dates, so the tables hold several files in
+Labels a small folder twice (six shards each, two run dates, so the tables hold several files in
 several partitions), then runs ``query``, ``report`` and ``run --reprocess`` again and again, each
 in a fresh process as a scheduler would, and counts the exit codes of those that finished their work (the
 expected output printed or written). Any code but 0 among them is a process that succeeded and
@@ -32,7 +32,7 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def label(images: Path, output: Path, run_date: str, env: dict[str, str], *more: str) -> subprocess.CompletedProcess:
-    return cli("run", "--input", str(images), "--output", str(output), *MODEL, "--shard-size", "4",
+    return cli("run", "--input", str(images), "--output", str(output), *MODEL, "--shard-size", "2",
                "--run-date", run_date, *more, env=env)
 
 
@@ -50,14 +50,14 @@ def main() -> int:
     for i in range(12):
         Image.new("RGB", (40 + 3 * i, 36), color=(20 * i, 200 - 15 * i, 90)).save(images / f"img_{i:02d}.png")
     for run_date in ("2026-11-27", "2026-11-28"):
-        first = label(images, output, run_date, env)
+        first = label(images, output, run_date, env, "--reprocess")
         if first.returncode != 0:
             print(first.stderr[-3000:], file=sys.stderr)
             return 1
 
     def query() -> tuple[int, bool]:
         done = cli("query", str(output), "SELECT run_date, count(*) FROM predictions GROUP BY 1 ORDER BY 1", env=env)
-        return done.returncode, "(2 rows)" in done.stdout
+        return done.returncode, done.stdout.endswith("(2 rows)\n")
 
     def report() -> tuple[int, bool]:
         page = work / "report.html"
