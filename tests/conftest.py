@@ -7,6 +7,7 @@ worker processes reach S3 exactly as they would in production: through the AWS c
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -41,6 +42,9 @@ def s3_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     port = free_port()
+    # werkzeug logs every request through a handler bound to the stderr of the test that made the
+    # first one, which pytest closes after that test: each later request printed a logging error.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
