@@ -19,6 +19,8 @@ from pipeline.model import ModelSpec
 from pipeline.predict import Predictor
 from pipeline.schema import DECODED, Status
 
+pytestmark = pytest.mark.slow
+
 SPEC = ModelSpec("ghostnet_050", "random", num_classes=10)
 BATCH = 8
 
