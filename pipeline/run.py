@@ -154,13 +154,13 @@ def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
     from pipeline import cluster
 
     with _listed(config) as (listing, work):
-        # Inputs and output are checked before anything starts; then Ray starts in the background while
-        # the weights are checked and the models load (torch's import with them): a bad model or weights
-        # file is still a usage error, once Ray is up and shut down again.
+        # Ray starts in the background while the weights are checked and the models load (torch's
+        # import with them); then the output's tables are opened (created if new). A bad model, weights
+        # file or output is a usage error that leaves the output as it was, once Ray is shut down again.
         layout = OutputLayout.of(config.output)
-        tables_ = _open_tables(layout)
         with cluster.starting(config.address, num_cpus=config.num_cpus, warm=WORKER_MODULES) as join_ray:
             models = [(c, _checked_model(c)) for c in _per_modality(config, listing)]
+            tables_ = _open_tables(layout)
             from pipeline.stages import RayEngine  # torch, Ray Data: imported while Ray starts
 
             join_ray()
