@@ -113,8 +113,10 @@ class DeltaLog:
         return None if table is None else cls(uri, name, table)
 
     def refresh(self) -> None:
+        seen = self._table.version()
         storage.with_retries(self._table.update_incremental)
-        self._apps.clear()
+        if self._table.version() != seen:
+            self._apps.clear()
 
     def clone(self) -> DeltaLog:
         return DeltaLog.open(self.uri, self.name, create=True)
