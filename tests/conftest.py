@@ -96,6 +96,7 @@ def ray_tmp() -> Iterator[str]:
 @dataclass(frozen=True)
 class LocalRay:
     metrics_port: int  # the node's Prometheus endpoint on 127.0.0.2, updated every half second
+    address: str  # its GCS: a CLI in a process of its own joins it with --address, as a user's would
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +124,7 @@ def ray_local(s3_endpoint) -> Iterator[LocalRay]:
         logging_level="WARNING",
     )
     try:
-        yield LocalRay(metrics_port)
+        yield LocalRay(metrics_port, ray.get_runtime_context().gcs_address)
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 
@@ -23,28 +22,28 @@ from tests.conftest import ACCESS_KEY, SECRET_KEY
 from tests.output import run_records
 
 
-def nightly(images, output: str, date: str, ray_tmp: str, *flags: str, alert: str = "0.001"
+def nightly(images, output: str, date: str, ray_address: str, *flags: str, alert: str = "0.001"
             ) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "jobs.cli", "nightly", "--input", str(images), "--output", output,
+    """The CLI in a process of its own, as a scheduler starts it, joining the session's Ray."""
+    command = [sys.executable, "-m", "jobs.cli", "nightly", "--address", ray_address,
+               "--input", str(images), "--output", output,
                "--model", "ghostnet_050", "--weights", "random", "--num-classes", "4", "--shard-size", "6",
                "--date", date, "--alert-drift", alert, *flags]
-    return subprocess.run(command, env={**os.environ, "TMPDIR": ray_tmp}, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
-def nights(s3fs_client, tmp_path_factory):
+def nights(s3fs_client, ray_local, tmp_path_factory):
     """Night one: gradients. Night two: checkerboards, with JSON logs."""
-    ray_tmp = str(tmp_path_factory.mktemp("ray", numbered=True))
     output = "s3://alerts-" + ACCESS_KEY.lower()[-8:]
     s3fs_client.mkdir(output.removeprefix("s3://"))
     first, second = tmp_path_factory.mktemp("night1"), tmp_path_factory.mktemp("night2")
     for i in range(12):
         corpus.gradient(64, 48, seed=i).save(first / f"g{i:02d}.png")
         checkerboard(seed=i).save(second / f"c{i:02d}.png")
-    one = nightly(first, output, "2026-11-28", ray_tmp)
-    two = nightly(second, output, "2026-11-29", ray_tmp, "--log-format", "json")
-    return output, one, two, ray_tmp
+    one = nightly(first, output, "2026-11-28", ray_local.address)
+    two = nightly(second, output, "2026-11-29", ray_local.address, "--log-format", "json")
+    return output, one, two, ray_local.address
 
 
 def as_json(line: str) -> dict | None:
@@ -75,10 +74,10 @@ def test_drift_over_the_threshold_exits_4_after_committing(nights):
 def test_drift_under_the_threshold_exits_0(nights, tmp_path):
     """docs/operations.md, "Exit codes" and "Drift alerts": a night compared with the previous one whose
     drift stays under --alert-drift exits 0 without an alert (JS divergences are at most 1 bit)."""
-    output, _, _, ray_tmp = nights
+    output, _, _, ray_address = nights
     for i in range(6):
         checkerboard(seed=100 + i).save(tmp_path / f"c{i:02d}.png")
-    three = nightly(tmp_path, output, "2026-11-30", ray_tmp, alert="1.0")
+    three = nightly(tmp_path, output, "2026-11-30", ray_address, alert="1.0")
     assert three.returncode == 0, three.stderr[-3000:]
     assert "drift alert" not in three.stderr
     [record] = [r for r in run_records(output) if r.run_date == "2026-11-30"]

@@ -59,8 +59,9 @@ def test_first_night_rerun_then_new_and_changed_files(tmp_path):
     assert images == no_times == no_error == 8
 
 
-def start(command: list[str], ray_tmp: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "jobs.cli", *command], env={**os.environ, "TMPDIR": ray_tmp},
+def start(command: list[str], ray_address: str) -> subprocess.Popen:
+    """The CLI in a process of its own, joining the session's Ray, as two jobs on one cluster would."""
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", *command, "--address", ray_address],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -68,7 +69,7 @@ def start(command: list[str], ray_tmp: str) -> subprocess.Popen:
     ["nightly", "--date", "2026-11-28"],
     ["run", "--reprocess"],
 ])
-def test_identical_runs_started_at_once(tmp_path, ray_tmp, command):
+def test_identical_runs_started_at_once(tmp_path, ray_local, command):
     images, output = tmp_path / "in", tmp_path / "out"
     images.mkdir()
     for i in range(12):
@@ -76,7 +77,7 @@ def test_identical_runs_started_at_once(tmp_path, ray_tmp, command):
     args = [*command, "--input", str(images), "--output", str(output), "--model", "ghostnet_050",
             "--weights", "random", "--num-classes", "3", "--shard-size", "4"]
 
-    runs = [start(args, ray_tmp) for _ in range(2)]
+    runs = [start(args, ray_local.address) for _ in range(2)]
     outcomes = [r.communicate(timeout=900) for r in runs]
 
     assert [r.returncode for r in runs] == [0, 0], [err[-2000:] for _, err in outcomes]
