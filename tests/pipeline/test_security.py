@@ -68,8 +68,7 @@ class Evil:
         return (os.system, (f"touch {Evil.marker}",))
 
 
-@pytest.mark.subprocess
-def test_pickle_that_would_run_code_is_refused_and_pins_are_honoured(tmp_path):
+def test_pickle_that_would_run_code_is_refused_and_pins_are_honoured(tmp_path, ray_local):
     (tmp_path / "in").mkdir()
     corpus.gradient(40, 30).save(tmp_path / "in" / "a.png")
     Evil.marker = tmp_path / "pwned"
@@ -77,7 +76,9 @@ def test_pickle_that_would_run_code_is_refused_and_pins_are_honoured(tmp_path):
     evil.write_bytes(pickle.dumps({"state_dict": Evil()}))
     good = tmp_path / "good.safetensors"
     ghostnet.save_weights(ghostnet.create_model("ghostnet_050", num_classes=3), good)
-    base = ["run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "ghostnet_050"]
+    # Joining the session's Ray: Ray starts while the weights are checked, and refusing them ends it.
+    base = ["run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "ghostnet_050",
+            "--address", ray_local.address]
 
     refused = cli(*base, "--weights", str(evil), cwd=tmp_path)
     mismatch = cli(*base, "--weights", str(good), "--weights-sha256", "0" * 64, cwd=tmp_path)
