@@ -24,7 +24,6 @@ dropped (its files deleted) and its items are planned again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ import pyarrow.compute as pc
 from pipeline import channel_stats, failpoints, files, storage, tables
 from pipeline.errors import InternalError, RunFailed
 from pipeline.fencing import Attempt, Host, check_owner, run_app
+from pipeline.model import ModelIdentity
 from pipeline.plan import Plan, ShardPlan, read_shard, unlabeled
 from pipeline.record import SCORE_BINS, ShardRecord, now
 from pipeline.schema import PREDICTIONS, Status
@@ -54,17 +54,17 @@ COMMIT_ATTEMPTS = 20
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """Who writes: the run, its date, and the model identity its rows carry."""
+    """Who writes: the run, its date, and the model identities its rows carry, in the run's order
+    (a row's model is its position here, as the plan's model masks and the partials name it)."""
 
     run_id: str
     run_date: str
-    model: str
-    weights_sha256: str
+    models: tuple[ModelIdentity, ...]
     reprocess: bool
 
-    @property
-    def model_key(self) -> str:
-        return hashlib.sha256(f"{self.model}\0{self.weights_sha256}".encode()).hexdigest()[:16]
+    @classmethod
+    def single(cls, run_id: str, run_date: str, model: str, weights_sha256: str, *, reprocess: bool) -> RunIdentity:
+        return cls(run_id, run_date, (ModelIdentity(model, weights_sha256),), reprocess)
 
 
 class Journal(Protocol):
