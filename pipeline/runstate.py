@@ -72,7 +72,7 @@ class RunState:
             elapsed = self.host.clock() - self._started
             self.record.items_per_s = round(self._committed_items / elapsed, 3) if elapsed > 0 else 0.0
             self.record.add_shard(outcome.record)
-            self.record.add_labels(outcome.label_counts, outcome.score_histogram)
+            self.record.add_labels(outcome.labels)
             merge_errors(self._errors, self._examples, outcome.errors)
             self.record.top_errors = top_errors(self._errors, self._examples)
             self._write()

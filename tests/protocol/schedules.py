@@ -29,6 +29,9 @@ from tests.protocol.specs import MaintainerSpec, SweeperSpec, WriterSpec
 __all__ = ["Result", "Schedule", "run_schedule", "shrink"]
 
 MODELS = (("ghostnet_050", 0), ("ghostnet_050", 1))  # two identities: same architecture, other weights
+# A writer's further models (same seed): with MODELS, six identities that runs of one, two or three
+# models share in part.
+ALSO = ("ghostnet_100", "ghostnetv2_100")
 MAINTENANCE = ("compact:predictions", "compact:channel_stats", "z_order:predictions", "checkpoint:predictions",
                "checkpoint:channel_stats", "vacuum:predictions", "vacuum:channel_stats")
 HOSTS = ("host-a", "host-b", "host-c")
@@ -78,7 +81,8 @@ class Schedule:
     @classmethod
     def from_json(cls, text: str) -> Schedule:
         data = json.loads(text)
-        return cls(seed=data["seed"], writers=[WriterSpec(**w) for w in data["writers"]],
+        return cls(seed=data["seed"], writers=[WriterSpec(**{**w, "also": tuple(w.get("also", ()))})
+                                               for w in data["writers"]],
                    sweepers=[SweeperSpec(**s) for s in data["sweepers"]],
                    maintainers=[MaintainerSpec(m["name"], tuple(m["operations"]), m.get("gap_s", 0.0))
                                 for m in data["maintainers"]],
@@ -94,9 +98,10 @@ def _writer(rng: random.Random, i: int, earlier: list[WriterSpec]) -> WriterSpec
     if kind == "resume":
         resumed = rng.choice(reprocessing)
         return WriterSpec(f"w{i}", kind, resumed.model, resumed.seed, items, run_id=resumed.run_id,
-                          files_per_shard=rng.randint(1, 2), start_s=start_s)
+                          files_per_shard=rng.randint(1, 2), start_s=start_s, also=resumed.also)
+    also = tuple(m for m in ALSO if rng.random() < 0.35)
     return WriterSpec(f"w{i}", kind, model, seed, items, run_id=f"rp-{i}" if kind == "reprocess" else None,
-                      files_per_shard=rng.randint(1, 2), start_s=start_s)
+                      files_per_shard=rng.randint(1, 2), start_s=start_s, also=also)
 
 
 @dataclass
@@ -182,9 +187,11 @@ def _facts(schedule: Schedule, actors: list[Actor]) -> invariants.Facts:
         record = ended.get(spec.name)
         if not isinstance(record, RunRecord) or not record.committed or (record.error or "").startswith("night "):
             continue
-        where = ({"run_id": record.run_id} if spec.reprocess
-                 else {"model": record.model, "weights_sha256": record.weights_sha256})
-        facts.promised.append((spec.name, where, specs.item_uris(spec.items)))
+        for model in record.models:
+            where = {"model": model.model, "weights_sha256": model.weights_sha256}
+            if spec.reprocess:
+                where["run_id"] = record.run_id
+            facts.promised.append((f"{spec.name} ({model.model})", where, specs.item_uris(spec.items)))
     return facts
 
 

@@ -12,14 +12,17 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+import numpy as np
+
 from pipeline import channel_stats
-from pipeline.config import RunConfig
+from pipeline.commit import RunIdentity
+from pipeline.config import ModelEntry, RunConfig
 from pipeline.model import ModelSpec
 from pipeline.rows import ROWS
-from pipeline.schema import CHANNEL_PARTIALS, LAST, PARTIALS, SHARD
+from pipeline.schema import CHANNEL_PARTIALS, LAST, MODELS, PARTIALS, SHARD
 
 __all__ = ["RUN_DATE", "SHARD_SIZE", "MaintainerSpec", "SweeperSpec", "WriterSpec", "item_uris", "listing_batch",
-           "maintainer", "shard_rows"]
+           "maintainer", "planned_rows", "shard_rows"]
 
 RUN_DATE = "2027-01-15"
 SHARD_SIZE = 3
@@ -41,17 +44,25 @@ class WriterSpec:
     files_per_shard: int = 1
     shard_size: int = SHARD_SIZE
     start_s: float = 0.0  # the command starts this long after the schedule does
+    also: tuple[str, ...] = ()  # the architectures of further models of the run (same seed), in order
 
     @property
     def reprocess(self) -> bool:
         return self.kind in ("reprocess", "resume")
 
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.model, *self.also)
+
     def spec(self) -> ModelSpec:
         return ModelSpec(self.model, "random", seed=self.seed, modality="image")
 
+    def specs(self) -> list[ModelSpec]:
+        return [ModelSpec(model, "random", seed=self.seed, modality="image") for model in self.models]
+
     def config(self, root: str) -> RunConfig:
         return RunConfig(
-            inputs=("sim://listing",), output=root, model=self.model, weights="random", seed=self.seed,
+            inputs=("sim://listing",), output=root, models=tuple(ModelEntry(m) for m in self.models), seed=self.seed,
             reprocess=self.reprocess, resume=self.run_id if self.kind == "resume" else None,
             run_id=self.run_id if self.kind == "reprocess" else None, shard_size=self.shard_size,
             max_error_rate=1.0, run_date=RUN_DATE)
@@ -79,11 +90,22 @@ def listing_batch(n: int) -> pa.RecordBatch:
                            names=["uri", "etag", "size_bytes"])
 
 
-def shard_rows(items: pa.Table, model: str, weights_sha256: str, run_id: str) -> pa.Table:
-    """What the model stage would hand the write stage for ``items`` (a piece of one shard): all
-    ``ok``, with the channel partials of exactly these rows."""
+def planned_rows(items: pa.Table, identity: RunIdentity) -> pa.Table:
+    """What the model stage would hand the write stage for ``items`` (a piece of one shard, each with
+    its plan's model mask): for each model of the run, a row of each item planned for it."""
+    mask = items[MODELS].to_numpy()
+    return pa.concat_tables([
+        shard_rows(items.filter(pa.array(mask & (1 << i) != 0)), model.model, model.weights_sha256, identity.run_id,
+                   position=i)
+        for i, model in enumerate(identity.models) if np.any(mask & (1 << i))])
+
+
+def shard_rows(items: pa.Table, model: str, weights_sha256: str, run_id: str, *, position: int = 0) -> pa.Table:
+    """What the model stage would hand the write stage for ``items`` (a piece of one shard) and one
+    model (the run's model ``position``): all ``ok``, with the channel partials of exactly these rows."""
     n = items.num_rows
-    partial = pa.table({"layer": [layer for layer in LAYERS for _ in range(2)], "channel": [0, 1] * len(LAYERS),
+    partial = pa.table({"model": [position] * 2 * len(LAYERS),
+                        "layer": [layer for layer in LAYERS for _ in range(2)], "channel": [0, 1] * len(LAYERS),
                         "count": [n] * 2 * len(LAYERS), "sum": [0.5 * n] * 2 * len(LAYERS),
                         "sum_sq": [0.25 * n] * 2 * len(LAYERS), "min": [0.5] * 2 * len(LAYERS),
                         "max": [0.5] * 2 * len(LAYERS)}).cast(CHANNEL_PARTIALS)
