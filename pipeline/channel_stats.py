@@ -2,8 +2,9 @@
 
 - :func:`per_item` summarizes each item's gates per layer (the ``channel_weights`` column).
 - :func:`partials` sums one batch's gates per (model, layer, channel): count, sum, sum of
-  squares, min and max; ``model`` is the model's position among the run's models. The model actor ships them with the batch's rows (:func:`to_bytes`), so a
-  retried batch brings exactly its own sums and no side file can be counted twice.
+  squares, min and max; ``model`` is the model's position among the run's models. The model
+  actor ships them with the batch's rows (:func:`to_bytes`), so a retried batch brings exactly
+  its own sums and no side file can be counted twice.
 - :func:`add` adds partials up; :func:`shard_rows` turns a shard's total into
   :data:`pipeline.schema.CHANNEL_STATS` rows, model by model; :func:`check_counts` reconciles one
   model's (:func:`of_model`) with its ``ok`` rows of the shard.

@@ -190,6 +190,10 @@ class RunConfig:
             changes.update(models=self.audio_models, **_FLAT_DEFAULTS)
         return self.replace(**changes)
 
+    def keeping_models(self, keep: list[int]) -> RunConfig:
+        """The same run with only the models at positions ``keep``, in that order."""
+        return self.replace(models=tuple(self.models[i] for i in keep), **_FLAT_DEFAULTS)
+
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 

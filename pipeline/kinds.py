@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ghostnet import ModelMeta
     from pipeline.config import RunConfig
 
-__all__ = ["AUTO", "KINDS", "Decoder", "FrontEnd", "InputKind", "Modality", "kind_of"]
+__all__ = ["AUTO", "KINDS", "Decoder", "FrontEnd", "InputKind", "Modality", "decode_groups", "kind_of"]
 
 
 class Modality(str, enum.Enum):
@@ -101,3 +101,11 @@ def kind_of(modality: str) -> InputKind:
         return KINDS[Modality(modality)]
     except ValueError:
         raise ValueError(f"no input kind {modality!r}; the kinds are {', '.join(KINDS)}") from None
+
+
+def decode_groups(modality: str, metas: list[ModelMeta]) -> list[int]:
+    """For each model of a run, its decode group: models whose preprocessing gives the same decoded
+    input (the front end's ``decode_key``) share one, numbered in order of first appearance."""
+    key = kind_of(modality).front_end().decode_key
+    keys: dict[Hashable, int] = {}
+    return [keys.setdefault(key(meta), len(keys)) for meta in metas]

@@ -234,7 +234,7 @@ class Plan:
 
 
 def cut_shards(
-    listing: Listing, labeled: _Partitions | None | list[_Partitions | None], *, modality: str, shard_size: int,
+    listing: Listing, labeled: _Partitions | list[_Partitions | None] | None, *, modality: str, shard_size: int,
     folder: Path
 ) -> Plan:
     """Walk the partitions in order: drop duplicates, number shards, and mark each item with the

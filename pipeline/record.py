@@ -26,8 +26,8 @@ from typing import Any
 from pipeline import storage
 from pipeline.errors import UsageError
 
-__all__ = ["RUNNING", "ModelRecord", "RunRecord", "ShardRecord", "live_uri", "load", "load_all", "load_final", "load_live",
-           "running", "validate_run_date", "validate_run_id", "write"]
+__all__ = ["RUNNING", "ModelRecord", "RunRecord", "ShardRecord", "live_uri", "load", "load_all", "load_final",
+           "load_live", "running", "validate_run_date", "validate_run_id", "write"]
 
 RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
 # Where a run's time goes, in the order the data flows (pipeline.metrics reports them): seconds of

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
-from pipeline import discover, failpoints, fencing, plan, recovery, storage, tables
+from pipeline import discover, failpoints, fencing, kinds, plan, recovery, storage, tables
 from pipeline import record as records
 from pipeline.commit import CommitOutcome, RunIdentity, ShardCommitter
 from pipeline.config import ModelEntry, RunConfig
@@ -148,10 +148,11 @@ def plan_by_modality(config: RunConfig, *, kind: str = "run") -> list[PlanSummar
             done = _committed_nights(layout, config.run_date, specs) if kind == "nightly" else {}
             left = [i for i, spec in enumerate(specs) if spec.model_identity() not in done]
             if left and len(left) < len(specs):
-                modality_config = _keep_models(modality_config, left)
+                modality_config = modality_config.keeping_models(left)
                 specs = [specs[i] for i in left]
             # One model decodes alone; several are loaded to group them by their preprocessing.
-            groups = [0] if len(specs) == 1 else decode_groups(modality_config.modality, [_meta(s) for s in specs])
+            groups = [0] if len(specs) == 1 else kinds.decode_groups(modality_config.modality,
+                                                                        [_meta(s) for s in specs])
             identity = _identity(modality_config, specs, run_id=config.resume or "dry-run", run_date=config.run_date)
             predictions = DeltaLog.open(layout.table("predictions"), "predictions")
             planned, _ = _plan(modality_config, layout, predictions, listing, identity, work / modality_config.modality)
@@ -243,16 +244,6 @@ def _identity(config: RunConfig, specs: list[ModelSpec], *, run_id: str, run_dat
     return RunIdentity(run_id, run_date, tuple(spec.model_identity() for spec in specs), config.reprocess)
 
 
-def decode_groups(modality: str, metas: list[ghostnet.ModelMeta]) -> list[int]:
-    """For each model, its decode group: models whose preprocessing gives the same decoded input
-    share one, numbered in order of first appearance."""
-    from pipeline import kinds
-
-    key = kinds.kind_of(modality).front_end().decode_key
-    keys: dict[object, int] = {}
-    return [keys.setdefault(key(meta), len(keys)) for meta in metas]
-
-
 def _meta(spec: ModelSpec) -> ghostnet.ModelMeta:
     meta = spec.load().meta
     if meta is None:
@@ -315,7 +306,7 @@ def label(config: RunConfig, specs: ModelSpec | list[ModelSpec], *, kind: str, l
         left = [i for i, spec in enumerate(specs) if spec.model_identity() not in done]
         if not left:
             return _nothing(config, specs[0], run_id, run_date, kind, _night_done(run_date, sorted(set(done.values()))))
-        config, specs, heads = _keep_models(config, left), [specs[i] for i in left], [heads[i] for i in left]
+        config, specs, heads = config.keeping_models(left), [specs[i] for i in left], [heads[i] for i in left]
     identity = _identity(config, specs, run_id=run_id, run_date=run_date)
     t = time.monotonic()
     planned, known = _plan(config, layout, tables_.predictions, listing, identity, work)
@@ -454,11 +445,6 @@ def _committed_nights(layout: OutputLayout, run_date: str, specs: list[ModelSpec
                 if identity in wanted:
                     done.setdefault(identity, record.run_id)
     return done
-
-
-def _keep_models(config: RunConfig, keep: list[int]) -> RunConfig:
-    return config.replace(models=tuple(config.models[i] for i in keep), model="", weights="random",
-                          weights_sha256=None)
 
 
 def _night_done(run_date: str, run_ids: list[str]) -> str:
