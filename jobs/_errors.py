@@ -16,6 +16,7 @@ log = logging.getLogger("ghostnet_pipeline")
 FAILED = 1
 USAGE = 2
 DRIFT = 4  # nightly --alert-drift: the night committed, and its label or channel drift went over the threshold
+AGREEMENT = 5  # nightly --alert-agreement: the night committed, and a candidate agreed with production less than asked
 
 # Ordered: subclasses before their bases. A user's wrong weights file is a usage error like a
 # wrong input (InputError is a UsageError); an InternalError is ours, and says so.

@@ -221,6 +221,8 @@ def _entries(models: tuple[ModelEntry, ...] | list[Any], model: str, weights: st
     if len(entries) > MAX_MODELS:
         raise UsageError(f"{len(entries)} models in one run: at most {MAX_MODELS}; split them over runs "
                          "(docs/operations.md, 'Several models')")
+    if sum(e.role == "production" for e in entries) > 1:
+        raise UsageError(f"{what}: several models have the role production; give it to one")
     seen = [(e.name, e.weights, e.weights_sha256) for e in entries]
     if len(set(seen)) < len(seen):
         raise UsageError(f"{what}: the same model and weights are given twice; give each once")
