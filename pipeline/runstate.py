@@ -81,6 +81,12 @@ class RunState:
         with self._lock:
             self.record.model_actors = actors
 
+    def grouped(self, groups: list[int]) -> None:
+        """Model i decodes in group ``groups[i]``: the record lists the models of each group."""
+        with self._lock:
+            self.record.decode_groups = [[i for i, g in enumerate(groups) if g == group]
+                                         for group in range(max(groups, default=-1) + 1)]
+
     def timed(self, name: str, seconds: float) -> None:
         """Add ``seconds`` to the record's timing ``name`` (an attempt may run several rounds)."""
         with self._lock:

@@ -198,6 +198,7 @@ class RayEngine:
         started = time.monotonic()
         keep = [i for i, (spec, _) in enumerate(self.models) if spec.model_identity() in identity.models]
         config = self.config if len(keep) == len(self.models) else self.config.keeping_models(keep)
+        state.grouped(kinds.decode_groups(config.modality, [self.models[i][1] for i in keep]))
         dataset = build(config, [self.models[i] for i in keep], planned, self.layout, identity, attempt,
                         placed=placed, reporter=self.reporter)
         try:
