@@ -29,9 +29,9 @@ from tests.protocol.specs import MaintainerSpec, SweeperSpec, WriterSpec
 __all__ = ["Result", "Schedule", "run_schedule", "shrink"]
 
 MODELS = (("ghostnet_050", 0), ("ghostnet_050", 1))  # two identities: same architecture, other weights
-# A writer's further models (same seed): with MODELS, six identities that runs of one, two or three
-# models share in part.
-ALSO = ("ghostnet_100", "ghostnetv2_100")
+# Half the writers label with an ordered pick of one to three of these (with the writer's seed): six
+# identities that runs of one, two or three models share in part, in any position.
+ARCHITECTURES = ("ghostnet_050", "ghostnet_100", "ghostnetv2_100")
 MAINTENANCE = ("compact:predictions", "compact:channel_stats", "z_order:predictions", "checkpoint:predictions",
                "checkpoint:channel_stats", "vacuum:predictions", "vacuum:channel_stats")
 HOSTS = ("host-a", "host-b", "host-c")
@@ -99,7 +99,10 @@ def _writer(rng: random.Random, i: int, earlier: list[WriterSpec]) -> WriterSpec
         resumed = rng.choice(reprocessing)
         return WriterSpec(f"w{i}", kind, resumed.model, resumed.seed, items, run_id=resumed.run_id,
                           files_per_shard=rng.randint(1, 2), start_s=start_s, also=resumed.also)
-    also = tuple(m for m in ALSO if rng.random() < 0.35)
+    also: tuple[str, ...] = ()
+    if rng.random() < 0.5:
+        model, *rest = rng.sample(ARCHITECTURES, rng.randint(1, 3))
+        also = tuple(rest)
     return WriterSpec(f"w{i}", kind, model, seed, items, run_id=f"rp-{i}" if kind == "reprocess" else None,
                       files_per_shard=rng.randint(1, 2), start_s=start_s, also=also)
 
