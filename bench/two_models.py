@@ -1,0 +1,157 @@
+"""Two models in one run against two separate runs, side by side in one session (issue 24: CPU target
+>= 1.10x; bound about 1.13x for 500x375 JPEGs: one decode of 7 core-ms saved against 2 x 23 core-ms of
+ghostnet_100).
+
+Both sides label the same JPEGs (500x375 / 375x500, cut from real photos, ``bench/gpu.py``) with two
+ghostnet_100 weights (random, two seeds, as weights files): one ``run`` with ``--model ghostnet_100
+--weights A --model ghostnet_100 --weights B``, or two ``run`` commands, one per model, into their own
+outputs. All runs share one private local Ray with every core (started once, before the first run).
+
+Each side runs at N and k*N items, ``repeats`` rounds, the sides' order alternating from round to
+round. Two rates per side, in (item, model) pairs per second:
+
+- end to end: pairs / (seconds of every run of the side at k*N), as a user sees it; the separate
+  side pays its per-run costs (planning, actor start, model load) twice;
+- marginal: (k*N - N) pairs / (median seconds at k*N - median seconds at N), per-run costs cancelled:
+  the steady rate the bound is about.
+
+The ratios are the one run's rate over the separate runs'. ``uptime``'s load is recorded before each
+run: the machine is shared.
+
+    python bench/two_models.py [--n 400] [--factor 3] [--repeats 3] [--out bench/results/two_models-cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ray
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ghostnet
+import pipeline.run as pipeline_run
+from bench.gpu import make_jpegs
+from bench.model_cpu import cpu_name
+from pipeline.config import ModelEntry, RunConfig
+
+MODEL = "ghostnet_100"
+OBJECT_STORE = 400 * 2**20
+TARGET = 1.10
+SIDES = ("one_run", "separate_runs")
+
+
+def weights_files(folder: Path) -> list[str]:
+    """Two ghostnet_100 weights files (random, seeds 1 and 2): two model identities of one architecture."""
+    paths = []
+    for seed in (1, 2):
+        model = ghostnet.create_model(MODEL)
+        ghostnet.init_random(model, seed)
+        path = folder / f"{MODEL}-seed{seed}.safetensors"
+        ghostnet.save_weights(model, path, model.meta)
+        paths.append(str(path))
+    return paths
+
+
+def label(folder: Path, output: Path, weights: list[str], **settings: object) -> tuple[float, dict]:
+    config = RunConfig(inputs=(str(folder),), output=str(output),
+                       models=tuple(ModelEntry(MODEL, w) for w in weights), **settings)
+    started = time.perf_counter()
+    record = pipeline_run.run(config)
+    elapsed = time.perf_counter() - started
+    if not record.committed or record.rows != record.items * len(weights):
+        raise RuntimeError(f"the run did not label every item with every model: {record}")
+    return elapsed, {"items": record.items, "models": len(weights), "elapsed_s": round(elapsed, 2),
+                     "inference_s": record.timings.get("inference_s"), "stage_seconds": record.stage_seconds,
+                     "model_busy": record.model_busy, "bound": record.bound}
+
+
+def side(name: str, folder: Path, work: Path, weights: list[str], tag: str) -> dict:
+    """One side at one size: the one run, or the two separate runs; seconds in all."""
+    load = os.getloadavg()[0]
+    if name == "one_run":
+        seconds, run = label(folder, work / f"out-{tag}", weights)
+        runs = [run]
+    else:
+        timed = [label(folder, work / f"out-{tag}-{i}", [w]) for i, w in enumerate(weights)]
+        seconds, runs = sum(s for s, _ in timed), [r for _, r in timed]
+    return {"side": name, "items": runs[0]["items"], "seconds": round(seconds, 2), "load_1min": load, "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--factor", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "two_models-cpu.json")
+    args = parser.parse_args()
+    date = datetime.now(timezone.utc)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    work = Path(tempfile.mkdtemp(prefix="gn2m-", dir="/tmp"))
+    sizes = {"n": args.n, "kn": args.n * args.factor}
+    rows = []
+    try:
+        make_jpegs(work / "all", sizes["kn"])
+        folders = {"kn": work / "all", "n": work / "some", "warmup": work / "warmup"}
+        for name, count in (("n", sizes["n"]), ("warmup", 32)):
+            folders[name].mkdir()
+            for path in sorted(folders["kn"].glob("*.jpg"))[:count]:
+                os.link(path, folders[name] / path.name)
+        weights = weights_files(work)
+        ray.init(address="local", num_cpus=os.cpu_count(), object_store_memory=OBJECT_STORE,
+                 include_dashboard=False, _temp_dir=str(work / "ray"), _node_ip_address="127.0.0.2",
+                 logging_level="ERROR")
+        side("one_run", folders["warmup"], work, weights, "warmup")
+        for repeat in range(args.repeats):
+            order = SIDES if repeat % 2 == 0 else SIDES[::-1]
+            for size in ("n", "kn"):
+                for name in order:
+                    row = side(name, folders[size], work, weights, f"{name}-{size}-{repeat}")
+                    rows.append({"repeat": repeat, "size": size, **row})
+                    print(f"round {repeat} {name:>14} {row['items']:>5} items x 2 models: {row['seconds']:7.2f} s "
+                          f"(load {row['load_1min']:.1f})", flush=True)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def median_s(name: str, size: str) -> float:
+        return statistics.median(r["seconds"] for r in rows if r["side"] == name and r["size"] == size)
+
+    pairs = {size: 2 * count for size, count in sizes.items()}
+    rates = {name: {"end_to_end_pairs_per_s": round(pairs["kn"] / median_s(name, "kn"), 2),
+                    "marginal_pairs_per_s": round((pairs["kn"] - pairs["n"]) / (median_s(name, "kn")
+                                                                                 - median_s(name, "n")), 2)}
+             for name in SIDES}
+    ratios = {kind: round(rates["one_run"][kind] / rates["separate_runs"][kind], 3)
+              for kind in ("end_to_end_pairs_per_s", "marginal_pairs_per_s")}
+    report = {
+        "benchmark": "two ghostnet_100 models: one run against two separate runs over the same JPEGs",
+        "date": date.isoformat(timespec="seconds"),
+        "device": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__},
+        "load_avg_1min": {"min": min(r["load_1min"] for r in rows), "max": max(r["load_1min"] for r in rows)},
+        "model": MODEL, "weights": "random, seeds 1 and 2 (weights files)", "jpegs": "500x375 / 375x500",
+        "sizes": sizes, "repeats": args.repeats, "target": TARGET,
+        "rates": rates, "ratio_one_run_over_separate": ratios,
+        "meets_target": ratios["marginal_pairs_per_s"] >= TARGET,
+        "runs": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({"rates": rates, "ratios": ratios, "load": report["load_avg_1min"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
