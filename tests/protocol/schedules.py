@@ -65,7 +65,7 @@ class Schedule:
                 maintainers.append(MaintainerSpec(f"m{i}", tuple(rng.choices(MAINTENANCE, k=rng.randint(1, 4))),
                                                   gap_s=round(rng.uniform(0, 1800), 1)))
             else:
-                writers.append(_writer(rng, i, writers))
+                writers.append(_writer(rng, i, writers, random.Random(seed * 1_000_003 + i)))
         names = [a.name for a in (*writers, *sweepers, *maintainers)]
         return cls(
             seed=seed, writers=writers, sweepers=sweepers, maintainers=maintainers,
@@ -89,7 +89,9 @@ class Schedule:
                    crash_at=data["crash_at"], skew_s=data["skew_s"], hosts=data["hosts"], fault_p=data["fault_p"])
 
 
-def _writer(rng: random.Random, i: int, earlier: list[WriterSpec]) -> WriterSpec:
+def _writer(rng: random.Random, i: int, earlier: list[WriterSpec], picker: random.Random) -> WriterSpec:
+    """A writer drawn from ``rng``; its models from ``picker``, so that a seed draws the same
+    schedule as before writers had several models, but for the models."""
     model, seed = rng.choice(MODELS)
     items = rng.randint(4, 10)
     start_s = 0.0 if i == 0 else round(rng.uniform(0, 2400), 1)
@@ -100,8 +102,8 @@ def _writer(rng: random.Random, i: int, earlier: list[WriterSpec]) -> WriterSpec
         return WriterSpec(f"w{i}", kind, resumed.model, resumed.seed, items, run_id=resumed.run_id,
                           files_per_shard=rng.randint(1, 2), start_s=start_s, also=resumed.also)
     also: tuple[str, ...] = ()
-    if rng.random() < 0.5:
-        model, *rest = rng.sample(ARCHITECTURES, rng.randint(1, 3))
+    if picker.random() < 0.5:
+        model, *rest = picker.sample(ARCHITECTURES, picker.randint(1, 3))
         also = tuple(rest)
     return WriterSpec(f"w{i}", kind, model, seed, items, run_id=f"rp-{i}" if kind == "reprocess" else None,
                       files_per_shard=rng.randint(1, 2), start_s=start_s, also=also)
