@@ -120,37 +120,54 @@ def main() -> None:
                 for name in order:
                     row = side(name, folders[size], work, weights, f"{name}-{size}-{repeat}")
                     rows.append({"repeat": repeat, "size": size, **row})
+                    write_report(args, date, sizes, rows)
                     print(f"round {repeat} {name:>14} {row['items']:>5} items x 2 models: {row['seconds']:7.2f} s "
                           f"(load {row['load_1min']:.1f})", flush=True)
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
-    def median_s(name: str, size: str) -> float:
-        return statistics.median(r["seconds"] for r in rows if r["side"] == name and r["size"] == size)
+    summary = write_report(args, date, sizes, rows)
+    print(json.dumps({"rates": summary["rates"], "ratios": summary["ratio_one_run_over_separate"],
+                      "load": summary["load_avg_1min"]}, indent=2))
+
+
+def write_report(args: argparse.Namespace, date: datetime, sizes: dict[str, int], rows: list[dict]) -> dict:
+    """The results file from the runs so far (rewritten after each, so a cut-short session keeps them)."""
+    def median_s(name: str, size: str) -> float | None:
+        found = [r["seconds"] for r in rows if r["side"] == name and r["size"] == size]
+        return statistics.median(found) if found else None
 
     pairs = {size: 2 * count for size, count in sizes.items()}
-    rates = {name: {"end_to_end_pairs_per_s": round(pairs["kn"] / median_s(name, "kn"), 2),
-                    "marginal_pairs_per_s": round((pairs["kn"] - pairs["n"]) / (median_s(name, "kn")
-                                                                                 - median_s(name, "n")), 2)}
-             for name in SIDES}
-    ratios = {kind: round(rates["one_run"][kind] / rates["separate_runs"][kind], 3)
-              for kind in ("end_to_end_pairs_per_s", "marginal_pairs_per_s")}
+    rates: dict[str, dict[str, float | None]] = {}
+    for name in SIDES:
+        small, large = median_s(name, "n"), median_s(name, "kn")
+        rates[name] = {
+            "end_to_end_pairs_per_s": round(pairs["kn"] / large, 2) if large else None,
+            "marginal_pairs_per_s": round((pairs["kn"] - pairs["n"]) / (large - small), 2)
+            if large and small and large > small else None}
+
+    def ratio(kind: str) -> float | None:
+        one, separate = rates["one_run"][kind], rates["separate_runs"][kind]
+        return round(one / separate, 3) if one and separate else None
+
+    ratios = {kind: ratio(kind) for kind in ("end_to_end_pairs_per_s", "marginal_pairs_per_s")}
     report = {
         "benchmark": "two ghostnet_100 models: one run against two separate runs over the same JPEGs",
         "date": date.isoformat(timespec="seconds"),
         "device": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__},
-        "load_avg_1min": {"min": min(r["load_1min"] for r in rows), "max": max(r["load_1min"] for r in rows)},
+        "load_avg_1min": {"min": min((r["load_1min"] for r in rows), default=None),
+                          "max": max((r["load_1min"] for r in rows), default=None)},
         "model": MODEL, "weights": "random, seeds 1 and 2 (weights files)", "jpegs": "500x375 / 375x500",
-        "sizes": sizes, "repeats": args.repeats, "target": TARGET,
+        "sizes": sizes, "repeats": args.repeats, "rounds_done": len({r["repeat"] for r in rows}), "target": TARGET,
         "rates": rates, "ratio_one_run_over_separate": ratios,
-        "meets_target": ratios["marginal_pairs_per_s"] >= TARGET,
+        "meets_target": None if ratios["marginal_pairs_per_s"] is None else ratios["marginal_pairs_per_s"] >= TARGET,
         "runs": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({"rates": rates, "ratios": ratios, "load": report["load_avg_1min"]}, indent=2))
+    return report
 
 
 if __name__ == "__main__":
