@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,13 +17,18 @@ import pytest
 
 import ghostnet
 from ghostnet.audio import DEFAULT_FRONTEND, spectrogram_shape
-from pipeline import decode
+from pipeline import commit, decode
+from pipeline.commit import RunIdentity
 from pipeline.config import ModelEntry, RunConfig
+from pipeline.delta import open_tables
 from pipeline.errors import UsageError
 from pipeline.failpoints import ENV as FAILPOINTS
+from pipeline.fencing import Attempt
 from pipeline.model import ModelSpec
 from pipeline.predict import Predictor
-from pipeline.run import run, run_by_modality
+from pipeline.run import plan_by_modality, run, run_by_modality
+from pipeline.schema import CHANNEL_STATS, PREDICTIONS
+from pipeline.tables import OutputLayout
 from tests import corpus
 from tests.output import committed, run_records
 from tests.pipeline.test_faults import cli
@@ -205,3 +211,34 @@ def test_models_that_do_not_fit_the_actor_are_refused_before_anything_starts(tmp
     with pytest.raises(UsageError, match=r"need about .* GiB on one model actor at --batch-size 1000000"):
         run(config(tmp_path / "in", output, entries).replace(batch_size=1_000_000))
     assert not output.exists()
+
+
+def test_the_dry_run_plans_per_model_and_shows_the_decode_groups(tmp_path):
+    """An output where model A labeled the first 8 images: a dry run of A, B and a 160 px C says A has
+    the other 4 to label, B and C all 12, and that C decodes apart; nothing is written."""
+    make_images(tmp_path / "in")
+    a = weights(tmp_path, "ghostnet_050", seed=1)
+    entries = [ModelEntry("ghostnet_050", a), ModelEntry("ghostnet_100", "random"),
+               ModelEntry("ghostnet_050", weights(tmp_path, "ghostnet_050", seed=3, input_size=160), role="candidate")]
+    output = tmp_path / "out"
+    layout = OutputLayout.of(str(output))
+    done = sorted(str(p) for p in (tmp_path / "in").glob("img-*.jpg"))[:8]
+    identity = RunIdentity.single("earlier", "2026-11-30", "ghostnet_050", ModelSpec("ghostnet_050", a).pinned()
+                                  .identity(), reprocess=False)
+    listed = {str(p): p.stat() for p in (tmp_path / "in").iterdir()}
+    rows = pa.Table.from_pylist([{  # keyed as the listing keys a local file: its mtime and size
+        "uri": uri, "etag": f"mtime-{int(listed[uri].st_mtime * 1e9)}", "size_bytes": listed[uri].st_size,
+        "modality": "image", "segment": 0, "status": "ok", "model": "ghostnet_050",
+        "weights_sha256": identity.models[0].weights_sha256, "run_id": "earlier",
+        "processed_at": datetime(2026, 11, 30, tzinfo=timezone.utc)} for uri in done], schema=PREDICTIONS)
+    commit.write_and_commit(layout, open_tables(layout), identity, Attempt.new("earlier"), shard=0, digest="0" * 16,
+                            rows=rows, stats=CHANNEL_STATS.empty_table())
+    before = sorted(p.relative_to(output) for p in output.rglob("*"))
+
+    [plan] = plan_by_modality(config(tmp_path / "in", output, entries))
+
+    assert (plan.items_listed, plan.already_labeled, plan.to_label) == (IMAGES, 0, IMAGES)
+    assert [(m.model, m.already_labeled, m.to_label, m.decode_group, m.role) for m in plan.models] == [
+        ("ghostnet_050", 8, IMAGES - 8, 0, None), ("ghostnet_100", 0, IMAGES, 0, None),
+        ("ghostnet_050", 0, IMAGES, 1, "candidate")]
+    assert sorted(p.relative_to(output) for p in output.rglob("*")) == before, "a dry run writes nothing"
