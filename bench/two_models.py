@@ -19,7 +19,8 @@ The ratios are the one run's rate over the separate runs'. ``uptime``'s load is 
 run: the machine is shared. So, beside the seconds, each run records the CPU seconds this process and
 every process of its Ray spent on it (user and system, the reaped actors' included): on a loaded
 machine the wall clock measures the neighbours as much as the run, the CPU seconds much less, and
-where the run is CPU-bound the rates of a machine of its own are in the ratio of the CPU seconds.
+where the run is CPU-bound the rates of a machine of its own are in the ratio of the CPU seconds
+(read per process every 0.25 s, :class:`CpuClock`).
 
     python bench/two_models.py [--n 400] [--factor 3] [--repeats 3] [--out bench/results/two_models-cpu.json]
 """
@@ -34,6 +35,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,30 +83,64 @@ def label(folder: Path, output: Path, weights: list[str], **settings: object) ->
                      "model_busy": record.model_busy, "bound": record.bound}
 
 
-def cpu_seconds() -> float:
-    """User and system CPU seconds of this process and its descendants (Ray's), living and reaped."""
-    total = 0.0
-    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+class CpuClock:
+    """CPU seconds (user and system) that this process and its descendants (its Ray: workers, actors)
+    spend while it runs, read every ``every_s`` per process, so that a process that ends meanwhile
+    (an actor when its run ends) keeps what it spent up to its last reading."""
+
+    def __init__(self, every_s: float = 0.25) -> None:
+        self.every_s = every_s
+        self.first: dict[tuple[int, float], float] = {}
+        self.last: dict[tuple[int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> CpuClock:
+        self._read(first=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last[key] - self.first.get(key, 0.0) for key in self.last)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._read()
+
+    def _read(self, *, first: bool = False) -> None:
         try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
+            processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        except psutil.Error:  # a process ended while the tree was walked: read it at the next poll
+            return
+        for process in processes:
+            try:
+                with process.oneshot():
+                    key, times = (process.pid, process.create_time()), process.cpu_times()
+            except psutil.Error:
+                continue
+            self.last[key] = times.user + times.system
+            if first:
+                self.first[key] = self.last[key]
 
 
 def side(name: str, folder: Path, work: Path, weights: list[str], tag: str) -> dict:
     """One side at one size: the one run, or the two separate runs; seconds and CPU seconds in all."""
     load = os.getloadavg()[0]
-    cpu = cpu_seconds()
-    if name == "one_run":
-        seconds, run = label(folder, work / f"out-{tag}", weights)
-        runs = [run]
-    else:
-        timed = [label(folder, work / f"out-{tag}-{i}", [w]) for i, w in enumerate(weights)]
-        seconds, runs = sum(s for s, _ in timed), [r for _, r in timed]
+    with CpuClock() as cpu:
+        if name == "one_run":
+            seconds, run = label(folder, work / f"out-{tag}", weights)
+            runs = [run]
+        else:
+            timed = [label(folder, work / f"out-{tag}-{i}", [w]) for i, w in enumerate(weights)]
+            seconds, runs = sum(s for s, _ in timed), [r for _, r in timed]
     return {"side": name, "items": runs[0]["items"], "seconds": round(seconds, 2),
-            "cpu_seconds": round(cpu_seconds() - cpu, 2), "load_1min": load, "runs": runs}
+            "cpu_seconds": round(cpu.seconds, 2), "load_1min": load, "runs": runs}
 
 
 def main() -> None:
