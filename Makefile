@@ -1,4 +1,5 @@
-# Two targets a newcomer needs: `make demo` and `make test`. Each creates or updates .venv itself.
+# Two targets a newcomer needs: `make demo` and `make test` (`make test-fast` while working).
+# Each creates or updates .venv itself.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -22,8 +23,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest $(ARGS)
 
+# The loop while working: unit tests only (no Ray, no S3, no subprocess; tests/tiers.py keeps them so).
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "unit and not slow" $(ARGS)
+	$(VENV)/bin/python -m pytest -m unit $(ARGS)
 
 # mypy's packages and mode (--strict for every package) are in pyproject.toml.
 lint: $(STAMP)

@@ -146,8 +146,10 @@ class Output:
         return records.load_all(self.layout.runs)
 
     def _dataset(self, name: str, where: pc.Expression | None) -> ds.Dataset:
-        table = open_table(self.layout.table(name), name)
-        dataset = table.to_pyarrow_dataset() if table is not None else ds.dataset(table_schema(name).empty_table())
+        uri = self.layout.table(name)
+        table = open_table(uri, name)
+        dataset = (table.to_pyarrow_dataset(filesystem=storage.arrow_filesystem(uri)) if table is not None
+                   else ds.dataset(table_schema(name).empty_table()))
         return dataset.filter(where) if where is not None else dataset
 
 

@@ -428,8 +428,10 @@ def connect(output: str) -> duckdb.DuckDBPyConnection:
 
 def _register_table(con: duckdb.DuckDBPyConnection, view: str, layout: OutputLayout) -> None:
     name = view.removeprefix("_").removesuffix("_shards")
-    table = open_table(layout.table(name), name)
-    dataset = table.to_pyarrow_dataset() if table is not None else table_schema(name).empty_table()
+    uri = layout.table(name)
+    table = open_table(uri, name)
+    dataset = (table.to_pyarrow_dataset(filesystem=storage.arrow_filesystem(uri)) if table is not None
+               else table_schema(name).empty_table())
     con.register(view, dataset)
 
 

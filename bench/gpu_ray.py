@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODEL = "ghostnet_100"
-STEPS = ("model_only", "decode_only", "runs", "two_models")
+STEPS = ("model_only", "decode_only", "runs", "peers", "two_models")
 DECODES = ("device", "cpu")
 COMPILE_MODES = ("eager", "compiled")
 # A run that starts with less than this left of --budget-s is skipped (its first estimate).
@@ -368,6 +368,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=560,
                         help="start no run that the runs so far say would end after this many seconds")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temp dir)")
+    parser.add_argument("--peers-python", default=sys.executable,
+                        help="step peers: a Python that imports daft (default: this one)")
     return parser.parse_args()
 
 
@@ -410,6 +412,48 @@ def run_all(args: argparse.Namespace, report: Report, images: Path, env: dict, g
         report.save()
 
 
+def run_peers(args: argparse.Namespace, report: Report, images: Path, env: dict, gpus: int, work: Path) -> None:
+    """PREPARED, NOT YET RUN ON A GPU (no device was lent to the session that wrote it, 2026-12-02):
+    the GPU form of bench/peers.py on the same JPEGs, one run each, fresh processes: ours (``run``,
+    defaults: fp16 actors on the GPUs, device decode), Ray Data as its guide teaches (one actor per
+    GPU, ``--device cuda``) and Daft as its docs teach (``@daft.cls(gpus=1)``), with the weights of
+    ghostnet_100 (random, seed 0) in one safetensors file. Daft is not in the carry: it runs only
+    where ``--peers-python`` names a Python that imports it; otherwise it is reported as skipped.
+    Wall time per system and ratios ours/peer go into ``peers`` of gpu_ray.json."""
+    results = report.data.setdefault("peers", {"note": "prepared code; first run on a GPU pending"})
+    weights = work / f"{MODEL}.safetensors"
+    subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); import ghostnet; "
+                    "m = ghostnet.create_model('ghostnet_100'); ghostnet.init_random(m, 0); "
+                    "ghostnet.save_weights(m, sys.argv[1])", str(weights), str(ROOT)], env=env, check=True)
+    device = "cuda" if gpus else "cpu"
+    commands = {
+        "ours": [sys.executable, "-m", "jobs.cli", "run", "--input", str(images), "--model", MODEL,
+                 "--weights", str(weights), "--output"],
+        "raydata": [sys.executable, str(ROOT / "bench" / "peer_jobs.py"), "raydata", "--input", str(images),
+                    "--weights", str(weights), "--device", device, "--output"],
+        "daft": [args.peers_python, str(ROOT / "bench" / "peer_jobs.py"), "daft", "--input", str(images),
+                 "--weights", str(weights), "--device", device, "--output"],
+    }
+    for system, command in commands.items():
+        if system == "daft" and subprocess.run([args.peers_python, "-c", "import daft"], env=env,
+                                               capture_output=True, check=False).returncode:
+            results[system] = {"skipped": f"{args.peers_python} cannot import daft"}
+            continue
+        started = time.perf_counter()
+        done = subprocess.run([*command, str(work / f"peer-{system}")], cwd=ROOT, env=env, capture_output=True,
+                              text=True, check=False)
+        wall = time.perf_counter() - started
+        results[system] = {"exit_code": done.returncode, "wall_s": wall, "items_per_s_wall": args.images / wall,
+                           "log_tail": (done.stdout + done.stderr)[-2000:]}
+        report.save()
+    ours = results.get("ours", {}).get("wall_s")
+    for peer in ("raydata", "daft"):
+        theirs = results.get(peer, {}).get("wall_s")
+        if ours and theirs:
+            results[f"wall_ours_over_{peer}"] = ours / theirs
+    report.save()
+
+
 def main() -> int:
     args = parse_args()
     started = time.perf_counter()
@@ -428,6 +472,8 @@ def main() -> int:
         report.step("decode_only", decode_only, str(images), min(args.images, 8192), workers, 256 if gpus else 16)
     if "runs" in args.steps:
         run_all(args, report, images, env, len(gpus), started, work)
+    if "peers" in args.steps:
+        run_peers(args, report, images, env, len(gpus), work)
     if "two_models" in args.steps:
         left = args.budget_s - (time.perf_counter() - started)
         report.data["two_models"] = two_models(args, images, work, env, len(gpus), timeout_s=max(60.0, left))

@@ -11,10 +11,10 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .model import GhostNet
-from .registry import create_model
-from .weights import WeightsError
+if TYPE_CHECKING:
+    from .model import GhostNet
 
 __all__ = ["PRETRAINED", "Pretrained", "create_pretrained", "pretrained_path"]
 
@@ -73,6 +73,8 @@ def pretrained_path(name: str) -> Path:
         ValueError: unknown name.
         WeightsError: the file is missing or its digest differs from the pin.
     """
+    from .weights import WeightsError
+
     entry = _entry(name)
     path = Path(str(resources.files("ghostnet").joinpath("data", entry.file)))
     if not path.is_file():
@@ -85,5 +87,7 @@ def pretrained_path(name: str) -> Path:
 
 def create_pretrained(name: str) -> GhostNet:
     """The shipped model `name`, with its labels and preprocessing as `model.meta`."""
+    from .registry import create_model
+
     entry = _entry(name)
     return create_model(entry.architecture, weights=pretrained_path(name), weights_sha256=entry.sha256)

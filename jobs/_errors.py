@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Callable
 
-from ghostnet import WeightsError
 from pipeline import logs, storage
 from pipeline.errors import InternalError, RunFailed, UsageError
 
@@ -18,14 +17,14 @@ USAGE = 2
 DRIFT = 4  # nightly --alert-drift: the night committed, and its label or channel drift went over the threshold
 AGREEMENT = 5  # nightly --alert-agreement: the night committed, and a candidate agreed with production less than asked
 
-# Ordered: subclasses before their bases. A user's wrong weights file is a usage error like a
-# wrong input (InputError is a UsageError); an InternalError is ours, and says so.
-_EXIT_CODES: list[tuple[type[BaseException], int]] = [
-    (UsageError, USAGE),
-    (WeightsError, USAGE),
-    (RunFailed, FAILED),
-    (InternalError, FAILED),
-]
+
+
+def _exit_codes() -> list[tuple[type[BaseException], int]]:
+    """Ordered: subclasses before their bases. A user's wrong weights file is a usage error like a
+    wrong input (InputError is a UsageError); an InternalError is ours, and says so."""
+    from ghostnet import WeightsError  # with torch: imported here, not when the CLI starts
+
+    return [(UsageError, USAGE), (WeightsError, USAGE), (RunFailed, FAILED), (InternalError, FAILED)]
 
 
 def guarded(fn: Callable[[], int]) -> int:
@@ -37,7 +36,7 @@ def guarded(fn: Callable[[], int]) -> int:
         _say("interrupted: shards committed before stay committed; the same command again goes on from there")
         return 130
     except Exception as exc:
-        for kind, code in _EXIT_CODES:
+        for kind, code in _exit_codes():
             if isinstance(exc, kind):
                 _say(f"error: {storage.redact(str(exc))}")
                 if os.environ.get("GHOSTNET_DEBUG"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs._command import LOGGING_GROUP
-from pipeline.config import DECODERS, MODALITIES, ROLES, ModelEntry, RunConfig, load_toml
+from pipeline.config import DECODERS, ENGINES, MODALITIES, ROLES, ModelEntry, RunConfig, load_toml
 from pipeline.errors import UsageError
 
 __all__ = ["RunArguments", "add_run_arguments", "config_from_args"]
@@ -130,6 +130,9 @@ def _add_resources(group: argparse._ArgumentGroup) -> None:
     add("--decode-batch-size", type=int, metavar="N", help="items per decode task call (default 32)")
     add("--compile", action="store_true", default=None,
         help="torch.compile the model in each actor: faster batches after a start-up cost of seconds")
+    add("--engine", choices=ENGINES,
+        help="what runs the model in each actor: torch, compile (= --compile) or onnx (ONNX Runtime, CPU "
+             "actors); default onnx on CPU actors, torch (fp16) on GPUs")
 
 
 def _add_control(group: argparse._ArgumentGroup, *, nightly: bool) -> None:

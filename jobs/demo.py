@@ -23,6 +23,7 @@ from demo import samples
 from ghostnet.pretrained import PRETRAINED, pretrained_path
 from jobs._command import Command
 from jobs._summaries import print_summary
+from pipeline import storage
 from pipeline.config import RunConfig
 from pipeline.delta import open_table
 from pipeline.errors import InternalError, UsageError
@@ -75,11 +76,13 @@ def run_config(samples_dir: Path, output: Path, modality: str) -> RunConfig:
 
 def predictions(output: Path, record: RunRecord) -> pa.Table:
     """The committed rows of one run, read through the predictions table's log."""
-    table = open_table(OutputLayout.of(str(output)).table("predictions"), "predictions")
+    uri = OutputLayout.of(str(output)).table("predictions")
+    table = open_table(uri, "predictions")
     if table is None:
         raise InternalError(f"run {record.run_id} committed, but {output} has no predictions table")
     columns = ["uri", "modality", "segment", "status", "label"]
-    return table.to_pyarrow_dataset().to_table(columns=columns, filter=pads.field("run_id") == record.run_id)
+    dataset = table.to_pyarrow_dataset(filesystem=storage.arrow_filesystem(uri))
+    return dataset.to_table(columns=columns, filter=pads.field("run_id") == record.run_id)
 
 
 def accuracy(table: pa.Table) -> dict[str, float]:

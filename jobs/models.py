@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from analytics import QueryResult
-from ghostnet import list_models
 from ghostnet.pretrained import PRETRAINED, pretrained_path
 from jobs._command import Command
 from jobs.query import write_table
@@ -40,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def listing(pattern: str | None) -> dict[str, list[Any]]:
     """The registered architectures and the shipped weights that ``pattern`` selects."""
+    from ghostnet import list_models  # the registry imports torch: only when models are listed
+
     def selected(*names: str) -> bool:
         return pattern is None or any(fnmatch.fnmatchcase(name, pattern) for name in names)
 

@@ -5,8 +5,14 @@ so a typo is a usage error here, not a failed job there. The project folder trav
 job's ``working_dir``. Credentials never travel with the job: the cluster's nodes get them
 from their own environment (a Kubernetes Secret, IRSA, an instance role).
 
+A head that is starting or loaded answers for a while with no connection or an HTTP 5xx (Ray's
+"No available agent to submit job, please try again later" until the head's dashboard agent has
+registered); those answers are retried with backoff for ``--retry-for`` seconds, each retry said
+on stderr. Any other refusal fails at once.
+
 Exit codes: 0 the job succeeded (with --no-wait: it was accepted), 1 it failed or was
-stopped, or the job server could not be reached or refused it, 2 usage error.
+stopped, or the job server could not be reached or refused it, 2 usage error, including
+credentials the cluster refused (Ray's token authentication).
 """
 
 from __future__ import annotations
@@ -17,14 +23,18 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import requests
 import yaml
+from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
 from jobs import nightly, run
@@ -60,6 +70,15 @@ PROJECT_EXCLUDES = [
 _CREDENTIAL_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.I)
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
 _POLL_S = 1.0
+_RETRY_FOR_S = 120.0
+_FIRST_DELAY_S, _MAX_DELAY_S = 1.0, 15.0
+# Ray's job client reports an HTTP answer it did not expect as "Request failed with status code N: ...";
+# the head wraps its agent's answer the same way, so the last code in the text is the innermost one.
+_STATUS_CODE = re.compile(r"status code (\d{3})")
+_AUTH_VARIABLES = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token "
+                   "(or RAY_AUTH_TOKEN_PATH to a file holding it)")
+
+T = TypeVar("T")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--submission-id", metavar="ID", help="id for the job (default: one chosen by Ray)")
     add("--entrypoint-num-cpus", type=float, metavar="F", help="CPUs reserved for the job's driver")
     add("--entrypoint-num-gpus", type=float, metavar="F", help="GPUs reserved for the job's driver")
+    add("--retry-for", type=float, metavar="S", default=_RETRY_FOR_S,
+        help="seconds to keep retrying while the job server is unreachable or answers that it is not "
+             f"ready (HTTP 5xx), with backoff (default {_RETRY_FOR_S:.0f}; 0: no retries)")
     add("job", nargs=argparse.REMAINDER, metavar="-- run|nightly ARGS",
         help="the command the job runs, with its arguments")
 
@@ -83,25 +105,40 @@ def submit(args: argparse.Namespace) -> int:
     address = resolve_address(args.address)
     name, job_args = split_job(args.job)
     check_job_arguments(name, job_args)
-    for flag in ("entrypoint_num_cpus", "entrypoint_num_gpus"):
+    for flag in ("entrypoint_num_cpus", "entrypoint_num_gpus", "retry_for"):
         if (getattr(args, flag) or 0) < 0:
             raise UsageError(f"--{flag.replace('_', '-')} must not be negative")
     runtime_env = merge_runtime_env(project_runtime_env(), load_runtime_env(args.runtime_env))
     check_no_credentials(runtime_env)
     module = JOB_COMMANDS[name][0]
+    # Chosen here, so that a retry after an answer lost on the way cannot start the job twice.
+    submission_id = args.submission_id or new_submission_id()
 
     shown = storage.redact_uri(address)
     print(f"submitting `{name}` to {shown}", file=sys.stderr)
-    try:
+
+    def submit_once(retried: bool) -> tuple[JobSubmissionClient, str]:
         client = JobSubmissionClient(address)
-        job_id = client.submit_job(
-            entrypoint=shlex.join(["python", "-m", module, *job_args]),
-            submission_id=args.submission_id,
-            runtime_env=runtime_env,
-            metadata={"app": "ghostnet-pipeline", "command": name},
-            entrypoint_num_cpus=args.entrypoint_num_cpus,
-            entrypoint_num_gpus=args.entrypoint_num_gpus,
-        )
+        try:
+            job_id = client.submit_job(
+                entrypoint=shlex.join(["python", "-m", module, *job_args]),
+                submission_id=submission_id,
+                runtime_env=runtime_env,
+                metadata={"app": "ghostnet-pipeline", "command": name},
+                entrypoint_num_cpus=args.entrypoint_num_cpus,
+                entrypoint_num_gpus=args.entrypoint_num_gpus,
+            )
+        except RuntimeError as exc:
+            if retried and "already exists" in str(exc):
+                return client, submission_id  # the attempt whose answer we did not get took it
+            raise
+        return client, job_id
+
+    try:
+        client, job_id = with_retries(submit_once, shown, args.retry_for)
+    except AuthenticationError as exc:
+        raise UsageError(f"the cluster at {shown} refused the credentials ({refusal(exc)}): "
+                         f"{_AUTH_VARIABLES}") from None
     except ValueError as exc:  # Ray's checks of the runtime_env and the submission
         raise UsageError(str(exc)) from exc
     except (OSError, RuntimeError, aiohttp.ClientError) as exc:  # unreachable, or refused the job
@@ -111,6 +148,51 @@ def submit(args: argparse.Namespace) -> int:
         print_follow_up(job_id, shown)
         return 0
     return follow(client, job_id, shown)
+
+
+def new_submission_id() -> str:
+    """An id of the form Ray gives a job it names itself."""
+    return f"raysubmit_{secrets.token_hex(8)}"
+
+
+def transient(exc: BaseException) -> bool:
+    """An answer a starting or loaded head gives: no connection yet, or HTTP 5xx all the way down.
+    A 4xx anywhere (a bad request, an id taken) and missing credentials are refusals."""
+    if isinstance(exc, AuthenticationError):
+        return False
+    if isinstance(exc, (ConnectionError, requests.ConnectionError)):
+        return True
+    response = getattr(exc, "response", None)  # requests' HTTPError, from Ray's version check
+    codes = [str(response.status_code)] if response is not None else _STATUS_CODE.findall(str(exc))
+    return bool(codes) and codes[-1].startswith("5")
+
+
+def with_retries(call: Callable[[bool], T], address: str, retry_for_s: float,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """``call(retried)``, again with backoff while it fails with a transient answer, for at most
+    ``retry_for_s`` seconds; each retry is said on stderr."""
+    deadline = time.monotonic() + retry_for_s
+    delay, retried = _FIRST_DELAY_S, False
+    while True:
+        try:
+            return call(retried)
+        except (OSError, RuntimeError) as exc:
+            if not transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            print(f"note: the job server at {address} is not ready ({first_line(exc)}); retrying in "
+                  f"{delay:.0f} s (gives up {deadline - time.monotonic():.0f} s from now, --retry-for)",
+                  file=sys.stderr)
+        sleep(delay)
+        delay, retried = min(2 * delay, _MAX_DELAY_S), True
+
+
+def first_line(exc: BaseException) -> str:
+    return storage.redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+
+
+def refusal(exc: AuthenticationError) -> str:
+    """Ray's 401 says no token came, its 403 that the token is wrong."""
+    return "the token it was sent is wrong" if exc.message.startswith("Authentication failed") else "no token was sent"
 
 
 class _DropDefaultExcludeNotice(logging.Filter):
@@ -126,6 +208,9 @@ _CHATTY_RAY_LOGGERS = (
     "ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
     "ray._private.runtime_env.packaging",
 )
+# Warns when token mode is on but no token is set; a cluster that needs one refuses the job, and
+# our error line says which variables to set.
+_TOKEN_LOGGER = "ray._private.authentication.http_token_authentication"
 
 
 def quiet_ray_logs(verbose: bool) -> None:
@@ -133,6 +218,7 @@ def quiet_ray_logs(verbose: bool) -> None:
     if not verbose:
         for name in _CHATTY_RAY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(_TOKEN_LOGGER).setLevel(logging.ERROR)
     working_dir_log = logging.getLogger("ray._private.runtime_env.working_dir")
     if not any(isinstance(f, _DropDefaultExcludeNotice) for f in working_dir_log.filters):
         working_dir_log.addFilter(_DropDefaultExcludeNotice())

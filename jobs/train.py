@@ -13,7 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from demo.train import train
 from jobs._command import Command
 
 
@@ -30,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from demo.train import train  # torch: imported when a model is trained, not when the CLI starts
+
     result = train(args.modality, Path(args.out), seed=args.seed, steps=args.steps, sample_count=args.samples,
                    batch_size=args.batch_size, lr=args.lr, threads=args.threads)
     print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB) in {result.seconds:.0f} s")

@@ -7,8 +7,9 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +20,8 @@ from pipeline import logs
 LOCAL_NODE_IP = "127.0.0.2"
 KEEP_LOGS = "GHOSTNET_KEEP_RAY_LOGS"  # set: the private Ray's temp dir (its logs) stays after the run
 METRICS_PORT = "GHOSTNET_METRICS_PORT"  # set: the private Ray serves Prometheus metrics on this port
+
+START_ATTEMPTS = 2  # a private local Ray that fails to start is started once more
 
 log = logging.getLogger("ghostnet_pipeline")
 
@@ -55,18 +58,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
         kwargs["_node_ip_address"] = LOCAL_NODE_IP
     if os.environ.get(METRICS_PORT):
         kwargs["_metrics_export_port"] = int(os.environ[METRICS_PORT])
-    ray.init(
-        address="local",
-        num_cpus=num_cpus or os.cpu_count(),
-        object_store_memory=object_store_bytes(),
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        configure_logging=True,
-        logging_level=logging.WARNING,
-        log_to_driver=not logs.is_json(),  # JSON logs: the workers' lines stay in Ray's log files
-        **kwargs,
-    )
-    try:
+    try:  # a start that fails also leaves no temp dir behind
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            object_store_memory=object_store_bytes(),
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+            log_to_driver=not logs.is_json(),  # JSON logs: the workers' lines stay in Ray's log files
+            **kwargs,
+        )
         yield f"a local Ray ({num_cpus or os.cpu_count()} CPUs, temp dir {temp_dir})"
     finally:
         ray.shutdown()
@@ -74,6 +77,94 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> Itera
             log.warning("kept the private Ray's logs in %s (%s is set)", temp_dir, KEEP_LOGS)
         else:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def starting(address: str | None = None, *, num_cpus: int | None = None,
+             warm: tuple[str, ...] = ()) -> Iterator[Callable[[], str]]:
+    """:func:`connect`, begun in the background: yields ``join``, which waits until Ray is up and
+    returns connect's description, so that Ray's start overlaps what the driver does meanwhile
+    (listing, loading the model, opening the tables).
+
+    Ray is started, and at the end shut down, by a thread that lives as long as the session: the
+    processes of a local Ray die with the thread that started them (their parent-death signal).
+    Once Ray is up, one task per CPU imports the modules named in ``warm`` in the idle workers,
+    which Ray then gives to the run's actors and tasks: their start no longer waits for torch.
+    Leaving the block before ``join`` (an error in the checks) still waits for the start to end.
+    """
+    if ray.is_initialized():
+        yield lambda: "the Ray already connected in this process"
+        return
+    session = _Background(address, num_cpus, warm)
+    try:
+        yield session.join
+    finally:
+        session.close()
+
+
+class _Background:
+    def __init__(self, address: str | None, num_cpus: int | None, warm: tuple[str, ...]) -> None:
+        self._address, self._num_cpus = address, num_cpus
+        self._warm = warm
+        self._up, self._done = threading.Event(), threading.Event()
+        self._description: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="ray-session", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    self._session()
+                    return
+                except Exception as exc:
+                    if self._description is not None or attempt == START_ATTEMPTS:
+                        raise
+                    # On a machine loaded to many times its cores, Ray's raylet can miss the 30 s Ray
+                    # gives it to register (seen with a load average of 30 on 2 cores).
+                    log.warning("Ray did not start (%s: %s); starting it once more", type(exc).__name__,
+                                str(exc).strip()[:300])
+                    ray.shutdown()
+        except BaseException as exc:  # noqa: BLE001 - handed to the driver's thread by join()
+            self._error = exc
+        finally:
+            self._up.set()
+
+    def _session(self) -> None:
+        with connect(self._address, num_cpus=self._num_cpus) as description:
+            self._description = description
+            if self._warm:
+                _warm_workers(self._warm)
+            self._up.set()
+            self._done.wait()
+
+    def join(self) -> str:
+        self._up.wait()
+        if self._error is not None:
+            raise self._error
+        if self._description is None:
+            raise RuntimeError("the Ray session ended before it was joined")
+        return self._description
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _warm_workers(modules: tuple[str, ...]) -> None:
+    """One task per CPU of the cluster that imports ``modules``; not waited for."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    for _ in range(cpus):
+        _import.options(num_cpus=0).remote(modules)
+
+
+@ray.remote
+def _import(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _private_temp_dir() -> str:

@@ -17,6 +17,7 @@ DEFAULT_MAX_FILE_BYTES = 1 << 30
 
 MODALITIES = (*(m.value for m in Modality), AUTO)
 DECODERS = ("auto", "cpu", "device")
+ENGINES = ("torch", "compile", "onnx")  # pipeline/engine.py
 ROLES = ("production", "candidate")
 MAX_MODELS = 16  # per run and modality: the plan marks each item's models in one int32 mask
 _NO_AUDIO_MODEL = {"audio_model": None, "audio_weights": "random", "audio_weights_sha256": None, "audio_models": ()}
@@ -91,7 +92,8 @@ class RunConfig:
     # Ray resources each model actor also needs, e.g. {"model_node": 1} to keep actors on the nodes
     # that advertise that custom resource; with it and no --actors, one actor per unit in the cluster.
     actor_resources: dict[str, float] | None = None
-    compile: bool = False  # torch.compile the model in each actor (costs seconds at start)
+    compile: bool = False  # torch.compile the model in each actor (costs seconds at start): --engine compile
+    engine: str | None = None  # None: pipeline.engine's default for the actor's device (onnx on CPU, torch on GPU)
     topk: int = 5
     embeddings: bool = False
     run_date: str = field(default_factory=lambda: datetime.now(timezone.utc).date().isoformat())
@@ -135,6 +137,10 @@ class RunConfig:
             object.__setattr__(self, "modality", Modality(self.modality))
         if self.decode not in DECODERS:
             raise UsageError(f"--decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
+        if self.engine is not None and self.engine not in ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.compile and self.engine not in (None, "compile"):
+            raise UsageError(f"--compile is --engine compile; it cannot go with --engine {self.engine}")
         if self.modality != AUTO and any(getattr(self, k) != v for k, v in _NO_AUDIO_MODEL.items()):
             raise UsageError(
                 "--audio-model, --audio-weights and --audio-weights-sha256 are for --modality auto; "

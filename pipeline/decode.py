@@ -25,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from ghostnet import ModelMeta
 from ghostnet.transforms import normalize, resize_crop, resize_crop_tensor, resizes_in_full
@@ -388,9 +387,18 @@ def _decode_jpeg_batch(tensors: list[torch.Tensor], device: torch.device) -> lis
     """One batched decode; a batch the decoder refuses is split in halves until the JPEGs it
     refuses stand alone (``None``), so the rest still decode in batches."""
     try:
-        return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+        return list(decode_jpeg(tensors, device=device))
     except RuntimeError:
         if len(tensors) == 1:
             return [None]
         half = len(tensors) // 2
         return _decode_jpeg_batch(tensors[:half], device) + _decode_jpeg_batch(tensors[half:], device)
+
+
+def decode_jpeg(tensors: list[torch.Tensor], *, device: torch.device) -> list[torch.Tensor]:
+    """torchvision's batched JPEG decoder (nvJPEG on a GPU), to RGB. torchvision is imported on first
+    use: importing it costs a worker about as long as importing torch, and CPU workers never need it."""
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as decode
+
+    return list(decode(tensors, mode=ImageReadMode.RGB, device=device))

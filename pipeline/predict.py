@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 
 import ghostnet
-from pipeline import channel_stats, decode, kinds
+from pipeline import channel_stats, decode, engine, kinds
 from pipeline.config import DEFAULT_MAX_PIXELS, default_batch_size
 from pipeline.errors import InternalError, UsageError
 from pipeline.metrics import Reporter
@@ -52,16 +52,22 @@ class Predictor:
         compile: bool = False,
         batch_size: int | None = None,
         reporter: Reporter | None = None,
+        engine_name: str | None = None,
     ) -> None:
-        """``compile``: run batches through ``torch.compile`` (inductor) of the model, compiled here
-        for ``batch_size`` rows (the batch size Ray Data gives this actor; None: the default for its
-        device, ``config.default_batch_size``). Where compiling fails, the actor runs eager and says why.
-        ``reporter``: where each batch's latency, statuses and device memory are reported.
+        """``engine_name``: ``torch``, ``compile`` or ``onnx`` (``pipeline.engine``; None: the
+        default for this actor's device). ``compile`` (or ``compile=True``): batches run through
+        ``torch.compile`` (inductor) of the model, compiled here for ``batch_size`` rows (the batch
+        size Ray Data gives this actor; None: the default for its device,
+        ``config.default_batch_size``). ``onnx``: through ONNX Runtime on the model exported here
+        (or read from the local cache). Where compiling or exporting fails, the actor runs eager
+        torch and says why. ``reporter``: where each batch's latency, statuses and device memory
+        are reported.
         """
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.device = pick_device()
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.engine = "compile" if compile else engine.resolve(engine_name, on_gpu=self.device.type == "cuda")
         model = spec.load()
         if model.meta is None:
             raise InternalError(f"{spec.name} was built without its metadata (labels, preprocessing)")
@@ -82,8 +88,10 @@ class Predictor:
         self.batch_size = batch_size or default_batch_size(on_gpu=self.device.type == "cuda")
         self.reporter = reporter
         self._compiled: Callable[[torch.Tensor], ghostnet.InferenceOutput] | None = None
-        if compile:
+        if self.engine == "compile":
             self._compiled = self._compile()
+        elif self.engine == "onnx":
+            self._compiled = self._onnx(spec)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
@@ -188,9 +196,26 @@ class Predictor:
 
     def _forward(self, inputs: np.ndarray | torch.Tensor) -> ghostnet.InferenceOutput:
         x = self.to_input(inputs)
+        if self.engine == "onnx" and self._compiled is not None:
+            return self._compiled(x)
         if self._compiled is not None and len(x) > 1:
             return self._forward_compiled(x)
+        if self.engine == "onnx":  # its export failed: the torch model, in its layout
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model.forward_all(x, embeddings=self.embeddings)
+
+    def _onnx(self, spec: ModelSpec) -> Callable[[torch.Tensor], ghostnet.InferenceOutput] | None:
+        """ONNX Runtime on this actor's threads, with the model's graph exported here or read from the cache."""
+        started = time.perf_counter()
+        try:
+            forward = engine.onnx_engine(spec, self.model, self._example_input(), threads=torch.get_num_threads(),
+                                         embeddings=self.embeddings)
+        except Exception as exc:  # noqa: BLE001 - no exporter, unsupported op, ...: run eager, never a dead actor
+            log.warning("the ONNX export of %s failed after %.1f s, running torch instead: %s: %s", self.model_name,
+                        time.perf_counter() - started, type(exc).__name__, str(exc).strip()[:500])
+            return None
+        log.info("ONNX Runtime session for %s ready in %.1f s", self.model_name, time.perf_counter() - started)
+        return forward
 
     def _compile(self) -> Callable[[torch.Tensor], ghostnet.InferenceOutput] | None:
         """The compiled forward, built and run once here so the cost is paid (and logged) at start.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import secrets
 import shutil
@@ -76,6 +77,9 @@ class Engine(Protocol):
 
 # Starts an attempt's engine: (run id, seconds spent listing, seconds spent planning) -> Engine.
 EngineStarter = Callable[[str, float, float], Engine]
+
+# What the stages import in Ray's workers: imported there while the driver loads the model (cluster.starting).
+WORKER_MODULES = ("pipeline.predict", "pipeline.decode", "pipeline.sink")
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -181,15 +185,19 @@ def run_by_modality(config: RunConfig, *, kind: str = "run") -> list[RunRecord]:
     goes on from what it committed.
     """
     from pipeline import cluster
-    from pipeline.stages import RayEngine
 
     with _listed(config) as (listing, work):
-        # Inputs, weights (every model's), their memory and the output are checked, in that order,
-        # before anything is written or started.
-        models = [(c, _checked_models(c)) for c in _per_modality(config, listing)]
+        # Ray starts in the background while every model's weights are checked and the models load
+        # (torch's import with them) and their memory is checked; then the output's tables are opened
+        # (created if new). A bad model, weights file or output is a usage error that leaves the output
+        # as it was, once Ray is shut down again.
         layout = OutputLayout.of(config.output)
-        tables_ = _open_tables(layout)
-        with cluster.connect(config.address, num_cpus=config.num_cpus):
+        with cluster.starting(config.address, num_cpus=config.num_cpus, warm=WORKER_MODULES) as join_ray:
+            models = [(c, _checked_models(c)) for c in _per_modality(config, listing)]
+            tables_ = _open_tables(layout)
+            from pipeline.stages import RayEngine  # torch, Ray Data: imported while Ray starts
+
+            join_ray()
             return [label(c, [spec for spec, _ in checked], kind=kind, layout=layout, tables_=tables_, listing=listing,
                           work=work / c.modality, host=Host(), labels=[len(meta.labels) for _, meta in checked],
                           engine=RayEngine.starter(c, checked, layout))
@@ -489,7 +497,7 @@ def _new_record(config: RunConfig, specs: list[ModelSpec], labels: list[int], id
         weights=models[0].weights, weights_sha256=models[0].weights_sha256,
         modality=config.modality, labels=labels[0], inputs=[storage.redact_uri(u) for u in config.inputs],
         reprocess=config.reprocess, not_items=dict(sorted(listing.skipped.items())), shard_size=config.shard_size,
-        config=_safe_config(config), versions=_versions(), items_listed=planned.items_listed,
+        config=_safe_config(config), versions=dict(_versions()), items_listed=planned.items_listed,
         duplicates=planned.duplicates, items_skipped=planned.items_labeled, items_to_label=planned.items,
         shards_total=len(planned.shards), models=models,
     )
@@ -529,8 +537,10 @@ def _safe_config(config: RunConfig) -> dict[str, Any]:
     return values
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
-    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "deltalake", "pillow", "soundfile", "soxr")
+    """What the record names as the software that labeled (read once: each lookup scans site-packages)."""
+    names = ("ghostnet-pipeline", "torch", "ray", "pyarrow", "deltalake", "pillow", "soundfile", "soxr", "onnxruntime")
     found = {}
     for name in names:
         try:

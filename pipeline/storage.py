@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
+import pyarrow.fs as pafs
 from fsspec.implementations.local import LocalFileSystem
 
 T = TypeVar("T")
@@ -35,6 +36,20 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for ``uri`` and the path within it (no scheme)."""
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
+
+
+def arrow_filesystem(root: str) -> pafs.FileSystem:
+    """pyarrow's own filesystem for the tree at ``root`` (a local path or an s3:// URI), with the
+    same AWS chain as everything else; for reading a Delta table's files with Arrow.
+
+    deltalake's default is a Python handler (pyarrow's PyFileSystem), whose buffers are Python
+    objects: when an Arrow thread frees the last of them while the interpreter exits, the process
+    aborts after its work is done ("terminate called without an active exception", exit 134;
+    apache/arrow#49942, whose fix in pyarrow 26 still races; tools/repro_arrow_exit_abort.py)."""
+    if "://" not in root:
+        return pafs.SubTreeFileSystem(os.path.abspath(root), pafs.LocalFileSystem())
+    fs, path = pafs.FileSystem.from_uri(re.sub(r"^s3a://", "s3://", root))
+    return pafs.SubTreeFileSystem(path, fs)
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -6,14 +6,19 @@ worker processes reach S3 exactly as they would in production: through the AWS c
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import secrets
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
+
+from tests import tiers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -37,6 +42,9 @@ def s3_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     port = free_port()
+    # werkzeug logs every request through a handler bound to the stderr of the test that made the
+    # first one, which pytest closes after that test: each later request printed a logging error.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -85,15 +93,24 @@ def ray_tmp() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def ray_local(s3_endpoint) -> Iterator[None]:
-    """One private local Ray per test module (2 CPUs, small object store, loopback IP).
+@dataclass(frozen=True)
+class LocalRay:
+    metrics_port: int  # the node's Prometheus endpoint on 127.0.0.2, updated every half second
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_endpoint) -> Iterator[LocalRay]:
+    """One private local Ray for every test in this process that asks for it (2 CPUs, small object
+    store, loopback IP), started once: each start and shutdown costs seconds. Its tests run last
+    (pytest_collection_modifyitems), so a test that starts its own Ray here (the demo) never finds
+    this one running.
 
     Started after the S3 endpoint so that its workers inherit the AWS environment.
     """
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="gp-ray-")
+    metrics_port = free_port()
     ray.init(
         address="local",
         num_cpus=2,
@@ -101,56 +118,53 @@ def ray_local(s3_endpoint) -> Iterator[None]:
         include_dashboard=False,
         _temp_dir=temp_dir,
         _node_ip_address="127.0.0.2",
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 500},
         logging_level="WARNING",
     )
     try:
-        yield
+        yield LocalRay(metrics_port)
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-# The tiers (`make test-fast` runs `unit` only): a test is `ray` when it starts a Ray (the module's
-# private one, a CLI run's, or the demo's), `s3` when it talks to the S3 endpoint, `cluster` when
-# it starts several nodes; the rest is `unit`. Modules that start Ray or take minutes without a
-# fixture saying so are named here.
+# The tiers (`make test-fast` runs `unit` only). A test is `ray` when it starts a Ray (the shared
+# one, or a subprocess's through ray_tmp), `s3` when it talks to the S3 endpoint: both follow from
+# its fixtures. `subprocess` (Python in a process of its own: the CLI or a probe), `cluster` and
+# `slow` are marked in the test module. The rest is `unit`, and tests/tiers.py fails a unit test
+# that does what another tier is for, naming the tier. Unit tests run first, before any session
+# fixture has started a Ray or the S3 server that they could lean on without saying so.
 _STARTS_RAY = {"ray_local", "ray_tmp", "ray_cluster"}
 _TALKS_S3 = {"s3_endpoint", "s3fs_client", "bucket"}
-_RAY_MODULES = {"test_demo.py"}
-_SLOW_MODULES = {"test_compile.py", "test_train.py", "test_gpu_carry.py"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        name = item.path.name
-        if fixtures & _STARTS_RAY or name in _RAY_MODULES:
+        if fixtures & _STARTS_RAY:
             item.add_marker(pytest.mark.ray)
         if fixtures & _TALKS_S3:
             item.add_marker(pytest.mark.s3)
-        if name in _SLOW_MODULES:
-            item.add_marker(pytest.mark.slow)
-        tiered = {"ray", "s3", "cluster", "slow"} & {m.name for m in item.iter_markers()}
-        if not tiered:
+        if not set(tiers.OTHER_TIERS) & {m.name for m in item.iter_markers()}:
             item.add_marker(pytest.mark.unit)
+    items.sort(key=_run_order)
 
 
-_EXIT_STATUS: list[int] = []
+def _run_order(item: pytest.Item) -> int:
+    """Unit tests first; the shared Ray's last, once nothing else in this process needs its own."""
+    if item.get_closest_marker("unit"):
+        return 0
+    return 2 if "ray_local" in getattr(item, "fixturenames", ()) else 1
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _EXIT_STATUS.append(int(exitstatus))
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    with tiers.guard(item) if item.get_closest_marker("unit") else contextlib.nullcontext():
+        yield
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Leave with pytest's own exit status once its summary is out, skipping the interpreter's
-    teardown: a run of the whole suite here (400 passed) once ended in a segmentation fault after
-    the summary, inside the finalization of the C extensions that in-process Ray sessions, DuckDB
-    and Arrow leave behind, which no test can see and which would turn a green suite red."""
-    if _EXIT_STATUS and os.environ.get("GHOSTNET_TEST_TEARDOWN") != "full":
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[0])
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    tiers.fail_if_misplaced(item, outcome.get_result())

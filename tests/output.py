@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from pipeline import record as records
+from pipeline import storage
 from pipeline.delta import open_table
 from pipeline.record import RunRecord
 from pipeline.tables import OutputLayout, table_schema
@@ -12,9 +13,11 @@ from pipeline.tables import OutputLayout, table_schema
 
 def committed(output: str, table: str = "predictions") -> pa.Table:
     """Every committed row of ``table`` (with ``run_date``), as deltalake reads it."""
-    layout = OutputLayout.of(output)
-    found = open_table(layout.table(table), table)
-    return found.to_pyarrow_dataset().to_table() if found is not None else table_schema(table).empty_table()
+    uri = OutputLayout.of(output).table(table)
+    found = open_table(uri, table)
+    if found is None:
+        return table_schema(table).empty_table()
+    return found.to_pyarrow_dataset(filesystem=storage.arrow_filesystem(uri)).to_table()
 
 
 def run_records(output: str) -> list[RunRecord]:

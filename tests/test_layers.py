@@ -45,6 +45,7 @@ def test_each_package_imports_only_what_it_may(package):
     assert not wrong, f"imports against DESIGN.md's dependency direction: {wrong}"
 
 
+@pytest.mark.subprocess
 def test_the_pipeline_names_its_public_surface_and_loads_it_lazily():
     """#17 "pipeline/__init__.py names the public surface (__all__)": every name resolves, none
     shadows a submodule, and importing the package alone starts neither Ray nor torch."""

@@ -35,7 +35,8 @@ Start a Ray head and N worker nodes on this machine, for tests and demos of mult
   --timeout S              seconds to wait for all nodes and the job server (default 120)
 
 RAY_AUTH_MODE is pinned to "disabled" unless already set; head, workers and every
-driver or `ray job` call must use the same value.
+driver or `ray job` call must use the same value. With RAY_AUTH_MODE=token, the nodes take the
+token from RAY_AUTH_TOKEN (or the file at RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token).
 
 example:
   infra/local/start-cluster.sh --state-dir /tmp/gp-cluster --workers 2 --object-store-mb 300
@@ -191,15 +192,21 @@ done
 PYTHON="$(dirname "$RAY_BIN")/python"
 [[ -x "$PYTHON" ]] || PYTHON=python3
 if ! "$PYTHON" - "$DASHBOARD_URL" $(( WORKERS + 1 )) "$TIMEOUT" <<'EOF'
-import json, sys, time, urllib.request
+import json, os, pathlib, sys, time, urllib.request
 
 url, want, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+headers = {}
+if os.environ.get("RAY_AUTH_MODE") == "token":  # the token from where Ray's own clients take it
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or pathlib.Path.home() / ".ray" / "auth_token"
+    token = os.environ.get("RAY_AUTH_TOKEN") or pathlib.Path(path).read_text().strip()
+    headers["Authorization"] = f"Bearer {token}"
 deadline, alive, last_error = time.monotonic() + timeout, 0, ""
 while time.monotonic() < deadline:
     try:
-        with urllib.request.urlopen(url + "/api/version", timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(url + "/api/version", headers=headers), timeout=5) as r:
             r.read()
-        with urllib.request.urlopen(url + "/nodes?view=summary", timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(url + "/nodes?view=summary", headers=headers),
+                                    timeout=5) as r:
             nodes = json.load(r)["data"]["summary"]
         alive = sum(1 for n in nodes if n.get("raylet", {}).get("state") == "ALIVE")
         if alive >= want:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 import ghostnet
 from demo import samples
 from demo.train import train
+
+pytestmark = pytest.mark.slow
 
 
 def test_audio_model_from_scratch_beats_chance(tmp_path) -> None:

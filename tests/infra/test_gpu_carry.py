@@ -111,12 +111,14 @@ def test_the_demo_image_run_works_through_the_carry(carry_env, unpacked, gpu_lik
 
 def test_carried_deltalake_and_s3_client_work(carry_env, gpu_like_python, tmp_path):
     code = f"""
-import pyarrow as pa, botocore.session, s3fs
+import pyarrow as pa, pyarrow.fs as pafs, botocore.session, s3fs
 from deltalake import DeltaTable, write_deltalake
 write_deltalake({str(tmp_path / 't')!r}, pa.table({{"uri": ["a", "b"], "score": [0.5, 0.25]}}))
 write_deltalake({str(tmp_path / 't')!r}, pa.table({{"uri": ["c"], "score": [1.0]}}), mode="append")
 table = DeltaTable({str(tmp_path / 't')!r})
-print(table.version(), sorted(table.to_pyarrow_table()["uri"].to_pylist()))
+# read as pipeline.storage.arrow_filesystem does: deltalake's default Python handler can abort the exit
+files = pafs.SubTreeFileSystem({str(tmp_path / 't')!r}, pafs.LocalFileSystem())
+print(table.version(), sorted(table.to_pyarrow_table(filesystem=files)["uri"].to_pylist()))
 client = botocore.session.get_session().create_client(
     "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
 print(client.meta.service_model.service_name)

@@ -65,8 +65,21 @@ def read_state(state_dir: Path) -> dict[str, str]:
     return state
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+def port_block_size(workers: int) -> int:
+    return 200 + (workers + 1) * WORKER_PORTS
+
+
+def auth_env(token: str | None, home: Path) -> dict[str, str]:
+    """The environment of a node or client of a cluster with Ray's token authentication when
+    ``token`` is set (else none). HOME is private: Ray 2.60 turns token mode on by itself for
+    anything that finds ``~/.ray/auth_token``, and writes that file when it makes a token."""
+    if token is None:
+        return {"RAY_AUTH_MODE": "disabled"}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "HOME": str(home)}
+
+
+def _env(state_dir: Path, auth_token: str | None = None) -> dict[str, str]:
+    return {**os.environ, **auth_env(auth_token, state_dir), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def start(
@@ -77,10 +90,14 @@ def start(
     object_store_mb: int = 256,
     worker_num_gpus: int = 0,
     worker_resources: str | None = None,
+    auth_token: str | None = None,
+    port_base: int | None = None,
     timeout_s: int = 150,
 ) -> LocalCluster:
-    """Start a head and ``workers`` workers; whatever fails, nothing of it is left running."""
-    base = free_port_block(200 + (workers + 1) * WORKER_PORTS)
+    """Start a head and ``workers`` workers; whatever fails, nothing of it is left running.
+    ``port_base``: the first of :func:`port_block_size` free ports (default: a block found free now);
+    its second port is the job server's."""
+    base = port_base or free_port_block(port_block_size(workers))
     command = [
         str(SCRIPTS / "start-cluster.sh"), "--state-dir", str(state_dir),
         "--workers", str(workers), "--num-cpus", str(num_cpus),
@@ -92,7 +109,8 @@ def start(
     if worker_resources:
         command += ["--worker-resources", worker_resources]
     try:
-        done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=timeout_s + 120)
+        done = subprocess.run(command, env=_env(state_dir, auth_token), capture_output=True, text=True,
+                              timeout=timeout_s + 120)
     except subprocess.TimeoutExpired:
         stop(state_dir)
         raise
@@ -113,7 +131,7 @@ def stop(state_dir: Path, *, grace_s: int = 5) -> None:
     """Stop the cluster recorded in ``state_dir``, by PID; raises if any of it survives."""
     done = subprocess.run(
         [str(SCRIPTS / "stop-cluster.sh"), "--state-dir", str(state_dir), "--grace", str(grace_s)],
-        env=_env(), capture_output=True, text=True, timeout=grace_s + 120,
+        env=_env(state_dir), capture_output=True, text=True, timeout=grace_s + 120,
     )
     if done.returncode != 0:
         raise RuntimeError(f"stop-cluster.sh failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

@@ -61,6 +61,7 @@ RAY_ACTOR_ARGUMENTS = re.compile(r"core_worker\.cc:\d+: Actor with class name: .
                                  r"object store and max_restarts > 0")
 
 
+@pytest.mark.ray  # the demo starts its own Ray in this process
 def test_demo_labels_both_modalities_accurately(tmp_path, capfd) -> None:
     """README, The demo: labels both modalities, prints accuracy and queries to paste; every printed
     query command runs with what the package installs (no `duckdb` CLI) and prints rows. Its stderr

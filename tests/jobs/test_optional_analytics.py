@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Runs the CLI in a process where importing duckdb or matplotlib fails, as on a node without the extra.

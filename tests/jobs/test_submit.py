@@ -183,10 +183,63 @@ def test_no_address_is_a_usage_error(monkeypatch, capsys):
     assert "--address" in capsys.readouterr().err
 
 
-def test_unreachable_job_server_exits_1(capsys):
-    assert cli.main(["submit", "--address", "http://127.0.0.1:9", "--",
+def test_unreachable_job_server_exits_1_after_retrying_for_the_time_given(capsys):
+    assert cli.main(["submit", "--address", "http://127.0.0.1:9", "--retry-for", "2", "--",
                      "run", "--input", "/in", "--output", "/out", "--model", "m"]) == 1
-    assert capsys.readouterr().err.startswith("submitting `run` to http://127.0.0.1:9")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "submitting `run` to http://127.0.0.1:9"
+    assert err[1].startswith("note: the job server at http://127.0.0.1:9 is not ready (Failed to connect")
+    assert err[-1].startswith("error: the job server at http://127.0.0.1:9 did not take the job")
+    assert len(err) == 3  # one retry: the next would end after the 2 s
+
+
+NO_AGENT = RuntimeError("Request failed with status code 500: No available agent to submit job, please try again "
+                        "later..")
+ID_TAKEN = RuntimeError("Request failed with status code 500: Traceback (most recent call last):\n  ...\n"
+                        "RuntimeError: Request failed with status code 400: Job with submission_id x already exists. "
+                        "Please use a different submission_id...")
+
+
+@pytest.mark.parametrize("exc, transient", [
+    (ConnectionError("Failed to connect to Ray at address: http://head:8265."), True),
+    (NO_AGENT, True),
+    (RuntimeError("Request failed with status code 503: Service Unavailable."), True),
+    (ID_TAKEN, False),
+    (RuntimeError("Request failed with status code 400: bad entrypoint."), False),
+    (RuntimeError("Version check returned 404. Please ensure the cluster is running Ray 1.9 or higher."), False),
+])
+def test_transient_answers_are_told_from_refusals(exc, transient):
+    assert submit.transient(exc) is transient
+
+
+def test_retries_back_off_saying_so_until_the_call_succeeds(capsys):
+    answers: list = [ConnectionError("Failed to connect to Ray at address: http://head:8265."), NO_AGENT, "job-1"]
+    sleeps: list[float] = []
+
+    def call(retried: bool):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return retried, answer
+
+    assert submit.with_retries(call, "http://head:8265", 60, sleep=sleeps.append) == (True, "job-1")
+    assert sleeps == [1.0, 2.0]
+    notes = capsys.readouterr().err.splitlines()
+    assert [n.split(" (")[0] for n in notes] == ["note: the job server at http://head:8265 is not ready"] * 2
+    assert "No available agent" in notes[1] and "--retry-for" in notes[1]
+
+
+@pytest.mark.parametrize("exc, budget_s", [(ID_TAKEN, 60), (NO_AGENT, 0)], ids=["refusal", "no-time-left"])
+def test_a_refusal_or_a_spent_budget_raises_at_once(exc, budget_s, capsys):
+    sleeps: list[float] = []
+
+    def call(retried: bool):
+        raise exc
+
+    with pytest.raises(RuntimeError) as raised:
+        submit.with_retries(call, "http://head:8265", budget_s, sleep=sleeps.append)
+    assert raised.value is exc
+    assert sleeps == [] and capsys.readouterr().err == ""
 
 
 def test_runtime_env_merge_theirs_wins():

@@ -19,6 +19,8 @@ from pipeline.model import ModelSpec
 from pipeline.predict import Predictor
 from pipeline.schema import DECODED, Status
 
+pytestmark = pytest.mark.slow
+
 SPEC = ModelSpec("ghostnet_050", "random", num_classes=10)
 BATCH = 8
 
@@ -48,6 +50,8 @@ def decoded_batch(n: int, seed: int, failed: tuple[int, ...] = ()) -> pa.Table:
 
 
 def predictor(tmp_path, **kwargs) -> Predictor:
+    """An actor of SPEC; eager torch unless ``kwargs`` say otherwise (``compile``, ``engine_name``)."""
+    kwargs.setdefault("engine_name", "torch")
     return Predictor(SPEC, run_id="t", embeddings=True, torch_threads=2, batch_size=BATCH, **kwargs)
 
 

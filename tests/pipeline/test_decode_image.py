@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageOps
 
 import ghostnet
@@ -82,6 +83,7 @@ def test_an_exif_rotated_jpeg_is_rotated_before_resizing():
     assert not np.array_equal(decoded.pixels, np.rot90(not_turned, k=-1))
 
 
+@pytest.mark.subprocess
 def test_importing_the_pipeline_leaves_pillows_process_wide_settings_alone():
     """#17 "no import-time global side effects": Pillow's decompression-bomb limit and its
     truncated-image switch are the embedding application's; importing our modules changes neither."""

@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -21,7 +20,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import ray
 import yaml
 
 from pipeline.config import RunConfig
@@ -37,19 +35,9 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 @pytest.fixture(scope="module")
-def metrics_port():
-    """A private local Ray (as conftest's ray_local) whose node serves metrics on a known port,
-    reporting every half second instead of Ray's default 10 s."""
-    port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="gp-ray-")
-    ray.init(address="local", num_cpus=2, object_store_memory=400 * 2**20, include_dashboard=False,
-             _temp_dir=temp_dir, _node_ip_address="127.0.0.2", logging_level="WARNING",
-             _metrics_export_port=port, _system_config={"metrics_report_interval_ms": 500})
-    try:
-        yield port
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+def metrics_port(ray_local) -> int:
+    """The shared local Ray's metrics port; its node reports every half second, not Ray's default 10 s."""
+    return ray_local.metrics_port
 
 
 def scrape(port: int, run_id: str) -> dict[tuple[str, tuple], float]:

@@ -2,7 +2,8 @@
 is that item's ``model_error``; the model failing on every item of a batch the same way is our bug,
 and fails the run as an internal error instead of writing a model_error row per item.
 
-The faults are injected into the model's forward; the Predictor around it is the real one."""
+The faults are injected into the torch model's forward (the `torch` engine, so the forward is the
+module's); the Predictor around it is the real one."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.pipeline.test_compile import SPEC, decoded_batch
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor(SPEC, run_id="t", torch_threads=1, batch_size=8)
+    return Predictor(SPEC, run_id="t", torch_threads=1, batch_size=8, engine_name="torch")
 
 
 def with_a_black_crop(batch: pa.Table, row: int) -> pa.Table:

@@ -11,6 +11,8 @@ from PIL import Image
 
 from tests import corpus
 
+pytestmark = pytest.mark.subprocess
+
 # The peak is the process's own (VmHWM, reset just before decoding), not ru_maxrss: Linux carries
 # ru_maxrss over from the parent at fork and exec, so under a big pytest process it hid real growth.
 MEASURE = """

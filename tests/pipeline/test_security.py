@@ -68,6 +68,7 @@ class Evil:
         return (os.system, (f"touch {Evil.marker}",))
 
 
+@pytest.mark.subprocess
 def test_pickle_that_would_run_code_is_refused_and_pins_are_honoured(tmp_path):
     (tmp_path / "in").mkdir()
     corpus.gradient(40, 30).save(tmp_path / "in" / "a.png")

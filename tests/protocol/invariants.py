@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from pipeline import storage
 from tests.protocol.specs import open_delta
 
 __all__ = ["Facts", "check_all"]
@@ -84,7 +85,8 @@ def read(tables: dict[str, DeltaTable | None]) -> tuple[tuple[pa.Table, pa.Table
                                         for c in columns[name]})
             continue
         try:
-            read_back[name] = table.to_pyarrow_table(columns=columns[name])
+            files = storage.arrow_filesystem(table.table_uri)  # not deltalake's Python handler: see there
+            read_back[name] = table.to_pyarrow_table(columns=columns[name], filesystem=files)
         except Exception as exc:  # noqa: BLE001 - whatever a reader trips on is the finding
             return None, [f"{name}: a reader fails: {type(exc).__name__}: {str(exc)[:200]}"]
     return (read_back["predictions"], read_back["channel_stats"]), []
