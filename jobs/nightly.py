@@ -170,13 +170,15 @@ def night_agreement(output: str, run_ids: list[str], a: agreement.ModelIdentity,
     """How ``a`` and ``b`` labeled the items the runs ``run_ids`` labeled."""
     import duckdb
 
+    from pipeline import storage
     from pipeline.delta import open_table
     from pipeline.tables import OutputLayout
 
-    table = open_table(OutputLayout.of(output).table("predictions"), "predictions", create=True)
+    uri = OutputLayout.of(output).table("predictions")
+    table = open_table(uri, "predictions", create=True)
     con = duckdb.connect()
     try:
-        con.register("all_predictions", table.to_pyarrow_dataset())
+        con.register("all_predictions", table.to_pyarrow_dataset(filesystem=storage.arrow_filesystem(uri)))
         ids = ", ".join("'" + run_id.replace("'", "''") + "'" for run_id in run_ids)
         con.execute("CREATE VIEW night_predictions AS SELECT * FROM all_predictions WHERE uri IN "
                     f"(SELECT uri FROM all_predictions WHERE run_id IN ({ids}))")
