@@ -86,6 +86,7 @@ def test_a_night_without_roles_or_without_a_candidate_is_quiet(tmp_path):
     assert agreement_alerts(root, NIGHT, 0.99) == []
 
 
+@pytest.mark.subprocess
 def test_the_alert_without_a_production_and_a_candidate_is_a_usage_error(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "nightly", "--input", str(tmp_path), "--output", str(tmp_path / "out"),

@@ -192,6 +192,7 @@ def test_a_crash_mid_run_then_the_same_command_labels_each_item_once_per_model(t
     assert set(stats["count_sum"].to_pylist()) == {IMAGES - 1}
 
 
+@pytest.mark.usefixtures("ray_local")  # Ray starts while the models are checked
 def test_weights_that_fail_to_load_are_a_usage_error_and_nothing_is_written(tmp_path):
     make_images(tmp_path / "in")
     bad = tmp_path / "bad.safetensors"
@@ -204,6 +205,7 @@ def test_weights_that_fail_to_load_are_a_usage_error_and_nothing_is_written(tmp_
     assert not output.exists(), "nothing was written"
 
 
+@pytest.mark.usefixtures("ray_local")  # Ray starts while the models are checked
 def test_models_that_do_not_fit_the_actor_are_refused_before_anything_starts(tmp_path):
     make_images(tmp_path / "in")
     output = tmp_path / "out"
