@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline import delta, recovery, runstate, sink, storage
@@ -22,9 +23,10 @@ from pipeline.commit import CommitOutcome, RunIdentity
 from pipeline.errors import RunFailed, UsageError
 from pipeline.fencing import STALE_AFTER_S, Attempt, Host
 from pipeline.plan import Plan
+from pipeline.schema import MODELS
 from pipeline.tables import OutputLayout
 from tests.protocol.sim import Actor, Crash, InjectedFault, Patches, Sim
-from tests.protocol.specs import SweeperSpec, WriterSpec, listing_batch, maintainer, planned_rows
+from tests.protocol.specs import SweeperSpec, WriterSpec, listing_batch, maintainer, shard_rows
 
 __all__ = ["EXPECTED", "STALE_AFTER_S", "host", "install", "maintainer", "sweeper", "writer"]
 
@@ -66,6 +68,16 @@ def install(sim: Sim) -> Patches:
         f"commit-{table.name}", commit)(table, adds, **kwargs))
     patches.set(runstate.RunState, "heartbeat", lambda state, table, every_s=30.0: sim.heartbeat(state, table))
     return patches
+
+
+def planned_rows(items: pa.Table, identity: RunIdentity) -> pa.Table:
+    """What the model stage would hand the write stage for ``items`` (a piece of one shard, each with
+    its plan's model mask): for each model of the run, a row of each item planned for it."""
+    mask = items[MODELS].to_numpy()
+    return pa.concat_tables([
+        shard_rows(items.filter(pa.array(mask & (1 << i) != 0)), model.model, model.weights_sha256, identity.run_id,
+                   position=i)
+        for i, model in enumerate(identity.models) if np.any(mask & (1 << i))])
 
 
 class DirectEngine:
