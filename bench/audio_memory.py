@@ -77,7 +77,7 @@ def measure_stream(path: str) -> dict:
                      schema=ITEMS.append(pa.field(SHARD, pa.int32())))
     baseline = reset_peak_rss()
     started = time.perf_counter()
-    windows = sum(len(batch["uri"]) for batch in read_and_decode_audio(items, frontend=DEFAULT_FRONTEND))
+    windows = sum(len(batch["uri"]) for batch in read_and_decode_audio(items, frontends=[DEFAULT_FRONTEND]))
     return {"windows": windows, "seconds": time.perf_counter() - started, "growth": peak_rss_bytes() - baseline}
 
 

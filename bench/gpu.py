@@ -162,7 +162,7 @@ def _decode_chunk(args: tuple[list[str], bool]) -> pa.Table:
                       "modality": ["image"] * len(uris), "_shard": [0] * len(uris)},
                      schema=pa.schema([("uri", pa.string()), ("etag", pa.string()), ("size_bytes", pa.int64()),
                                        ("modality", pa.string()), ("_shard", pa.int32())]))
-    return decode.read_and_decode(table, meta=META, leave_jpegs=leave)
+    return decode.read_and_decode(table, metas=[META], leave_jpegs=leave)
 
 
 def end_to_end(paths: list[Path], leave_jpegs: bool, workers: int, batch: int, out: Path) -> dict:

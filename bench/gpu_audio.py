@@ -179,7 +179,7 @@ def decoded_table(waveforms: np.ndarray) -> pa.Table:
         "size_bytes": [None] * n, "modality": ["audio"] * n, "segment": [0] * n,
         "start_s": [0.0] * n, "end_s": [DEFAULT_FRONTEND.window_s] * n, "status": ["ok"] * n,
         "error": [None] * n, "encoding": ["raw"] * n, "encoded": [w.tobytes() for w in waveforms],
-        SHARD: [0] * n, LAST: [True] * n,
+        SHARD: [0] * n, LAST: [True] * n, "_models": [1] * n, "_group": [0] * n,
     }, schema=DECODED)
 
 

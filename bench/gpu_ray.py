@@ -10,9 +10,11 @@ Ray that sees the GPU:
 - eager and ``--compile``,
 
 with ghostnet_100 and random weights, sampling GPU busy % and memory with nvidia-smi during each
-run. In the same call, in a child process each: model only (our fused model with channel
-weights, fp16 channels_last, eager and compiled) and decode only (Pillow in a process pool vs
-nvJPEG on the GPU), from bench/gpu.py.
+run; and two ghostnet_100 weights in one run against two separate runs (``two_models``, issue 24:
+decode-bound on a GPU, so about 2x is expected; prepared, not yet run on a GPU). In the same call,
+in a child process each: model only (our fused model with channel weights, fp16 channels_last,
+eager and compiled) and decode only (Pillow in a process pool vs nvJPEG on the GPU), from
+bench/gpu.py.
 
 The CLI is ``python -m jobs.cli run``: ``ghostnet-pipeline run`` itself (the console script is
 not installed from the carry). DuckDB, which the carry has no room for, is the analytics extra:
@@ -54,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODEL = "ghostnet_100"
-STEPS = ("model_only", "decode_only", "runs", "peers")
+STEPS = ("model_only", "decode_only", "runs", "peers", "two_models")
 DECODES = ("device", "cpu")
 COMPILE_MODES = ("eager", "compiled")
 # A run that starts with less than this left of --budget-s is skipped (its first estimate).
@@ -253,6 +255,48 @@ def measure_run(spec: RunSpec, images: Path, count: int, work: Path, env: dict, 
     return result
 
 
+def write_two_weights(folder: str) -> list[str]:
+    """Two ghostnet_100 weights files (random, seeds 1 and 2): two identities of one architecture."""
+    import ghostnet
+
+    paths = []
+    for seed in (1, 2):
+        model = ghostnet.create_model(MODEL)
+        ghostnet.init_random(model, seed)
+        path = Path(folder) / f"{MODEL}-seed{seed}.safetensors"
+        ghostnet.save_weights(model, path, model.meta)
+        paths.append(str(path))
+    return paths
+
+
+def two_models(args: argparse.Namespace, images: Path, work: Path, env: dict, gpus: int, timeout_s: float) -> dict:
+    """Both weights in one run, against one run per weights file, over the same JPEGs: device decode,
+    one eager actor per GPU; seconds of each side, and the ratio of the rates (same pairs labeled)."""
+    weights = in_child(write_two_weights, str(work))
+    spec = RunSpec(max(1, gpus), 1.0 if gpus else 0.0, "device" if gpus else "cpu", False)
+    flags = [*spec.flags(), *(["--batch-size", str(args.batch_size)] if args.batch_size else [])]
+    result: dict = {"flags": " ".join(flags), "images": args.images}
+    for side, runs in (("one_run", [weights]), ("separate_runs", [[w] for w in weights])):
+        walls = []
+        for i, chosen in enumerate(runs):
+            output = work / "out" / f"two-{side}-{i}"
+            models = [flag for w in chosen for flag in ("--model", MODEL, "--weights", w)]
+            command = [sys.executable, "-m", "jobs.cli", "run", "--input", str(images), "--output", str(output),
+                       *models, *flags]
+            log = work / f"two-{side}-{i}.log"
+            with GpuSampler(work / f"two-{side}-{i}.smi.csv", args.smi_ms, enabled=bool(gpus)) as sampler:
+                code, wall = run_cli(command, env, log, timeout_s)
+            if code != 0:
+                tail = log.read_text(errors="replace")[-3000:]
+                return {**result, "failed": side, "exit_code": code, "log_tail": tail}
+            walls.append(wall)
+            result[f"{side}_{i}_gpu"] = sampler.summary(args.images * len(chosen))
+            shutil.rmtree(output, ignore_errors=True)
+        result[f"{side}_wall_s"] = sum(walls)
+    result["ratio_one_run_over_separate"] = result["separate_runs_wall_s"] / result["one_run_wall_s"]
+    return result
+
+
 # --- the report ------------------------------------------------------------------------------
 
 def environment(gpus: list[str], carry: Path) -> dict:
@@ -430,6 +474,11 @@ def main() -> int:
         run_all(args, report, images, env, len(gpus), started, work)
     if "peers" in args.steps:
         run_peers(args, report, images, env, len(gpus), work)
+    if "two_models" in args.steps:
+        left = args.budget_s - (time.perf_counter() - started)
+        report.data["two_models"] = two_models(args, images, work, env, len(gpus), timeout_s=max(60.0, left))
+        print(f"two_models: {json.dumps(report.data['two_models'])}", flush=True)
+        report.save()
     report.data["total_s"] = time.perf_counter() - started
     report.save()
     print_summary(report.data)

@@ -63,7 +63,7 @@ FIRST_NIGHT = date(2025, 12, 1)
 
 def identity(run_id: str, run_date: str) -> RunIdentity:
     spec = model_spec(RunConfig(inputs=("unused",), output="unused", model=MODEL, weights="random"))
-    return RunIdentity(run_id, run_date, spec.name, spec.identity(), reprocess=False)
+    return RunIdentity.single(run_id, run_date, spec.name, spec.identity(), reprocess=False)
 
 
 def _repeat(value: object, n: int, type_: pa.DataType) -> pa.Array:
@@ -94,7 +94,8 @@ def prediction_rows(keys: pa.Table, who: RunIdentity, rng: np.random.Generator) 
         "topk_scores": _lists(pa.array(scores.ravel()), TOPK, n),
         "embedding": pa.nulls(n, pa.list_(pa.float32())),
         "channel_weights": _lists(weights, len(LAYERS), n),
-        "model": _repeat(who.model, n, pa.string()), "weights_sha256": _repeat(who.weights_sha256, n, pa.string()),
+        "model": _repeat(who.models[0].model, n, pa.string()),
+        "weights_sha256": _repeat(who.models[0].weights_sha256, n, pa.string()),
         "run_id": _repeat(who.run_id, n, pa.string()),
         "processed_at": _repeat(datetime.now(timezone.utc), n, pa.timestamp("us", tz="UTC")),
     }
@@ -102,7 +103,8 @@ def prediction_rows(keys: pa.Table, who: RunIdentity, rng: np.random.Generator) 
 
 
 def stats_rows(who: RunIdentity, shard: int, count: int, rng: np.random.Generator) -> pa.Table:
-    rows = [{"run_id": who.run_id, "shard": shard, "model": who.model, "weights_sha256": who.weights_sha256,
+    [model] = who.models
+    rows = [{"run_id": who.run_id, "shard": shard, "model": model.model, "weights_sha256": model.weights_sha256,
              "layer": layer, "channel": c, "count": count, "sum": float(m) * count,
              "sum_sq": float(m) ** 2 * count, "mean": float(m), "std": 0.0, "min": 0.0, "max": 1.0}
             for layer in LAYERS for c, m in enumerate(rng.random(16))]
@@ -128,8 +130,8 @@ def write_record(layout: OutputLayout, who: RunIdentity, kind: str, shards: list
     items = sum(s.items for s in shards)
     now = datetime.now(timezone.utc).isoformat()
     records.write(layout.runs, RunRecord(
-        run_id=who.run_id, kind=kind, run_date=who.run_date, status=records.COMMITTED, model=who.model,
-        weights="random", weights_sha256=who.weights_sha256, modality="image", labels=CLASSES, inputs=inputs,
+        run_id=who.run_id, kind=kind, run_date=who.run_date, status=records.COMMITTED, model=who.models[0].model,
+        weights="random", weights_sha256=who.models[0].weights_sha256, modality="image", labels=CLASSES, inputs=inputs,
         items_listed=items, items=items, rows=items, rows_per_status={"ok": items}, top_errors=[],
         timings={}, items_per_s=0.0, shards_total=len(shards), shards_committed=len(shards), config={},
         versions={}, started_at=now, finished_at=now, shards=shards))

@@ -62,7 +62,7 @@ def decoded_batches(model_name: str, count: int, scratch: Path):
         items = pa.table({"uri": uris, "etag": [None] * len(uris), "size_bytes": [None] * len(uris),
                           "modality": ["image"] * len(uris), SHARD: [0] * len(uris)},
                          schema=ITEMS.append(pa.field(SHARD, pa.int32())))
-        batches.append(decode.read_and_decode(items, meta=meta))
+        batches.append(decode.read_and_decode(items, metas=[meta]))
     return batches
 
 

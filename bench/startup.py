@@ -4,8 +4,8 @@ fresh process each time, with a timeline of its phases.
 Each run is ``python bench/startup.py --child ...`` (a fresh interpreter): it imports the CLI, wraps
 the pipeline's own functions with timers (listing, the driver's model check, opening the tables,
 Ray's start, recovery, the plan, the Ray Data plan, each commit, Ray's shutdown), swaps in a
-``Predictor`` subclass that notes when its actor process started and how long its ``__init__``
-(model load) took, and runs ``jobs.cli.main`` with the real flags. The parent times the whole
+model stage that notes when its actor process started and how long its ``__init__`` (the models'
+load) took, and runs ``jobs.cli.main`` with the real flags. The parent times the whole
 process (wall, from ``Popen`` to exit) and the interpreter's start (to the child's first line).
 The events are wall-clock times in one file, so overlapping phases show as overlaps.
 
@@ -89,7 +89,8 @@ def _instrument() -> None:
     from pipeline import cluster, plan, recovery, stages
 
     _timed(plan, "spill_listing", "listing")
-    _timed(pipeline.run, "_checked_model", "driver_model_check")
+    _timed(pipeline.run, "_checked_model", "driver_model_check")  # a checkout of one model per run
+    _timed(pipeline.run, "_checked_models", "driver_model_check")
     _timed(pipeline.run, "_open_tables", "open_tables")
     _timed(ray, "init", "ray_init")
     _timed(ray, "shutdown", "ray_shutdown")
@@ -101,24 +102,26 @@ def _instrument() -> None:
     _timed(pipeline.run, "_execute", "execute")
     _timed(pipeline.run, "_commit_stream", "execute")
     _timed(pipeline.commit.ShardCommitter, "add", "manifests")
-    stages.Predictor = TimedPredictor
+    setattr(stages, "ModelStage" if hasattr(stages, "ModelStage") else "Predictor", TimedStage)
 
 
-class TimedPredictor:
-    """``pipeline.predict.Predictor`` with its actor's process start and ``__init__`` span as events."""
+class TimedStage:
+    """The run's model stage (``pipeline.predict.ModelStage``; ``Predictor`` in a checkout of one
+    model per run) with its actor's process start and ``__init__`` span as events."""
 
     def __init__(self, *args, **kwargs) -> None:
-        from pipeline.predict import Predictor
+        from pipeline import predict
 
+        stage = getattr(predict, "ModelStage", predict.Predictor)
         start = time.time()
         _event("actor_process_to_init", _process_start(os.getpid()), start)
-        self._predictor = Predictor(*args, **kwargs)
+        self._stage = stage(*args, **kwargs)
         _event("actor_init", start, time.time())
         self._first = True
 
     def __call__(self, batch):
         start = time.time()
-        rows = self._predictor(batch)
+        rows = self._stage(batch)
         if self._first:
             _event("actor_first_batch", start, time.time())
             self._first = False

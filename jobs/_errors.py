@@ -15,6 +15,7 @@ log = logging.getLogger("ghostnet_pipeline")
 FAILED = 1
 USAGE = 2
 DRIFT = 4  # nightly --alert-drift: the night committed, and its label or channel drift went over the threshold
+AGREEMENT = 5  # nightly --alert-agreement: the night committed, and a candidate agreed with production less than asked
 
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs._command import LOGGING_GROUP
-from pipeline.config import DECODERS, ENGINES, MODALITIES, RunConfig, load_toml
+from pipeline.config import DECODERS, ENGINES, MODALITIES, ROLES, ModelEntry, RunConfig, load_toml
 from pipeline.errors import UsageError
 
 __all__ = ["RunArguments", "add_run_arguments", "config_from_args"]
@@ -68,16 +68,46 @@ def _add_inputs(group: argparse._ArgumentGroup) -> None:
     add("--row-group-size", type=int, metavar="N", help="rows per Parquet row group (default 50000)")
 
 
+class _ModelEntries(argparse.Action):
+    """Repeated ``--model NAME --weights URI [--weights-sha256 HEX] [--role ROLE]`` groups, in order:
+    each flag fills the latest entry, or starts the next one when the latest has it already."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        entries: list[dict[str, Any]] = list(getattr(namespace, self.dest, None) or [])
+        key = self.metavar_key
+        if not entries or key in entries[-1]:
+            entries.append({})
+        entries[-1][key] = values
+        setattr(namespace, self.dest, entries)
+
+    @property
+    def metavar_key(self) -> str:
+        return str(self.const)
+
+
 def _add_model(group: argparse._ArgumentGroup) -> None:
     add = group.add_argument
-    add("--model", metavar="NAME", help="architecture, e.g. ghostnet_100 (list them: ghostnet-pipeline models)")
-    add("--weights", metavar="URI|random",
-        help="local path, fsspec URL (s3://...), hf-hub:org/name, or 'random' (seeded; smoke tests only)")
-    add("--weights-sha256", metavar="HEX", help="refuse the weights unless their sha256 is this")
-    add("--audio-model", metavar="NAME", help="with --modality auto: the architecture for the audio files")
-    add("--audio-weights", metavar="URI|random", help="with --modality auto: the audio model's weights")
-    add("--audio-weights-sha256", metavar="HEX",
-        help="with --modality auto: refuse the audio weights unless their sha256 is this")
+
+    def entry(flag: str, dest: str, key: str, **kwargs: Any) -> None:
+        add(flag, dest=dest, action=_ModelEntries, const=key, nargs=None, **kwargs)
+
+    entry("--model", "model_entries", "name", metavar="NAME",
+          help="architecture, e.g. ghostnet_100 (list them: ghostnet-pipeline models); repeat --model NAME "
+               "--weights URI to label with several models in one pass (one decode)")
+    entry("--weights", "model_entries", "weights", metavar="URI|random",
+          help="local path, fsspec URL (s3://...), hf-hub:org/name, or 'random' (seeded; smoke tests only); "
+               "of the --model before it")
+    entry("--weights-sha256", "model_entries", "weights_sha256", metavar="HEX",
+          help="refuse the weights (of the --model before it) unless their sha256 is this")
+    entry("--role", "model_entries", "role", metavar="|".join(ROLES), choices=ROLES,
+          help="of the --model before it: production or candidate (nightly --alert-agreement compares them)")
+    entry("--audio-model", "audio_entries", "name", metavar="NAME",
+          help="with --modality auto: the architecture for the audio files (repeatable, as --model)")
+    entry("--audio-weights", "audio_entries", "weights", metavar="URI|random",
+          help="with --modality auto: the weights of the --audio-model before it")
+    entry("--audio-weights-sha256", "audio_entries", "weights_sha256", metavar="HEX",
+          help="with --modality auto: refuse those audio weights unless their sha256 is this")
     add("--num-classes", type=int, metavar="N", help="head size for --weights random")
     add("--seed", type=int, metavar="N", help="seed for --weights random (default 0)")
     add("--topk", type=int, metavar="K", help="top-k predictions per row (default 5)")
@@ -133,6 +163,25 @@ def _resources(text: str) -> dict[str, float]:
     return value
 
 
+def _merge_models(settings: dict[str, Any], given: list[dict[str, Any]] | None, flat: str, listed: str) -> None:
+    """The models of the flags into ``settings`` (a --config's). One entry on the command line
+    overrides the config's model setting by setting, as the single-model flags always did (of its
+    first model, when it names none); else the flags' entries replace the config's."""
+    if not given:
+        return
+    prefix = flat.removesuffix("model")
+    names = {"": flat, "weights": f"{prefix}weights", "weights_sha256": f"{prefix}weights_sha256"}
+    configured = [dict(e) for e in settings.pop(listed, None) or []]
+    single = {key: settings.pop(name) for key, name in names.items() if name in settings}
+    if single.get(""):
+        configured = configured or [{"name": single.pop(""), **single}]
+    if len(given) == 1 and configured and (len(configured) == 1 or "name" not in given[0]):
+        entries = [{**configured[0], **given[0]}, *configured[1:]]
+    else:
+        entries = given
+    settings[listed] = [ModelEntry.from_settings(e, where=f"--{flat.replace('_', '-')}") for e in entries]
+
+
 def config_from_args(args: argparse.Namespace, *, settings: dict[str, Any] | None = None,
                      **overrides: object) -> RunConfig:
     """Merge --config (if any; or ``settings`` read from it already) and flags; flags win.
@@ -145,8 +194,12 @@ def config_from_args(args: argparse.Namespace, *, settings: dict[str, Any] | Non
         value = getattr(args, flag, None)
         if value is not None:
             settings[f.name] = value
+    _merge_models(settings, getattr(args, "model_entries", None), "model", "models")
+    _merge_models(settings, getattr(args, "audio_entries", None), "audio_model", "audio_models")
     settings.update(overrides)
-    missing = [name for name in ("inputs", "output", "model") if not settings.get(name)]
+    missing = [name for name in ("inputs", "output") if not settings.get(name)]
+    if not settings.get("model") and not settings.get("models"):
+        missing.append("model")
     if missing:
         flags = ", ".join("--" + ("input" if m == "inputs" else m) for m in missing)
         raise UsageError(f"missing {flags} (on the command line or in --config)")

@@ -27,6 +27,7 @@ def print_summary(record: RunRecord, output: str) -> None:
     print(f"  items:  {record.items} labeled ({record.items_listed} listed, {record.items_skipped} already labeled"
           f"{f', {record.duplicates} duplicates dropped' if record.duplicates else ''})")
     print(f"  shards: {record.shards_committed} of {record.shards_total} committed")
+    _print_model_counts(record)
     print(f"  rows:   {record.rows} ({statuses})")
     print(f"  speed:  {record.items_per_s:.1f} items/s, {record.timings.get('total_s', 0):.1f} s elapsed")
     if record.stage_seconds:
@@ -48,6 +49,24 @@ def _print_not_items(record: RunRecord) -> None:
         print(f"  not items (no row): {sum(record.not_items.values())} files ({skipped})")
 
 
+def _print_models(s: PlanSummary) -> None:
+    groups = max(m.decode_group for m in s.models) + 1
+    print(f"  models:          {len(s.models)}, {groups} decode {'group' if groups == 1 else 'groups'} "
+          "(models of a group share one decode)")
+    for m in s.models:
+        role = f", {m.role}" if m.role else ""
+        print(f"    {m.model}@{m.weights_sha256[:12]}{role}: group {m.decode_group}, {m.to_label} to label, "
+              f"{m.already_labeled} already labeled")
+
+
+def _print_model_counts(record: RunRecord) -> None:
+    if len(record.models) > 1:
+        for m in record.models:
+            role = f", {m.role}" if m.role else ""
+            print(f"  model:  {m.model}@{m.weights_sha256[:12]}{role}: {m.items} items labeled "
+                  f"({m.items_skipped} already labeled), {m.rows} rows")
+
+
 def print_plan(summaries: list[PlanSummary], fmt: str) -> None:
     if fmt == "json":
         plans = [dataclasses.asdict(s) for s in summaries]
@@ -59,10 +78,12 @@ def print_plan(summaries: list[PlanSummary], fmt: str) -> None:
               f"{f' ({s.duplicates} duplicates dropped)' if s.duplicates else ''}")
         if s.not_items:
             print(f"  not items:       {', '.join(f'{k} {v}' for k, v in s.not_items.items())}")
-        print(f"  already labeled: {s.already_labeled}")
+        print(f"  already labeled: {s.already_labeled}{' (by every model)' if len(s.models) > 1 else ''}")
         if s.nothing_because:
             print(f"  nothing to do:   {s.nothing_because}")
         print(f"  to label:        {s.to_label} in {s.shards} shards of at most {s.shard_size}")
+        if len(s.models) > 1:
+            _print_models(s)
         print(f"  estimated:       {s.estimated_files} files, {s.estimated_bytes / 2**20:.1f} MiB")
         print(f"  planned in:      {s.list_s:.1f} s listing, {s.diff_s:.1f} s diff")
     print("dry run: nothing was started or written")

@@ -266,7 +266,8 @@ def check_job_arguments(name: str, job_args: list[str]) -> None:
 
 
 def warn_relative_paths(parsed: argparse.Namespace) -> None:
-    values = [*(parsed.input or []), parsed.output, parsed.weights, parsed.config]
+    weights = [e.get("weights") for e in (*(parsed.model_entries or []), *(parsed.audio_entries or []))]
+    values = [*(parsed.input or []), parsed.output, *weights, parsed.config]
     for value in values:
         if value and value != "random" and ":" not in value and not value.startswith("/"):
             print(f"note: {value} is a relative path; the job resolves it on the cluster, in its "

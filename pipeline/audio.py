@@ -46,7 +46,7 @@ from pipeline.errors import InternalError
 from pipeline.kinds import Decoder, FrontEnd
 from pipeline.metrics import Reporter
 from pipeline.rows import decoded_rows
-from pipeline.schema import ITEMS, SHARD, Status
+from pipeline.schema import ITEMS, MODELS, SHARD, Status
 
 DEFAULT_WINDOWS_PER_BATCH = 64
 READ_FRAMES = 1 << 15
@@ -80,24 +80,25 @@ class _Failed(Exception):
 def read_and_decode_audio(
     batch: pa.Table,
     *,
-    frontend: AudioFrontend,
+    frontends: list[AudioFrontend],
     windows_per_batch: int = DEFAULT_WINDOWS_PER_BATCH,
     reporter: Reporter | None = None,
 ) -> Iterator[pa.Table]:
     """The decode stage (Ray tasks): items in, tables of at most ``windows_per_batch`` rows of
     :data:`pipeline.schema.DECODED` out, each window's float32 samples as its ``encoded`` bytes.
+    ``frontends``: one per decode group of the run (models with the same rate, window and hop share
+    one); an item gives each group its windows, read once per group.
 
     A generator, so that one long file becomes many small blocks instead of one huge one.
     ``reporter`` gets the seconds spent between yields as decoding (audio streams its bytes while it
     decodes, so its fetching counts as decoding).
     """
-    rows: list[tuple[dict[str, Any], Window, bool]] = []
+    rows: list[tuple[dict[str, Any], Window, bool, int]] = []
     started = time.perf_counter()
-    for item in batch.select([*ITEMS.names, SHARD]).to_pylist():
-        windows = item_windows(item["uri"], frontend, hold=windows_per_batch, size=item["size_bytes"],
-                               etag=item["etag"])
-        for window, last in _marking_last(windows):
-            rows.append((item, window, last))
+    columns = [*ITEMS.names, SHARD, *([MODELS] if MODELS in batch.column_names else [])]
+    for item in batch.select(columns).to_pylist():
+        for window, last, group in _item_rows(item, frontends, windows_per_batch):
+            rows.append((item, window, last, group))
             if len(rows) == windows_per_batch:
                 table = _to_table(rows)
                 _report(reporter, started)
@@ -110,6 +111,21 @@ def read_and_decode_audio(
         yield table
     else:
         _report(reporter, started)
+
+
+def _item_rows(item: dict[str, Any], frontends: list[AudioFrontend],
+               hold: int) -> Iterator[tuple[Window, bool, int]]:
+    """Every row of one item, group after group, each marked whether it is the last of its group."""
+    for group, frontend in enumerate(frontends):
+        windows = item_windows(item["uri"], frontend, hold=hold, size=item["size_bytes"], etag=item["etag"])
+        for window, last in _marking_last(windows):
+            yield window, last, group
+
+
+def decode_key(meta: ModelMeta) -> tuple[object, ...]:
+    """What the decoded windows depend on (the log-mel is made on the actor, per model)."""
+    frontend = _frontend(meta)
+    return (frontend.sample_rate, frontend.window_s, frontend.hop_s)
 
 
 def _report(reporter: Reporter | None, started: float) -> None:
@@ -259,10 +275,10 @@ def _window(segment: int, start: int, waveform: np.ndarray, bad: np.ndarray, rat
     return Window(segment, status, error, start / rate, end / rate, waveform)
 
 
-def _to_table(rows: list[tuple[dict[str, Any], Window, bool]]) -> pa.Table:
-    windows = [w for _, w, _ in rows]
+def _to_table(rows: list[tuple[dict[str, Any], Window, bool, int]]) -> pa.Table:
+    windows = [w for _, w, _, _ in rows]
     return decoded_rows(
-        {name: [item[name] for item, _, _ in rows] for name in (*ITEMS.names, SHARD)},
+        {name: [item[name] for item, _, _, _ in rows] for name in rows[0][0]},
         segment=[w.segment for w in windows],
         start_s=[w.start_s for w in windows],
         end_s=[w.end_s for w in windows],
@@ -270,7 +286,8 @@ def _to_table(rows: list[tuple[dict[str, Any], Window, bool]]) -> pa.Table:
         error=[w.error for w in windows],
         encoding=["raw" if w.waveform is not None else None for w in windows],
         encoded=[None if w.waveform is None else w.waveform.astype(np.float32).tobytes() for w in windows],
-        last=[last for _, _, last in rows],
+        last=[last for _, _, last, _ in rows],
+        group=pa.array([group for _, _, _, group in rows], pa.int32()),
     )
 
 
@@ -280,10 +297,11 @@ def raw_waveforms(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
     return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.float32).reshape(len(encoded), samples)
 
 
-def decode_stage(config: RunConfig, meta: ModelMeta, *, on_device: bool) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """:func:`read_and_decode_audio` at the model's front end (rate, window, hop); audio always
-    decodes in the tasks."""
-    return read_and_decode_audio, {"frontend": _frontend(meta)}
+def decode_stage(config: RunConfig, metas: list[ModelMeta], *,
+                 on_device: bool) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """:func:`read_and_decode_audio` at each decode group's front end (rate, window, hop); audio
+    always decodes in the tasks."""
+    return read_and_decode_audio, {"frontends": [_frontend(meta) for meta in metas]}
 
 
 def model_input(meta: ModelMeta, min_size: int, device: torch.device,
@@ -309,4 +327,5 @@ def _frontend(meta: ModelMeta) -> AudioFrontend:
 
 
 DECODER: Decoder = decode_stage
-FRONT_END = FrontEnd(host_inputs=raw_waveforms, model_input=model_input, example_input=zero_windows)
+FRONT_END = FrontEnd(host_inputs=raw_waveforms, model_input=model_input, example_input=zero_windows,
+                     decode_key=decode_key)

@@ -1,17 +1,18 @@
 """Channel-weight statistics: per item, per batch, per shard.
 
 - :func:`per_item` summarizes each item's gates per layer (the ``channel_weights`` column).
-- :func:`partials` sums one batch's gates per (layer, channel): count, sum, sum of squares,
-  min and max. The model actor ships them with the batch's rows (:func:`to_bytes`), so a
-  retried batch brings exactly its own sums and no side file can be counted twice.
+- :func:`partials` sums one batch's gates per (model, layer, channel): count, sum, sum of
+  squares, min and max; ``model`` is the model's position among the run's models. The model
+  actor ships them with the batch's rows (:func:`to_bytes`), so a retried batch brings exactly
+  its own sums and no side file can be counted twice.
 - :func:`add` adds partials up; :func:`shard_rows` turns a shard's total into
-  :data:`pipeline.schema.CHANNEL_STATS` rows; :func:`check_counts` reconciles them with the
-  shard's ``ok`` rows.
+  :data:`pipeline.schema.CHANNEL_STATS` rows, model by model; :func:`check_counts` reconciles one
+  model's (:func:`of_model`) with its ``ok`` rows of the shard.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +25,9 @@ from pipeline.schema import CHANNEL_PARTIALS, CHANNEL_STATS
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["add", "check_counts", "from_bytes", "partials", "per_item", "shard_rows", "to_bytes"]
+    from pipeline.model import ModelIdentity
+
+__all__ = ["add", "check_counts", "from_bytes", "of_model", "partials", "per_item", "shard_rows", "to_bytes"]
 
 SUMMARY_STATS = ("mean", "std", "min", "max", "entropy")
 
@@ -42,8 +45,9 @@ def per_item(channel_weights: dict[str, torch.Tensor]) -> dict[str, dict[str, np
     return summaries
 
 
-def partials(channel_weights: dict[str, torch.Tensor]) -> pa.Table:
-    """Per layer and channel: count, sum, sum of squares, min and max over the given items."""
+def partials(channel_weights: dict[str, torch.Tensor], model: int = 0) -> pa.Table:
+    """Per layer and channel of the run's model ``model``: count, sum, sum of squares, min and max
+    over the given items."""
     layers, channels, counts, sums, sum_sq, mins, maxs = [], [], [], [], [], [], []
     for layer, gates in channel_weights.items():
         g = gates.double()
@@ -58,7 +62,8 @@ def partials(channel_weights: dict[str, torch.Tensor]) -> pa.Table:
     if not layers:
         return CHANNEL_PARTIALS.empty_table()
     join = np.concatenate
-    columns = [layers, join(channels), join(counts), join(sums), join(sum_sq), join(mins), join(maxs)]
+    columns = [np.full(len(layers), model, np.int32), layers, join(channels), join(counts), join(sums), join(sum_sq),
+               join(mins), join(maxs)]
     return pa.table(columns, schema=CHANNEL_PARTIALS)
 
 
@@ -75,18 +80,23 @@ def from_bytes(data: bytes) -> pa.Table:
 
 
 def add(tables: Iterable[pa.Table]) -> pa.Table:
-    """Partials added up per (layer, channel)."""
+    """Partials added up per (model, layer, channel)."""
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return CHANNEL_PARTIALS.empty_table()
     if len(tables) == 1:
         return tables[0]
-    total = pa.concat_tables(tables).group_by(["layer", "channel"], use_threads=False).aggregate(
+    total = pa.concat_tables(tables).group_by(["model", "layer", "channel"], use_threads=False).aggregate(
         [("count", "sum"), ("sum", "sum"), ("sum_sq", "sum"), ("min", "min"), ("max", "max")]
     )
     names = {"count_sum": "count", "sum_sum": "sum", "sum_sq_sum": "sum_sq", "min_min": "min", "max_max": "max"}
     return total.rename_columns([names.get(n, n) for n in total.column_names]).select(CHANNEL_PARTIALS.names).cast(
         CHANNEL_PARTIALS)
+
+
+def of_model(total: pa.Table, model: int) -> pa.Table:
+    """The partials of the run's model ``model``."""
+    return total.filter(pc.equal(total["model"], model))
 
 
 def check_counts(total: pa.Table, ok_rows: int, *, where: str) -> None:
@@ -102,18 +112,20 @@ def check_counts(total: pa.Table, ok_rows: int, *, where: str) -> None:
         )
 
 
-def shard_rows(total: pa.Table, *, run_id: str, shard: int, model: str, weights_sha256: str) -> pa.Table:
-    """A shard's sums as :data:`CHANNEL_STATS` rows, with their mean and std beside them."""
-    total = total.sort_by([("layer", "ascending"), ("channel", "ascending")])
+def shard_rows(total: pa.Table, *, run_id: str, shard: int, models: Sequence[ModelIdentity]) -> pa.Table:
+    """A shard's sums as :data:`CHANNEL_STATS` rows, with their mean and std beside them; ``models``
+    names the run's models by position."""
+    total = total.sort_by([("model", "ascending"), ("layer", "ascending"), ("channel", "ascending")])
     n = total.num_rows
+    position = total["model"].to_numpy()
     count = pc.cast(total["count"], pa.float64())
     mean = pc.divide(total["sum"], count)
     variance = pc.subtract(pc.divide(total["sum_sq"], count), pc.multiply(mean, mean))
     columns = {
         "run_id": pa.array([run_id] * n, pa.string()),
         "shard": pa.array([shard] * n, pa.int32()),
-        "model": pa.array([model] * n, pa.string()),
-        "weights_sha256": pa.array([weights_sha256] * n, pa.string()),
+        "model": pa.array([models[i].model for i in position], pa.string()),
+        "weights_sha256": pa.array([models[i].weights_sha256 for i in position], pa.string()),
         "layer": total["layer"],
         "channel": total["channel"],
         "count": total["count"],

@@ -1,30 +1,33 @@
 """Committing a run shard by shard, as the write stage reports the files it wrote.
 
-A shard is complete when every one of its items has all its rows in files: the manifests say how
-many items finished (their last row) and how many rows those items have in all. Then:
+A run labels with one model or several (:class:`RunIdentity`); each item of a shard is labeled by
+the models its plan marks (the models that had not labeled it yet). A shard is complete when every
+one of its (item, model) pairs has all its rows in files: the manifests say how many pairs finished
+(their last row) and how many rows those pairs have in all. Then, for all its models at once:
 
-1. its rows are checked: each item of the shard, nothing else, each (uri, segment) once, every
-   audio file's segments 0..n-1 with no gap;
-2. its failure rate is checked against ``--max-error-rate``;
-3. its channel statistics are added up, reconciled with its ``ok`` rows and written;
-4. it is listed as pending in the run's record, then its prediction files are added to the
-   predictions table in one transaction, then its statistics file to the channel_stats table in
-   another.
+1. its rows are checked, model by model: each item planned for that model, nothing else, each
+   (uri, segment) once, every audio file's segments 0..n-1 with no gap; no row of another model;
+2. its failure rate is checked against ``--max-error-rate``, model by model;
+3. its channel statistics are added up per model, reconciled with that model's ``ok`` rows and
+   written, all models' in one file;
+4. it is listed as pending in the run's record, then its prediction files (every model's rows) are
+   added to the predictions table in one transaction, then its statistics file to the
+   channel_stats table in another.
 
 Both transactions carry the shard's application id ``ghostnet-pipeline:<run>:<shard>:<digest>``
 set to the attempt's version: a shard already committed (a retried call, a commit that landed but
 reported a failure) is not committed twice, and anyone can tell which attempt committed it. The
 predictions transaction also carries the run's id (:mod:`pipeline.fencing`): an attempt that was
-fenced cannot commit. A run that does not reprocess also checks, just before committing, that no
-other run of the same model and weights labeled any of the shard's items since the plan, and its
-transaction carries one more id per hash partition of its items, so two such runs committing the
-same items at once collide and the loser checks again. A shard another run labeled first is
-dropped (its files deleted) and its items are planned again.
+fenced cannot commit. A run that does not reprocess also checks, just before committing, for each
+of its models, that no other run of that model and weights labeled any of the shard's items planned
+for it since the plan, and its transaction carries one more id per (model identity, hash partition)
+of those items, so two runs committing the same items for the same model at once collide and the
+loser checks again. A shard another run labeled first (for any of its models) is dropped (its files
+deleted) and its items are planned again, model by model.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -39,13 +42,14 @@ import pyarrow.compute as pc
 from pipeline import channel_stats, failpoints, files, storage, tables
 from pipeline.errors import InternalError, RunFailed
 from pipeline.fencing import Attempt, Host, check_owner, run_app
+from pipeline.model import ModelIdentity
 from pipeline.plan import Plan, ShardPlan, read_shard, unlabeled
 from pipeline.record import SCORE_BINS, ShardRecord, now
-from pipeline.schema import PREDICTIONS, Status
+from pipeline.schema import MODELS, PREDICTIONS, Status
 from pipeline.tables import ConcurrentCommit, FileStats, OutputLayout, Table, Tables
 
 __all__ = ["CommitOutcome", "RunIdentity", "ShardCommitter", "check_model_errors", "check_rows",
-           "commit_channel_stats", "commit_predictions", "shard_app", "write_and_commit"]
+           "commit_channel_stats", "commit_predictions", "partition_apps", "shard_app", "write_and_commit"]
 
 log = logging.getLogger("ghostnet_pipeline")
 
@@ -54,17 +58,17 @@ COMMIT_ATTEMPTS = 20
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """Who writes: the run, its date, and the model identity its rows carry."""
+    """Who writes: the run, its date, and the model identities its rows carry, in the run's order
+    (a row's model is its position here, as the plan's model masks and the partials name it)."""
 
     run_id: str
     run_date: str
-    model: str
-    weights_sha256: str
+    models: tuple[ModelIdentity, ...]
     reprocess: bool
 
-    @property
-    def model_key(self) -> str:
-        return hashlib.sha256(f"{self.model}\0{self.weights_sha256}".encode()).hexdigest()[:16]
+    @classmethod
+    def single(cls, run_id: str, run_date: str, model: str, weights_sha256: str, *, reprocess: bool) -> RunIdentity:
+        return cls(run_id, run_date, (ModelIdentity(model, weights_sha256),), reprocess)
 
 
 class Journal(Protocol):
@@ -86,7 +90,7 @@ class _Pending:
 
     @property
     def complete(self) -> bool:
-        return self.items_done >= self.plan.items and self.rows >= self.rows_expected
+        return self.items_done >= self.plan.pairs and self.rows >= self.rows_expected
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,8 @@ class CommitOutcome:
     committed: bool  # False: another run labeled some of its items first; they are planned again
     record: ShardRecord | None = None
     errors: tuple[tuple[str, str, int, str], ...] = ()  # (status, error, count, example uri)
-    label_counts: dict[str, int] = field(default_factory=dict)  # ok rows per top-1 label
-    score_histogram: list[int] = field(default_factory=list)  # ok rows per top-1 score bin
+    # Per model of the run: its ok rows per top-1 label, and per top-1 score bin.
+    labels: tuple[tuple[dict[str, int], list[int]], ...] = ()
 
 
 class ShardCommitter:
@@ -147,8 +151,8 @@ class ShardCommitter:
             shard = next(iter(self.pending.values()))
             raise InternalError(
                 f"the run ended with {len(self.pending)} shards incomplete (shard {shard.plan.index}: "
-                f"{shard.items_done} of {shard.plan.items} items, {shard.rows} of {shard.rows_expected} rows "
-                "written); nothing of them was committed"
+                f"{shard.items_done} of {shard.plan.pairs} (item, model) pairs, {shard.rows} of "
+                f"{shard.rows_expected} rows written); nothing of them was committed"
             )
 
     def _commit(self, pending: _Pending) -> CommitOutcome:
@@ -157,12 +161,15 @@ class ShardCommitter:
         where = f"shard {shard.index} of run {self.identity.run_id}"
         rows = self._read_rows(pending)
         items = pa.concat_tables(read_shard(shard.path, max(1, shard.items)))
-        check_rows(rows, items["uri"], where=where)
-        check_model_errors(rows, where=where)
-        self._check_error_rate(rows, shard)
-        ok_rows = int(pc.sum(pc.equal(rows["status"], Status.OK.value)).as_py() or 0)
+        per_model = self._rows_per_model(rows, items, where=where)
         total = channel_stats.add(pending.partials)
-        channel_stats.check_counts(total, ok_rows, where=where)
+        for i, (model_rows, model_items) in enumerate(per_model):
+            named = f"{where}, model {self.identity.models[i]}" if len(per_model) > 1 else where
+            check_rows(model_rows, model_items["uri"], where=named)
+            check_model_errors(model_rows, where=named)
+            self._check_error_rate(model_rows, model_items.num_rows, shard, self.identity.models[i])
+            ok_rows = int(pc.sum(pc.equal(model_rows["status"], Status.OK.value)).as_py() or 0)
+            channel_stats.check_counts(channel_stats.of_model(total, i), ok_rows, where=named)
         stats_file = self._write_channel_stats(total, shard)
         prediction_files = [FileStats(f["path"], f["size"], f["rows"], f["stats"]) for f in pending.files]
         record = ShardRecord(
@@ -170,11 +177,12 @@ class ShardCommitter:
             files=len(prediction_files), bytes=sum(f.size for f in prediction_files),
             written_s=round(self.written[shard.index], 3), commit_s=0.0, committed_at="",
             digest=shard.digest, attempt=self.attempt.token,
+            model_items=[t.num_rows for _, t in per_model], model_rows=[r.num_rows for r, _ in per_model],
         )
         self.journal.committing(record)
         failpoints.hit("shard.before-commit")
         app = shard_app(self.identity.run_id, shard)
-        if not self._commit_predictions(shard, app, prediction_files, items):
+        if not self._commit_predictions(shard, app, prediction_files, [t for _, t in per_model]):
             self._delete([f.path for f in prediction_files], stats_file)
             self.journal.dropped(shard.index)
             return CommitOutcome(shard.index, committed=False)
@@ -182,23 +190,39 @@ class ShardCommitter:
                              run_date=self.identity.run_date, run_id=self.identity.run_id, shard=shard.index)
         record.commit_s = round(time.monotonic() - started, 3)
         record.committed_at = now(self.host.clock())
-        return CommitOutcome(shard.index, True, record, _errors(rows), *_labels(rows))
+        return CommitOutcome(shard.index, True, record, _errors(rows),
+                             tuple(_labels(model_rows) for model_rows, _ in per_model))
+
+    def _rows_per_model(self, rows: pa.Table, items: pa.Table, *, where: str) -> list[tuple[pa.Table, pa.Table]]:
+        """Each model's rows of the shard and the shard's items planned for it; no row of a model the
+        run does not have."""
+        found = []
+        mask = items[MODELS].to_numpy()
+        for i, model in enumerate(self.identity.models):
+            mine = pc.and_(pc.equal(rows["model"], model.model), pc.equal(rows["weights_sha256"], model.weights_sha256))
+            found.append((rows.filter(mine), items.filter(pa.array(mask & (1 << i) != 0))))
+        stray = rows.num_rows - sum(r.num_rows for r, _ in found)
+        if stray:
+            raise InternalError(f"{where}: {stray} rows carry a model and weights this run does not label with; "
+                                "it was not committed")
+        return found
 
     def _read_rows(self, pending: _Pending) -> pa.Table:
         table_uri = self.layout.table("predictions")
-        columns = ("uri", "segment", "status", "error", "label", "score")
+        columns = ("uri", "segment", "status", "error", "label", "score", "model", "weights_sha256")
         batches = list(tables.scan(table_uri, [f["path"] for f in pending.files], columns))
         if not batches:
             return pa.schema([PREDICTIONS.field(c) for c in columns]).empty_table()
         return pa.Table.from_batches(batches)
 
-    def _check_error_rate(self, rows: pa.Table, shard: ShardPlan) -> None:
+    def _check_error_rate(self, rows: pa.Table, items: int, shard: ShardPlan, model: ModelIdentity) -> None:
         failed = rows.filter(pc.not_equal(rows["status"], Status.OK.value)).group_by("uri").aggregate([])
-        rate = failed.num_rows / max(1, shard.items)
+        rate = failed.num_rows / max(1, items)
         if rate > self.max_error_rate:
             examples = "; ".join(f"{e[3]} ({e[0]}: {e[1]})" for e in _errors(rows)[:3])
+            of_model = f" for model {model}" if len(self.identity.models) > 1 else ""
             raise RunFailed(
-                f"{failed.num_rows} of the {shard.items} items of shard {shard.index} failed ({rate:.1%}), "
+                f"{failed.num_rows} of the {items} items of shard {shard.index} failed{of_model} ({rate:.1%}), "
                 f"over --max-error-rate {self.max_error_rate:.1%}; the shard was not committed "
                 f"(shards committed before it stay). Examples: {examples}. Fix the inputs and run the same "
                 "command again (it labels only what is not committed), or raise --max-error-rate if this is "
@@ -207,35 +231,38 @@ class ShardCommitter:
 
     def _write_channel_stats(self, total: pa.Table, shard: ShardPlan) -> FileStats:
         identity = self.identity
-        rows = channel_stats.shard_rows(total, run_id=identity.run_id, shard=shard.index,
-                                        model=identity.model, weights_sha256=identity.weights_sha256)
+        rows = channel_stats.shard_rows(total, run_id=identity.run_id, shard=shard.index, models=identity.models)
         return files.write_parquet(self.layout.table("channel_stats"), rows, run_id=identity.run_id,
                                    attempt=self.attempt.token, run_date=identity.run_date, shard=shard.index,
                                    digest=shard.digest)
 
     def _commit_predictions(self, shard: ShardPlan, app: str, prediction_files: list[FileStats],
-                            items: pa.Table) -> bool:
-        """Add the shard's files to the predictions table; False if another run labeled its items first."""
+                            items: list[pa.Table]) -> bool:
+        """Add the shard's files to the predictions table; False if another run labeled some of its
+        items first for the same model. ``items``: the shard's items of each model."""
         reprocess = self.identity.reprocess
-        partitions = () if reprocess else tuple(
-            tables.app_id(self.identity.model_key, "partition", p) for p in shard.partitions)
+        partitions = () if reprocess else partition_apps(self.identity.models, shard)
         return commit_predictions(
             self.tables.predictions, self.attempt, app, prediction_files, run_date=self.identity.run_date,
             shard=shard.index, partition_apps=partitions,
             labeled_meanwhile=None if reprocess else (lambda table: self._labeled_meanwhile(table, shard, items)),
         )
 
-    def _labeled_meanwhile(self, table: Table, shard: ShardPlan, items: pa.Table) -> bool:
-        """Did another run of this model and weights commit any of these items since the plan?"""
-        model = {"model": self.identity.model, "weights_sha256": self.identity.weights_sha256}
-        candidates = tables.files_overlapping(tables.files_holding(table.files(), **model),
-                                              shard.uri_min, shard.uri_max)
-        paths = [p for p in candidates["path"].to_pylist() if p not in self.known_files and not self._ours(p)]
-        for batch in tables.scan(table.uri, paths, where=model):
-            if unlabeled(items, pa.Table.from_batches([batch])).num_rows < items.num_rows:
-                log.warning("shard %d: another run of this model committed some of its items first; "
-                            "dropping it and planning its items again", shard.index)
-                return True
+    def _labeled_meanwhile(self, table: Table, shard: ShardPlan, items: list[pa.Table]) -> bool:
+        """Did another run of one of these models and weights commit any of the items planned for
+        that model since the plan?"""
+        files = table.files()
+        for model, model_items in zip(self.identity.models, items, strict=True):
+            if model_items.num_rows == 0:
+                continue
+            where = {"model": model.model, "weights_sha256": model.weights_sha256}
+            candidates = tables.files_overlapping(tables.files_holding(files, **where), shard.uri_min, shard.uri_max)
+            paths = [p for p in candidates["path"].to_pylist() if p not in self.known_files and not self._ours(p)]
+            for batch in tables.scan(table.uri, paths, where=where):
+                if unlabeled(model_items, pa.Table.from_batches([batch])).num_rows < model_items.num_rows:
+                    log.warning("shard %d: another run of %s committed some of its items first; "
+                                "dropping it and planning its items again", shard.index, model)
+                    return True
         return False
 
     def _ours(self, path: str) -> bool:
@@ -251,6 +278,15 @@ class ShardCommitter:
 
 def shard_app(run_id: str, shard: ShardPlan) -> str:
     return tables.app_id(run_id, shard.index, shard.digest)
+
+
+def partition_apps(models: tuple[ModelIdentity, ...], shard: ShardPlan) -> tuple[str, ...]:
+    """The application ids a shard's commit sets besides its own: one per (model identity, hash
+    partition) of the items planned for that model, so that two runs committing the same items for
+    the same model collide."""
+    per_model = shard.model_partitions or (shard.partitions,)
+    return tuple(tables.app_id(model.key, "partition", p)
+                 for model, partitions in zip(models, per_model, strict=True) for p in partitions)
 
 
 def commit_predictions(

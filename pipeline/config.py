@@ -18,7 +18,45 @@ DEFAULT_MAX_FILE_BYTES = 1 << 30
 MODALITIES = (*(m.value for m in Modality), AUTO)
 DECODERS = ("auto", "cpu", "device")
 ENGINES = ("torch", "compile", "onnx")  # pipeline/engine.py
-_NO_AUDIO_MODEL = {"audio_model": None, "audio_weights": "random", "audio_weights_sha256": None}
+ROLES = ("production", "candidate")
+MAX_MODELS = 16  # per run and modality: the plan marks each item's models in one int32 mask
+_NO_AUDIO_MODEL = {"audio_model": None, "audio_weights": "random", "audio_weights_sha256": None, "audio_models": ()}
+_FLAT = ("model", "weights", "weights_sha256")  # the first model, as the single-model settings name it
+_FLAT_DEFAULTS = {"model": "", "weights": "random", "weights_sha256": None}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a run: architecture, weights and what to write for it. ``topk`` and
+    ``embeddings`` left as None take the run's (``--topk``, ``--embeddings``); ``role`` marks the
+    production model and its candidates for ``nightly --alert-agreement``."""
+
+    name: str
+    weights: str | None = "random"
+    weights_sha256: str | None = None
+    topk: int | None = None
+    embeddings: bool | None = None
+    role: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise UsageError("a model entry needs a name (--model NAME, or `name` in [[models]])")
+        if self.role is not None and self.role not in ROLES:
+            raise UsageError(f"model {self.name}: role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        if self.topk is not None and self.topk < 1:
+            raise UsageError(f"model {self.name}: topk must be at least 1, got {self.topk}")
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any], *, where: str) -> ModelEntry:
+        """An entry from a ``[[models]]`` table (``model`` is taken for ``name``)."""
+        values = dict(values)
+        if "model" in values:
+            values.setdefault("name", values.pop("model"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"{where}: unknown settings {unknown} in a model entry; known: {sorted(known)}")
+        return cls(**values)
 
 
 def default_batch_size(on_gpu: bool) -> int:
@@ -32,15 +70,19 @@ class RunConfig:
 
     inputs: tuple[str, ...]
     output: str
-    model: str
+    # The first model (of the images, or of --modality audio). Several models: ``models``, whose first
+    # entry these then are.
+    model: str = ""
     weights: str | None = "random"
     weights_sha256: str | None = None
+    models: tuple[ModelEntry, ...] = ()
     modality: Modality | Literal["auto"] = Modality.IMAGE
     decode: str = "auto"  # where JPEGs are decoded: auto = on the model actor's GPU when it has one
     # The audio model of a --modality auto run; with --modality audio, model/weights are the audio model.
     audio_model: str | None = None
     audio_weights: str | None = "random"
     audio_weights_sha256: str | None = None
+    audio_models: tuple[ModelEntry, ...] = ()  # several audio models of a --modality auto run
     batch_size: int | None = None  # None: default_batch_size(on the actor's device)
     # None: one per GPU (or per unit of actor_resources); on a CPU-only cluster one per core for
     # stages.CPU_MODEL_SHARE of the cores; never more than the run has model batches.
@@ -77,6 +119,18 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise UsageError("at least one --input is required")
+        object.__setattr__(self, "models", _entries(self.models, self.model, self.weights, self.weights_sha256,
+                                                    what="--model"))
+        object.__setattr__(self, "model", self.models[0].name)
+        object.__setattr__(self, "weights", self.models[0].weights)
+        object.__setattr__(self, "weights_sha256", self.models[0].weights_sha256)
+        if self.audio_models or self.audio_model:
+            audio = _entries(self.audio_models, self.audio_model or "", self.audio_weights, self.audio_weights_sha256,
+                             what="--audio-model")
+            object.__setattr__(self, "audio_models", audio)
+            object.__setattr__(self, "audio_model", audio[0].name)
+            object.__setattr__(self, "audio_weights", audio[0].weights)
+            object.__setattr__(self, "audio_weights_sha256", audio[0].weights_sha256)
         if self.modality not in MODALITIES:
             raise UsageError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
         if self.modality != AUTO:  # from a flag or a TOML file it is text
@@ -114,6 +168,12 @@ class RunConfig:
                     f"got {name!r}: {amount!r}"
                 )
 
+    def topk_of(self, entry: ModelEntry) -> int:
+        return entry.topk if entry.topk is not None else self.topk
+
+    def embeddings_of(self, entry: ModelEntry) -> bool:
+        return entry.embeddings if entry.embeddings is not None else self.embeddings
+
     @property
     def modalities(self) -> tuple[Modality, ...]:
         """The kinds of item this run labels: every registered kind for ``--modality auto``."""
@@ -133,8 +193,12 @@ class RunConfig:
                     "the inputs hold audio files: give --audio-model (and --audio-weights) for them, "
                     "or use --modality image to label only the images"
                 )
-            changes.update(model=self.audio_model, weights=self.audio_weights, weights_sha256=self.audio_weights_sha256)
+            changes.update(models=self.audio_models, **_FLAT_DEFAULTS)
         return self.replace(**changes)
+
+    def keeping_models(self, keep: list[int]) -> RunConfig:
+        """The same run with only the models at positions ``keep``, in that order."""
+        return self.replace(models=tuple(self.models[i] for i in keep), **_FLAT_DEFAULTS)
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
@@ -142,6 +206,33 @@ class RunConfig:
     def to_record(self) -> dict[str, Any]:
         """The settings as written into the run's commit record (URIs redacted by the caller)."""
         return dataclasses.asdict(self)
+
+
+def _entries(models: tuple[ModelEntry, ...] | list[Any], model: str, weights: str | None, weights_sha256: str | None,
+             *, what: str) -> tuple[ModelEntry, ...]:
+    """The run's model entries: ``models`` (entries, or their settings as a TOML file holds them),
+    else the one model the single-model settings name. Both given must agree on the first."""
+    entries = tuple(m if isinstance(m, ModelEntry) else ModelEntry.from_settings(m, where=what) for m in models)
+    if not entries:
+        if not model:
+            raise UsageError(f"missing {what} (on the command line or in --config)")
+        return (ModelEntry(model, weights, weights_sha256),)
+    first = entries[0]
+    given = {"model": model, "weights": weights, "weights_sha256": weights_sha256}
+    clash = [k for k in _FLAT if given[k] != _FLAT_DEFAULTS[k] and given[k] != getattr(first, "name" if k == "model"
+                                                                                        else k)]
+    if clash:
+        raise UsageError(f"{what}: give the models either as the single-model settings or as a list of entries "
+                         f"([[models]]), not both ({', '.join(clash)} disagree with the first entry)")
+    if len(entries) > MAX_MODELS:
+        raise UsageError(f"{len(entries)} models in one run: at most {MAX_MODELS}; split them over runs "
+                         "(docs/operations.md, 'Several models')")
+    if sum(e.role == "production" for e in entries) > 1:
+        raise UsageError(f"{what}: several models have the role production; give it to one")
+    seen = [(e.name, e.weights, e.weights_sha256) for e in entries]
+    if len(set(seen)) < len(seen):
+        raise UsageError(f"{what}: the same model and weights are given twice; give each once")
+    return entries
 
 
 def load_toml(path: str | Path, *, extra: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -4,6 +4,10 @@ a time, never raising for a bad item.
 Each item becomes a :class:`Decoded` with a status from :class:`pipeline.schema.Status`
 and, when ``ok``, a uint8 HWC crop at the model's input size. Normalization happens on the
 model actor (:data:`FRONT_END`), so what crosses the object store is 1 byte per pixel.
+
+A run with several models decodes each item once for all of them: models whose crop is the same
+(input size, crop, interpolation: :func:`decode_key`) share one decode group, and an item is
+fetched and decoded once, then cropped once per group (:func:`decode_for_groups`), one row each.
 """
 
 from __future__ import annotations
@@ -49,6 +53,20 @@ def _fail(status: Status, error: str) -> Decoded:
     return Decoded(status, error)
 
 
+def decode_key(meta: ModelMeta) -> tuple[object, ...]:
+    """What a decoded crop depends on (mean and std are applied on the actor, per model)."""
+    return (meta.input_size, meta.crop_pct, meta.interpolation)
+
+
+def decode_for_groups(data: bytes | None, metas: Sequence[ModelMeta], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      leave_jpeg: bool = False) -> list[Decoded]:
+    """:func:`decode_image` for each of ``metas`` (the run's decode groups), decoding the bytes once
+    for all the groups that decode them the same way (at the same draft scale)."""
+    if len(metas) == 1:
+        return [decode_image(data, metas[0], max_pixels=max_pixels, leave_jpeg=leave_jpeg)]
+    return _guarded(lambda d: _decode_groups(d, metas, max_pixels, leave_jpeg), data, len(metas))
+
+
 def decode_image(
     data: bytes | None,
     meta: ModelMeta,
@@ -61,26 +79,32 @@ def decode_image(
     With ``leave_jpeg``, a JPEG the device decoder takes as it is (RGB or grey, upright, not
     large enough for draft mode) is only checked, and comes back as ``jpeg`` bytes.
     """
+    return _guarded(lambda d: [_decode(d, meta, max_pixels, leave_jpeg)], data, 1)[0]
+
+
+def _guarded(decode: Callable[[bytes], list[Decoded]], data: bytes | None, groups: int) -> list[Decoded]:
+    """``decode(data)``, or for every group the same failure when the bytes are not an image it can take."""
     if data is None:
-        return _fail(Status.READ_ERROR, "no bytes were read")
+        return [_fail(Status.READ_ERROR, "no bytes were read")] * groups
     if len(data) == 0:
-        return _fail(Status.EMPTY, "zero-byte file")
+        return [_fail(Status.EMPTY, "zero-byte file")] * groups
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode(data, meta, max_pixels, leave_jpeg)
+            return decode(data)
     except Image.DecompressionBombError as exc:
         # Pillow's own guard (2x Image.MAX_IMAGE_PIXELS) holds for formats other than JPEG,
         # whatever --max-pixels says; an application that needs bigger ones raises Pillow's limit.
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
-        return _fail(Status.TOO_LARGE, f"refused as a decompression bomb: over Pillow's limit of {limit:.0f} "
-                                       f"megapixels for this format ({exc})")
+        failed = _fail(Status.TOO_LARGE, f"refused as a decompression bomb: over Pillow's limit of {limit:.0f} "
+                                         f"megapixels for this format ({exc})")
     except UnidentifiedImageError:
-        return _fail(Status.DECODE_ERROR, "not an image Pillow can identify (corrupt or wrong format)")
+        failed = _fail(Status.DECODE_ERROR, "not an image Pillow can identify (corrupt or wrong format)")
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        return _fail(Status.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
+        failed = _fail(Status.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
     except MemoryError:
-        return _fail(Status.TOO_LARGE, "decoding ran out of memory")
+        failed = _fail(Status.TOO_LARGE, "decoding ran out of memory")
+    return [failed] * groups
 
 
 def _open(data: bytes) -> Image.Image:
@@ -97,6 +121,40 @@ def _decode(data: bytes, meta: ModelMeta, max_pixels: int, leave_jpeg: bool) -> 
     device_ready = leave_jpeg and _device_decodable(image, meta, data)
     if image.format == "JPEG" and not device_ready:
         _draft(image, meta)
+    refused = _refused(image, max_pixels)
+    if refused is not None:
+        return refused
+    if device_ready:
+        return Decoded(Status.OK, jpeg=data)
+    return Decoded(Status.OK, pixels=resize_crop(_upright_rgb(image), meta))
+
+
+def _decode_groups(data: bytes, metas: Sequence[ModelMeta], max_pixels: int, leave_jpeg: bool) -> list[Decoded]:
+    """Each group's :func:`_decode`, the image decoded once per distinct draft scale (once, unless
+    the groups' sizes differ enough for draft mode to pick other scales)."""
+    image = _open(data)
+    found: list[Decoded | None] = [None] * len(metas)
+    scales: dict[tuple[int, int] | None, list[int]] = {}
+    for i, meta in enumerate(metas):
+        if leave_jpeg and _device_decodable(image, meta, data):
+            found[i] = _refused(image, max_pixels) or Decoded(Status.OK, jpeg=data)
+        else:
+            scales.setdefault(_draft_size(image, meta), []).append(i)
+    for size, groups in scales.items():
+        image = _open(data)
+        if size is not None:
+            image.draft("RGB", size)
+        refused = _refused(image, max_pixels)
+        if refused is not None:
+            found = [refused if i in groups else d for i, d in enumerate(found)]
+            continue
+        rgb = _upright_rgb(image)
+        for i in groups:
+            found[i] = Decoded(Status.OK, pixels=resize_crop(rgb, metas[i]))
+    return [d for d in found if d is not None]
+
+
+def _refused(image: Image.Image, max_pixels: int) -> Decoded | None:
     width, height = image.size
     if width * height > max_pixels:
         return _fail(
@@ -106,12 +164,12 @@ def _decode(data: bytes, meta: ModelMeta, max_pixels: int, leave_jpeg: bool) -> 
         )
     if width < 1 or height < 1:
         return _fail(Status.DECODE_ERROR, f"image has no pixels ({width}x{height})")
-    if device_ready:
-        return Decoded(Status.OK, jpeg=data)
+    return None
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
     image.load()
-    image = ImageOps.exif_transpose(image) or image
-    rgb = _to_rgb(image)
-    return Decoded(Status.OK, pixels=resize_crop(rgb, meta))
+    return _to_rgb(ImageOps.exif_transpose(image) or image)
 
 
 def _device_decodable(image: Image.Image, meta: ModelMeta, data: bytes) -> bool:
@@ -132,9 +190,17 @@ def _device_decodable(image: Image.Image, meta: ModelMeta, data: bytes) -> bool:
 
 
 def _draft(image: Image.Image, meta: ModelMeta) -> None:
+    size = _draft_size(image, meta)
+    if size is not None:
+        image.draft("RGB", size)
+
+
+def _draft_size(image: Image.Image, meta: ModelMeta) -> tuple[int, int] | None:
+    """The size draft mode is asked for (a JPEG at least DRAFT_FACTOR times the target), or None."""
     target = _resize_target(meta)
-    if min(image.size) >= DRAFT_FACTOR * target:
-        image.draft("RGB", (target * 2, target * 2))
+    if image.format == "JPEG" and min(image.size) >= DRAFT_FACTOR * target:
+        return (target * 2, target * 2)
+    return None
 
 
 def _resize_target(meta: ModelMeta) -> int:
@@ -158,14 +224,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def read_and_decode(
     batch: pa.Table,
     *,
-    meta: ModelMeta,
+    metas: Sequence[ModelMeta],
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     read_threads: int = 8,
     leave_jpegs: bool = False,
     reporter: Reporter | None = None,
 ) -> pa.Table:
-    """The decode stage (Ray tasks): items in, one row of :data:`DECODED` per item out.
+    """The decode stage (Ray tasks): items in, one row of :data:`DECODED` per item and decode group
+    (``metas``: one model's metadata per group) out, the rows of each group together.
 
     An item decoded here travels as its raw uint8 crop (``encoding`` ``raw``). With
     ``leave_jpegs`` (GPU actors), a JPEG the device decodes as Pillow would is only checked
@@ -176,27 +243,29 @@ def read_and_decode(
     sizes = batch["size_bytes"].to_pylist()
     etags = batch["etag"].to_pylist()
 
-    def one(uri: str, size: int | None, etag: str | None) -> tuple[Decoded, float, float]:
-        return _read_and_decode_one(uri, size, etag, meta, max_pixels, max_file_bytes, leave_jpegs)
+    def one(uri: str, size: int | None, etag: str | None) -> tuple[list[Decoded], float, float]:
+        return _read_and_decode_one(uri, size, etag, metas, max_pixels, max_file_bytes, leave_jpegs)
 
     with ThreadPoolExecutor(max_workers=read_threads) as pool:
         timed = list(pool.map(one, uris, sizes, etags))
-    decoded = [d for d, _, _ in timed]
     if reporter is not None:
         reporter.stage("fetch", sum(f for _, f, _ in timed))
         reporter.stage("decode", sum(d for _, _, d in timed))
     n = len(uris)
+    groups = len(metas)
+    decoded = [d[g] for g in range(groups) for d, _, _ in timed]
     encoding, encoded = _encoded(decoded)
     return decoded_rows(
-        batch,
-        segment=pa.array(np.zeros(n, np.int32)),
-        start_s=pa.nulls(n, pa.float32()),
-        end_s=pa.nulls(n, pa.float32()),
+        batch.take(pa.array(np.tile(np.arange(n), groups))) if groups > 1 else batch,
+        segment=pa.array(np.zeros(n * groups, np.int32)),
+        start_s=pa.nulls(n * groups, pa.float32()),
+        end_s=pa.nulls(n * groups, pa.float32()),
         status=pa.array([d.status.value for d in decoded], pa.string()),
         error=pa.array([d.error for d in decoded], pa.string()),
         encoding=encoding,
         encoded=encoded,
-        last=pa.array(np.ones(n, bool)),
+        last=pa.array(np.ones(n * groups, bool)),
+        group=pa.array(np.repeat(np.arange(groups, dtype=np.int32), n)),
     )
 
 
@@ -222,10 +291,11 @@ def raw_pixels(encoded: list[bytes], meta: ModelMeta) -> np.ndarray:
     return np.frombuffer(bytearray(b"".join(encoded)), dtype=np.uint8).reshape(len(encoded), h, w, c)
 
 
-def decode_stage(config: RunConfig, meta: ModelMeta, *, on_device: bool) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """:func:`read_and_decode` with the run's limits; ``on_device``: JPEGs the actors' GPUs decode
-    travel encoded."""
-    return read_and_decode, {"meta": meta, "max_pixels": config.max_pixels, "max_file_bytes": config.max_file_bytes,
+def decode_stage(config: RunConfig, metas: list[ModelMeta], *,
+                 on_device: bool) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """:func:`read_and_decode` with the run's limits for its decode groups; ``on_device``: JPEGs the
+    actors' GPUs decode travel encoded."""
+    return read_and_decode, {"metas": metas, "max_pixels": config.max_pixels, "max_file_bytes": config.max_file_bytes,
                              "leave_jpegs": on_device}
 
 
@@ -242,31 +312,32 @@ def zero_pixels(meta: ModelMeta, rows: int) -> np.ndarray:
 
 DECODER: Decoder = decode_stage
 FRONT_END = FrontEnd(host_inputs=raw_pixels, model_input=model_input, example_input=zero_pixels,
-                     device_decode=True)
+                     decode_key=decode_key, device_decode=True)
 
 
 def _read_and_decode_one(
-    uri: str, size: int | None, etag: str | None, meta: ModelMeta, max_pixels: int, max_file_bytes: int,
+    uri: str, size: int | None, etag: str | None, metas: Sequence[ModelMeta], max_pixels: int, max_file_bytes: int,
     leave_jpeg: bool
-) -> tuple[Decoded, float, float]:
-    """The item decoded from the version that was listed (``etag``), and the seconds its fetch and
-    its decoding took."""
+) -> tuple[list[Decoded], float, float]:
+    """The item decoded for each group from the version that was listed (``etag``), fetched once,
+    and the seconds its fetch and its decoding took."""
+    groups = len(metas)
     if size is not None and size > max_file_bytes:
-        return _fail(
+        return [_fail(
             Status.TOO_LARGE,
             f"file is {size / 2**20:.0f} MiB, over the limit of {max_file_bytes / 2**20:.0f} MiB",
-        ), 0.0, 0.0
+        )] * groups, 0.0, 0.0
     started = time.perf_counter()
     try:
         data = storage.read_bytes(uri, etag=etag)
     except storage.ObjectChanged:
-        return _fail(Status.READ_ERROR, storage.CHANGED), 0.0, 0.0
+        return [_fail(Status.READ_ERROR, storage.CHANGED)] * groups, 0.0, 0.0
     except FileNotFoundError:
-        return _fail(Status.READ_ERROR, "object not found (deleted or moved after listing)"), 0.0, 0.0
+        return [_fail(Status.READ_ERROR, "object not found (deleted or moved after listing)")] * groups, 0.0, 0.0
     except Exception as exc:  # noqa: BLE001 - any failure to fetch is this item's read_error
-        return _fail(Status.READ_ERROR, storage.redact(f"{type(exc).__name__}: {exc}")), 0.0, 0.0
+        return [_fail(Status.READ_ERROR, storage.redact(f"{type(exc).__name__}: {exc}"))] * groups, 0.0, 0.0
     fetched = time.perf_counter()
-    decoded = decode_image(data, meta, max_pixels=max_pixels, leave_jpeg=leave_jpeg)
+    decoded = decode_for_groups(data, metas, max_pixels=max_pixels, leave_jpeg=leave_jpeg)
     return decoded, fetched - started, time.perf_counter() - fetched
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ghostnet import ModelMeta
     from pipeline.config import RunConfig
 
-__all__ = ["AUTO", "KINDS", "Decoder", "FrontEnd", "InputKind", "Modality", "kind_of"]
+__all__ = ["AUTO", "KINDS", "Decoder", "FrontEnd", "InputKind", "Modality", "decode_groups", "kind_of"]
 
 
 class Modality(str, enum.Enum):
@@ -47,9 +47,10 @@ AUTO: Final = "auto"  # --modality auto: each item by its extension, one run per
 
 class Decoder(Protocol):
     """A kind's decode stage for one run: the function Ray Data maps over the items and its keyword
-    arguments (the caller adds ``reporter``)."""
+    arguments (the caller adds ``reporter``), for the run's decode groups (one model's metadata
+    per distinct preprocessing, in group order)."""
 
-    def __call__(self, config: RunConfig, meta: ModelMeta, *,
+    def __call__(self, config: RunConfig, metas: list[ModelMeta], *,
                  on_device: bool) -> tuple[Callable[..., Any], dict[str, Any]]: ...
 
 
@@ -65,6 +66,9 @@ class FrontEnd:
                           Callable[[np.ndarray | torch.Tensor], torch.Tensor]]
     # ``rows`` zero inputs as ``host_inputs`` gives them (the warm-up batch of torch.compile).
     example_input: Callable[[ModelMeta, int], np.ndarray]
+    # What the decoded input depends on: models with equal keys share one decode (normalization
+    # and the log-mel happen on the actor, per model, so they are not part of it).
+    decode_key: Callable[[ModelMeta], Hashable]
     # Items may travel still encoded and be decoded on the actor's device (JPEGs, by nvJPEG).
     device_decode: bool = False
 
@@ -97,3 +101,11 @@ def kind_of(modality: str) -> InputKind:
         return KINDS[Modality(modality)]
     except ValueError:
         raise ValueError(f"no input kind {modality!r}; the kinds are {', '.join(KINDS)}") from None
+
+
+def decode_groups(modality: str, metas: list[ModelMeta]) -> list[int]:
+    """For each model of a run, its decode group: models whose preprocessing gives the same decoded
+    input (the front end's ``decode_key``) share one, numbered in order of first appearance."""
+    key = kind_of(modality).front_end().decode_key
+    keys: dict[Hashable, int] = {}
+    return [keys.setdefault(key(meta), len(keys)) for meta in metas]

@@ -21,10 +21,27 @@ if TYPE_CHECKING:
 
     import ghostnet
 
-__all__ = ["RANDOM", "ModelSpec", "file_sha256"]
+__all__ = ["RANDOM", "ModelIdentity", "ModelSpec", "file_sha256"]
 
 RANDOM = "random"
 IMAGENET_CLASSES = 1000
+
+
+@dataclass(frozen=True, order=True)
+class ModelIdentity:
+    """What labeled a row: the model architecture and the sha256 of its weights (for random weights,
+    what shapes them); the ``model`` and ``weights_sha256`` columns."""
+
+    model: str
+    weights_sha256: str
+
+    @property
+    def key(self) -> str:
+        """A short stable digest of the pair, for application ids."""
+        return hashlib.sha256(f"{self.model}\0{self.weights_sha256}".encode()).hexdigest()[:16]
+
+    def __str__(self) -> str:
+        return f"{self.model}@{self.weights_sha256[:12]}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,9 @@ class ModelSpec:
         if self.weights_sha256 is None:
             raise InternalError("the weights digest must be resolved (ModelSpec.pinned) before the identity")
         return self.weights_sha256
+
+    def model_identity(self) -> ModelIdentity:
+        return ModelIdentity(self.name, self.identity())
 
     def pinned(self) -> ModelSpec:
         """The spec with the weights file's digest, read without loading any tensor; actors then

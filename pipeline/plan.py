@@ -2,10 +2,11 @@
 
 1. The listing streams into :data:`PARTITIONS` hash partitions of the URI (Arrow IPC files under
    a temporary folder); what the inputs hold that is not an item is counted by extension.
-2. The keys this model and weights already labeled stream into the same partitions.
+2. The keys each model (and weights) of the run already labeled stream into partitions of their own.
 3. Partition by partition: duplicates go (the first listed copy of a URI stays), each item gets
    its shard from its position in the listing (partitions in order, URIs sorted within), and an
-   anti-join drops what is labeled. What is left is appended to its shard's file.
+   anti-join per model finds which models still need it: its model mask (bit i for the run's
+   model i). Items no model needs are dropped; the others are appended to their shard's file.
 
 The driver holds one partition at a time. Shards come from the listing alone, before the diff:
 the same listing cuts the same shards, whatever was committed in between.
@@ -30,13 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.discover import modality_column
-from pipeline.schema import ITEMS, KEYS, SHARD
+from pipeline.schema import ITEMS, KEYS, MODELS, SHARD
 
 __all__ = ["PARTITIONS", "Listing", "Plan", "ShardPlan", "cut_shards", "read_shard", "spill_keys", "spill_listing",
            "unlabeled", "uri_hash"]
 
 PARTITIONS = 512
-SHARD_ITEMS = ITEMS.append(pa.field(SHARD, pa.int32(), nullable=False))
+SHARD_ITEMS = ITEMS.append(pa.field(SHARD, pa.int32(), nullable=False)).append(
+    pa.field(MODELS, pa.int32(), nullable=False))
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -196,10 +198,17 @@ class ShardPlan:
     index: int
     items: int
     path: str
-    digest: str  # of its items' keys, whatever their order: a retried commit of the same shard has the same
+    digest: str  # of its items' keys (and models), whatever their order: a retried commit has the same
     partitions: tuple[int, ...]  # the hash partitions its items fall in
     uri_min: str
     uri_max: str
+    model_items: tuple[int, ...] = ()  # per model of the run: its items that model labels
+    model_partitions: tuple[tuple[int, ...], ...] = ()  # per model: the partitions of those items
+
+    @property
+    def pairs(self) -> int:
+        """(item, model) pairs to label: each gives its item's rows of that model."""
+        return sum(self.model_items)
 
 
 @dataclass(frozen=True)
@@ -210,22 +219,32 @@ class Plan:
     shard_size: int
     items_listed: int  # distinct items of this modality
     duplicates: int  # further copies of a listed URI, dropped
-    items_labeled: int  # already labeled: not labeled again
+    items_labeled: int  # already labeled by every model of the run: not labeled again
     shards_listed: int  # shards the listing cuts into, labeled ones included
     shards: tuple[ShardPlan, ...]  # the shards with items to label
+    model_labeled: tuple[int, ...] = ()  # per model: items it labeled already
 
     @property
     def items(self) -> int:
         return sum(s.items for s in self.shards)
 
+    def model_items(self, model: int) -> int:
+        """Items model ``model`` (its position in the run) will label."""
+        return sum(s.model_items[model] for s in self.shards)
+
 
 def cut_shards(
-    listing: Listing, labeled: _Partitions | None, *, modality: str, shard_size: int, folder: Path
+    listing: Listing, labeled: _Partitions | list[_Partitions | None] | None, *, modality: str, shard_size: int,
+    folder: Path
 ) -> Plan:
-    """Walk the partitions in order: drop duplicates, number shards, drop what ``labeled`` holds."""
+    """Walk the partitions in order: drop duplicates, number shards, and mark each item with the
+    models that still need it: those whose ``labeled`` (one per model of the run; one alone for a
+    run of one model) does not hold it. Items no model needs are dropped."""
+    per_model = labeled if isinstance(labeled, list) else [labeled]
     folder.mkdir(parents=True, exist_ok=True)
-    writer = _ShardWriter(folder)
+    writer = _ShardWriter(folder, len(per_model))
     position = duplicates = labeled_count = 0
+    model_labeled = [0] * len(per_model)
     try:
         for partition in sorted(listing.partitions.present):
             part = listing.partitions.read(partition)
@@ -237,14 +256,31 @@ def cut_shards(
             shard = (position + np.arange(items.num_rows)) // shard_size
             position += items.num_rows
             items = items.append_column(SHARD, pa.array(shard, pa.int32()))
-            if labeled is not None:
-                fresh = unlabeled(items, labeled.read(partition))
-                labeled_count += items.num_rows - fresh.num_rows
-                items = fresh
+            mask = np.zeros(items.num_rows, np.int32)
+            for i, done in enumerate(per_model):
+                needed = np.ones(items.num_rows, bool) if done is None else _needed(items, done.read(partition))
+                model_labeled[i] += int(items.num_rows - needed.sum())
+                mask |= needed.astype(np.int32) << i
+            labeled_count += int((mask == 0).sum())
+            items = items.append_column(MODELS, pa.array(mask, pa.int32())).filter(pa.array(mask != 0))
             writer.add(items, partition)
     finally:
         shards = writer.close()
-    return Plan(modality, shard_size, position, duplicates, labeled_count, -(-position // shard_size), shards)
+    return Plan(modality, shard_size, position, duplicates, labeled_count, -(-position // shard_size), shards,
+                tuple(model_labeled))
+
+
+def _needed(items: pa.Table, labeled: pa.Table) -> np.ndarray:
+    """For each of ``items`` (in order), whether ``labeled`` lacks its key."""
+    if labeled.num_rows == 0:
+        return np.ones(items.num_rows, bool)
+    keys = ["_uri", "_etag", "_size"]
+    position = pa.array(np.arange(items.num_rows), pa.int64())
+    fresh = _join_keys(items.select(["uri", "etag", "size_bytes"])).append_column("_at", position).join(
+        _join_keys(labeled).select(keys), keys=keys, join_type="left anti")
+    needed = np.zeros(items.num_rows, bool)
+    needed[fresh["_at"].to_numpy()] = True
+    return needed
 
 
 def _first_per_uri(items: pa.Table) -> pa.Table:
@@ -281,13 +317,15 @@ class _ShardWriter:
     """Appends rows, in shard order, to one IPC file per shard; the shards of a listing cross
     partitions in order, so one file is open at a time."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, models: int) -> None:
+        self.folder, self.models = folder, models
         self.done: list[ShardPlan] = []
         self._open: tuple[int, pa.ipc.RecordBatchFileWriter] | None = None
         self._items = 0
         self._digest = np.uint64(0)
         self._partitions: list[int] = []
+        self._model_items = [0] * models
+        self._model_partitions: list[list[int]] = [[] for _ in range(models)]
         self._uri_min: str | None = None
         self._uri_max: str | None = None
 
@@ -306,9 +344,15 @@ class _ShardWriter:
         self._open[1].write_table(rows.cast(SHARD_ITEMS))
         self._items += rows.num_rows
         with np.errstate(over="ignore"):
-            self._digest += np.sum(uri_hash(_key_strings(rows)), dtype=np.uint64)
+            self._digest += np.sum(uri_hash(_key_strings(rows, with_models=self.models > 1)), dtype=np.uint64)
         if not self._partitions or self._partitions[-1] != partition:
             self._partitions.append(partition)
+        mask = rows[MODELS].to_numpy()
+        for i in range(self.models):
+            needing = int(np.count_nonzero(mask & (1 << i)))
+            self._model_items[i] += needing
+            if needing and (not self._model_partitions[i] or self._model_partitions[i][-1] != partition):
+                self._model_partitions[i].append(partition)
         low, high = pc.min_max(rows["uri"]).values()
         self._uri_min = min(filter(None, (self._uri_min, low.as_py())))
         self._uri_max = max(filter(None, (self._uri_max, high.as_py())))
@@ -320,8 +364,11 @@ class _ShardWriter:
         writer.close()
         self.done.append(ShardPlan(shard, self._items, str(self.folder / f"{shard:06d}.arrow"),
                                    f"{int(self._digest):016x}", tuple(self._partitions),
-                                   self._uri_min or "", self._uri_max or ""))
+                                   self._uri_min or "", self._uri_max or "", tuple(self._model_items),
+                                   tuple(tuple(p) for p in self._model_partitions)))
         self._open, self._items, self._digest, self._partitions = None, 0, np.uint64(0), []
+        self._model_items = [0] * self.models
+        self._model_partitions = [[] for _ in range(self.models)]
         self._uri_min = self._uri_max = None
 
     def close(self) -> tuple[ShardPlan, ...]:
@@ -329,9 +376,12 @@ class _ShardWriter:
         return tuple(self.done)
 
 
-def _key_strings(rows: pa.Table) -> pa.Array:
+def _key_strings(rows: pa.Table, *, with_models: bool = False) -> pa.Array:
     etag, size = _known(rows)
-    joined = pc.binary_join_element_wise(rows["uri"], etag, pc.cast(size, pa.string()), "\x00")
+    parts = [rows["uri"], etag, pc.cast(size, pa.string())]
+    if with_models:  # a shard planned again for other models is another commit
+        parts.append(pc.cast(rows[MODELS], pa.string()))
+    joined = pc.binary_join_element_wise(*parts, "\x00")
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 

@@ -1,9 +1,12 @@
-"""The model stage: a Ray Data callable class, one per actor, model loaded once in ``__init__``.
+"""The model stage: a Ray Data callable class (:class:`ModelStage`), one per actor, every model of
+the run loaded once in ``__init__`` (a :class:`Predictor` each).
 
 ``__call__`` maps a decoded batch (:data:`pipeline.schema.DECODED`) to prediction rows
-(:data:`pipeline.rows.ROWS`). Rows whose decode failed pass through with their status; ``ok``
-rows run through GhostNet in one forward pass that also yields the channel weights, whose
-per-shard partial sums ride along with the rows to the write stage.
+(:data:`pipeline.rows.ROWS`): for each decoded row, one row of each model of its decode group that
+the plan marks for its item. Rows whose decode failed pass through with their status; ``ok``
+rows run through each model in one forward pass that also yields the channel weights, whose
+per-(shard, model) partial sums ride along with the rows to the write stage. The models run one
+after another on the same decoded inputs, on the same device.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,23 +25,25 @@ import torch
 import ghostnet
 from pipeline import channel_stats, decode, engine, kinds
 from pipeline.config import DEFAULT_MAX_PIXELS, default_batch_size
-from pipeline.errors import InternalError
+from pipeline.errors import InternalError, UsageError
 from pipeline.metrics import Reporter
 from pipeline.model import ModelSpec, pick_device
-from pipeline.rows import ModelOutputs, Provenance, prediction_rows
-from pipeline.schema import SHARD, Status
+from pipeline.rows import ROWS, ModelOutputs, Provenance, prediction_rows
+from pipeline.schema import GROUP, MODELS, SHARD, Status
 
 log = logging.getLogger("ghostnet_pipeline")
 
 
 class Predictor:
-    """Runs GhostNet on decoded batches; Ray Data builds one per actor."""
+    """Runs one GhostNet model on decoded batches: the run's model ``position`` in a
+    :class:`ModelStage`, or alone (tools, benchmarks) as a callable of its own."""
 
     def __init__(
         self,
         spec: ModelSpec,
         *,
         run_id: str,
+        position: int = 0,
         topk: int = 5,
         embeddings: bool = False,
         torch_threads: int | None = None,
@@ -73,6 +79,7 @@ class Predictor:
         model = ghostnet.for_inference(model).to(self.device)
         self.model = model.to(dtype=self.dtype).to(memory_format=torch.channels_last)
         self.model_name = spec.name
+        self.position = position
         self.provenance = Provenance(spec.name, spec.identity(), run_id)
         self.topk = min(topk, len(self.labels))
         self.embeddings = embeddings
@@ -90,19 +97,30 @@ class Predictor:
         started = time.perf_counter()
         status = batch["status"].to_pylist()
         error = batch["error"].to_pylist()
-        ok = [i for i, s in enumerate(status) if s == Status.OK.value]
-        inputs, ok = self._inputs(batch, ok, status, error)
+        inputs, ok = self.inputs(batch, status, error)
         decoded = time.perf_counter()
-        if ok and inputs is not None:
-            outputs = self._predict(inputs, ok, batch, status, error)
-        else:
-            outputs = ModelOutputs.none(self.topk)
-        rows = prediction_rows(batch, status, error, outputs, labels=self.labels, provenance=self.provenance,
-                               processed_at=datetime.now(timezone.utc))
+        rows = self.rows(batch, status, error, inputs, ok)
         if self.reporter is not None:
             decode_s = decoded - started if self.decode_on_device else 0.0
             self.reporter.model_batch(time.perf_counter() - started, status, self.device, decode_s=decode_s)
         return rows
+
+    def rows(self, batch: pa.Table, status: list[str], error: list[str | None],
+             inputs: np.ndarray | torch.Tensor | None, ok: list[int]) -> pa.Table:
+        """This model's prediction rows of ``batch``, one per row, ``inputs[j]`` the decoded input of
+        row ``ok[j]``; ``status`` and ``error`` get this model's errors."""
+        if ok and inputs is not None:
+            outputs = self._predict(inputs, ok, batch, status, error)
+        else:
+            outputs = ModelOutputs.none(self.topk)
+        return prediction_rows(batch, status, error, outputs, labels=self.labels, provenance=self.provenance,
+                               processed_at=datetime.now(timezone.utc))
+
+    def inputs(self, batch: pa.Table, status: list[str],
+               error: list[str | None]) -> tuple[np.ndarray | torch.Tensor | None, list[int]]:
+        """The decoded inputs of the ``ok`` rows of ``batch``, and those rows (fewer if device
+        decoding failed some: ``status`` and ``error`` say why)."""
+        return self._inputs(batch, [i for i, s in enumerate(status) if s == Status.OK.value], status, error)
 
     def _inputs(self, batch: pa.Table, ok: list[int], status: list[str],
                 error: list[str | None]) -> tuple[np.ndarray | torch.Tensor | None, list[int]]:
@@ -146,15 +164,14 @@ class Predictor:
             partials=self._partials(batch, rows, output.channel_weights),
         )
 
-    @staticmethod
-    def _partials(batch: pa.Table, rows: list[int], gates: dict[str, torch.Tensor]) -> dict[int, bytes]:
-        """Channel partial sums per shard among ``rows``."""
+    def _partials(self, batch: pa.Table, rows: list[int], gates: dict[str, torch.Tensor]) -> dict[int, bytes]:
+        """Channel partial sums per shard among ``rows``, of this model."""
         shards = batch[SHARD].to_numpy()[rows]
         found = {}
         for shard in np.unique(shards):
             mine = torch.as_tensor(np.flatnonzero(shards == shard))
             picked = {layer: g[mine.to(g.device)] for layer, g in gates.items()}
-            found[int(shard)] = channel_stats.to_bytes(channel_stats.partials(picked))
+            found[int(shard)] = channel_stats.to_bytes(channel_stats.partials(picked, self.position))
         return found
 
     def _forward_one_by_one(self, inputs: np.ndarray | torch.Tensor, ok: list[int], status: list[str],
@@ -253,3 +270,61 @@ class Predictor:
                 piece = padded
             pieces.append(compiled(piece).head(n))
         return pieces[0] if len(pieces) == 1 else ghostnet.InferenceOutput.cat(pieces)
+
+
+class ModelStage:
+    """The model stage of a run: every model of the run on one actor, loaded once here, in the run's
+    order; Ray Data builds one per actor. ``groups[i]`` is model i's decode group (its rows' ``_group``),
+    and each model takes the rows of its group whose item the plan marks for it (``_models``)."""
+
+    def __init__(self, specs: list[ModelSpec], *, groups: list[int], topk: list[int], embeddings: list[bool],
+                 reporter: Reporter | None = None, **common: Any) -> None:
+        """``common``: what every model's :class:`Predictor` takes besides (run id, threads, device
+        decoding, batch size, compile...)."""
+        try:
+            self.models = [Predictor(spec, position=i, topk=k, embeddings=e, **common)
+                           for i, (spec, k, e) in enumerate(zip(specs, topk, embeddings, strict=True))]
+        except torch.cuda.OutOfMemoryError:
+            raise UsageError(
+                f"the {len(specs)} models of this run do not fit the memory of this actor's GPU; lower --batch-size "
+                "or split the models over runs on the same output (docs/operations.md, 'Several models')") from None
+        self.groups = groups
+        self.reporter = reporter
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        decode_s = 0.0
+        tables = []
+        group_of_row = batch[GROUP].to_numpy()
+        wanted = batch[MODELS].to_numpy()
+        for group in np.unique(group_of_row):
+            members = [m for m, g in zip(self.models, self.groups, strict=True) if g == group]
+            rows = np.flatnonzero(group_of_row == group)
+            part = batch if len(rows) == batch.num_rows else batch.take(pa.array(rows))
+            status, error = part["status"].to_pylist(), part["error"].to_pylist()
+            t = time.perf_counter()
+            inputs, ok = members[0].inputs(part, status, error)
+            decode_s += time.perf_counter() - t if members[0].decode_on_device else 0.0
+            for model in members:
+                if np.any(wanted[rows] & (1 << model.position)):
+                    tables.append(_model_rows(model, part, wanted[rows], status, error, inputs, ok))
+        rows_out = pa.concat_tables(tables) if tables else ROWS.empty_table()
+        if self.reporter is not None:
+            self.reporter.model_batch(time.perf_counter() - started, rows_out["status"].to_pylist(),
+                                      self.models[0].device, decode_s=decode_s)
+        return rows_out
+
+
+def _model_rows(model: Predictor, part: pa.Table, wanted: np.ndarray, status: list[str], error: list[str | None],
+                inputs: np.ndarray | torch.Tensor | None, ok: list[int]) -> pa.Table:
+    """``model``'s rows of the rows of ``part`` whose item its plan marks (``wanted``: the rows' masks),
+    ``inputs[j]`` being row ``ok[j]``'s decoded input."""
+    need = (wanted & (1 << model.position)) != 0
+    if need.all():
+        return model.rows(part, list(status), list(error), inputs, ok)
+    keep = np.flatnonzero(need)
+    at = {int(row): j for j, row in enumerate(keep)}
+    chosen = [j for j, row in enumerate(ok) if row in at]
+    mine = None if inputs is None or not chosen else inputs[chosen]
+    return model.rows(part.take(pa.array(keep)), [status[i] for i in keep], [error[i] for i in keep], mine,
+                      [at[ok[j]] for j in chosen])

@@ -26,8 +26,8 @@ from typing import Any
 from pipeline import storage
 from pipeline.errors import UsageError
 
-__all__ = ["RUNNING", "RunRecord", "ShardRecord", "live_uri", "load", "load_all", "load_final", "load_live",
-           "running", "validate_run_date", "validate_run_id", "write"]
+__all__ = ["RUNNING", "ModelRecord", "RunRecord", "ShardRecord", "live_uri", "load", "load_all", "load_final",
+           "load_live", "running", "validate_run_date", "validate_run_id", "write"]
 
 RUNNING, COMMITTED, FAILED = "running", "committed", "failed"
 # Where a run's time goes, in the order the data flows (pipeline.metrics reports them): seconds of
@@ -76,10 +76,39 @@ class ShardRecord:
     committed_at: str
     digest: str = ""  # of its items: with the run and the shard, the id of its commit
     attempt: str = ""  # the attempt that committed it
+    model_items: list[int] = field(default_factory=list)  # per model of the run: items it labeled in the shard
+    model_rows: list[int] = field(default_factory=list)  # per model: its rows of the shard
+
+
+@dataclass
+class ModelRecord:
+    """What one model of a run labeled (``RunRecord.models``, in the run's order)."""
+
+    model: str
+    weights: str  # the weights URI, credentials redacted, or "random"
+    weights_sha256: str
+    role: str | None = None  # production, candidate, or None
+    labels: int = 0  # classes of its head
+    items_skipped: int = 0  # already labeled by this model and weights when the run planned
+    items: int = 0  # items it labeled: those of the committed shards planned for it
+    rows: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)  # ok rows per top-1 label
+    score_histogram: list[int] = field(default_factory=list)  # ok rows per top-1 score bin (SCORE_BINS)
+
+    def add_labels(self, label_counts: dict[str, int], score_histogram: list[int]) -> None:
+        for label, count in label_counts.items():
+            self.label_counts[label] = self.label_counts.get(label, 0) + count
+        self.label_counts = dict(sorted(self.label_counts.items()))
+        mine = self.score_histogram or [0] * SCORE_BINS
+        self.score_histogram = [a + b for a, b in zip(mine, score_histogram, strict=True)]
 
 
 @dataclass
 class RunRecord:
+    """A run's record. ``model``, ``weights``, ``weights_sha256``, ``labels``, ``label_counts`` and
+    ``score_histogram`` are its first model's; ``models`` holds every model's (one, unless the run
+    labeled with several), and ``items``, ``rows`` and the shards are the run's, all models together."""
+
     run_id: str
     kind: str  # "run" or "nightly"
     run_date: str
@@ -115,6 +144,8 @@ class RunRecord:
     label_counts: dict[str, int] = field(default_factory=dict)  # ok rows per top-1 label
     score_histogram: list[int] = field(default_factory=list)  # ok rows per top-1 score bin (SCORE_BINS)
     tasks_per_node: dict[str, dict[str, int]] = field(default_factory=dict)
+    models: list[ModelRecord] = field(default_factory=list)  # per model, in the run's order
+    decode_groups: list[list[int]] = field(default_factory=list)  # the models (positions) sharing each decode
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     attempt: str = ""  # the attempt writing this record (pipeline.fencing.Attempt)
@@ -140,13 +171,15 @@ class RunRecord:
         others = {s: self.stage_seconds.get(s, 0.0) for s in ("fetch", "decode", "write", "commit")}
         return max(others, key=lambda stage: others[stage]) if any(others.values()) else None
 
-    def add_labels(self, label_counts: dict[str, int], score_histogram: list[int]) -> None:
-        """Add a shard's ok rows per top-1 label and per score bin."""
-        for label, count in label_counts.items():
-            self.label_counts[label] = self.label_counts.get(label, 0) + count
-        self.label_counts = dict(sorted(self.label_counts.items()))
-        mine = self.score_histogram or [0] * SCORE_BINS
-        self.score_histogram = [a + b for a, b in zip(mine, score_histogram, strict=True)]
+    def add_labels(self, labels: tuple[tuple[dict[str, int], list[int]], ...]) -> None:
+        """Add a shard's ok rows per top-1 label and per score bin, of each model in order; the
+        run's own fields follow its first model."""
+        for model, (label_counts, score_histogram) in zip(self.models, labels, strict=False):
+            if score_histogram:
+                model.add_labels(label_counts, score_histogram)
+        if self.models:
+            self.label_counts = dict(self.models[0].label_counts)
+            self.score_histogram = list(self.models[0].score_histogram)
 
     def add_shard(self, shard: ShardRecord) -> None:
         """Count a shard whose commit is in the log (once, however often it is reported)."""
@@ -160,6 +193,11 @@ class RunRecord:
         for status, count in shard.rows_per_status.items():
             self.rows_per_status[status] = self.rows_per_status.get(status, 0) + count
         self.rows_per_status = dict(sorted(self.rows_per_status.items()))
+        # A shard of a record from before several models is its one model's.
+        for model, items, rows in zip(self.models, shard.model_items or [shard.items], shard.model_rows or [shard.rows],
+                                      strict=False):
+            model.items += items
+            model.rows += rows
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -172,6 +210,7 @@ class RunRecord:
         values = {k: v for k, v in data.items() if k in known}
         values["shards"] = [ShardRecord(**s) for s in data.get("shards") or []]
         values["pending"] = [ShardRecord(**s) for s in data.get("pending") or []]
+        values["models"] = [ModelRecord(**m) for m in data.get("models") or []]
         values.setdefault("status", COMMITTED)
         for name in ("model", "weights", "weights_sha256", "modality", "kind", "run_date"):
             values.setdefault(name, "")

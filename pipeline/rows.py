@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.channel_stats import SUMMARY_STATS
-from pipeline.schema import CHANNEL_WEIGHT, DECODED, ITEMS, LAST, PARTIALS, PREDICTIONS, SHARD
+from pipeline.schema import CHANNEL_WEIGHT, DECODED, GROUP, ITEMS, LAST, MODELS, PARTIALS, PREDICTIONS, SHARD
 
 __all__ = ["ROWS", "ModelOutputs", "Provenance", "decoded_rows", "prediction_rows"]
 
@@ -26,12 +26,20 @@ __all__ = ["ROWS", "ModelOutputs", "Provenance", "decoded_rows", "prediction_row
 ROWS = pa.schema([*PREDICTIONS, pa.field(SHARD, pa.int32()), pa.field(LAST, pa.bool_()),
                   pa.field(PARTIALS, pa.binary())])
 
-def decoded_rows(items: Mapping[str, Sequence[object] | pa.Array | pa.ChunkedArray], **decoded: object) -> pa.Table:
-    """Rows of :data:`DECODED`: each row's item columns (its item's, and the shard) taken from
-    ``items``, and what decoding found (``segment``, ``start_s``, ``end_s``, ``status``, ``error``,
-    ``encoding``, ``encoded``, and ``_last``, given as ``last``)."""
+def decoded_rows(items: pa.Table | Mapping[str, Sequence[object] | pa.Array | pa.ChunkedArray],
+                 **decoded: object) -> pa.Table:
+    """Rows of :data:`DECODED`: each row's item columns (its item's, its shard and its models) taken
+    from ``items``, and what decoding found (``segment``, ``start_s``, ``end_s``, ``status``,
+    ``error``, ``encoding``, ``encoded``, ``_last`` given as ``last``: the row is the last of its
+    item in its group, and ``_group`` given as ``group``: the decode group it was made for)."""
     columns = {name: items[name] for name in (*ITEMS.names, SHARD)}
-    columns |= {LAST if name == "last" else name: value for name, value in decoded.items()}
+    n = len(columns[SHARD])
+    # Items without a model mask (outside a run's plan: tools, benchmarks) are the first model's.
+    names = items.column_names if isinstance(items, pa.Table) else list(items)
+    columns[MODELS] = items[MODELS] if MODELS in names else pa.array(np.ones(n, np.int32))
+    columns[GROUP] = pa.array(np.zeros(n, np.int32))
+    columns |= {LAST if name == "last" else GROUP if name == "group" else name: value
+                for name, value in decoded.items()}
     return pa.table({name: columns[name] for name in DECODED.names}, schema=DECODED)
 
 

@@ -72,7 +72,7 @@ class RunState:
             elapsed = self.host.clock() - self._started
             self.record.items_per_s = round(self._committed_items / elapsed, 3) if elapsed > 0 else 0.0
             self.record.add_shard(outcome.record)
-            self.record.add_labels(outcome.label_counts, outcome.score_histogram)
+            self.record.add_labels(outcome.labels)
             merge_errors(self._errors, self._examples, outcome.errors)
             self.record.top_errors = top_errors(self._errors, self._examples)
             self._write()
@@ -80,6 +80,12 @@ class RunState:
     def placed(self, actors: int) -> None:
         with self._lock:
             self.record.model_actors = actors
+
+    def grouped(self, groups: list[int]) -> None:
+        """Model i decodes in group ``groups[i]``: the record lists the models of each group."""
+        with self._lock:
+            self.record.decode_groups = [[i for i, g in enumerate(groups) if g == group]
+                                         for group in range(max(groups, default=-1) + 1)]
 
     def timed(self, name: str, seconds: float) -> None:
         """Add ``seconds`` to the record's timing ``name`` (an attempt may run several rounds)."""

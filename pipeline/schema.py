@@ -23,9 +23,11 @@ __all__ = [
     "CHANNEL_WEIGHT",
     "DECODED",
     "DESCRIPTIONS",
+    "GROUP",
     "ITEMS",
     "KEYS",
     "LAST",
+    "MODELS",
     "PARTIALS",
     "PARTITION",
     "PREDICTIONS",
@@ -64,6 +66,8 @@ ITEMS = pa.schema([*KEYS, pa.field("modality", pa.string())])
 SHARD = "_shard"  # int32: the shard of the run the row belongs to
 LAST = "_last"  # bool: the row is its item's last (images: every row; audio: the last window)
 PARTIALS = "_partials"  # binary: the batch's CHANNEL_PARTIALS for the row's shard, on one row
+MODELS = "_models"  # int32: bit i set when the run's model i labels the item (the plan's per-model diff)
+GROUP = "_group"  # int32: the decode group (a distinct preprocessing) whose input the row carries
 
 # What the decode stages (images and audio) hand to the model stage: one row per output row.
 DECODED = pa.schema(
@@ -78,6 +82,8 @@ DECODED = pa.schema(
         pa.field("encoded", pa.binary()),
         pa.field(SHARD, pa.int32()),
         pa.field(LAST, pa.bool_()),
+        pa.field(MODELS, pa.int32()),
+        pa.field(GROUP, pa.int32()),
     ]
 )
 
@@ -140,9 +146,11 @@ CHANNEL_STATS = pa.schema(
     metadata={"ghostnet_pipeline.table": "channel_stats"},
 )
 
-# Per-batch partial sums, made by the model actors and added up per shard at commit.
+# Per-batch partial sums, made by the model actors and added up per (shard, model) at commit;
+# ``model`` is the model's position among the run's models.
 CHANNEL_PARTIALS = pa.schema(
     [
+        pa.field("model", pa.int32(), nullable=False),
         pa.field("layer", pa.string(), nullable=False),
         pa.field("channel", pa.int32(), nullable=False),
         pa.field("count", pa.int64(), nullable=False),

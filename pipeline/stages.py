@@ -27,7 +27,7 @@ from pipeline.fencing import Attempt
 from pipeline.metrics import Reporter
 from pipeline.model import ModelSpec
 from pipeline.plan import Plan, ShardPlan
-from pipeline.predict import Predictor
+from pipeline.predict import ModelStage
 from pipeline.progress import Progress
 from pipeline.runstate import RunState
 from pipeline.tables import OutputLayout
@@ -97,19 +97,23 @@ def placement(config: RunConfig, items: int) -> Placement:
     return Placement(max(1, min(_default_actors(gpus_per_actor, config.actor_resources), batches)), gpus_per_actor)
 
 
-def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned: Plan, layout: OutputLayout,
-          identity: RunIdentity, attempt: Attempt, *, placed: Placement | None = None,
+def build(config: RunConfig, models: list[tuple[ModelSpec, ghostnet.ModelMeta]], planned: Plan,
+          layout: OutputLayout, identity: RunIdentity, attempt: Attempt, *, placed: Placement | None = None,
           reporter: Reporter | None = None) -> ray.data.Dataset:
-    """The run's Ray Data plan; ``reporter`` goes to every stage, which reports its part."""
+    """The run's Ray Data plan for ``models`` (those of ``config.models``, in order); ``reporter``
+    goes to every stage, which reports its part."""
     configure_data_context()
     placed = placed or placement(config, planned.items)
     actors, gpus_per_actor = placed.actors, placed.gpus_per_actor
     batch_size = config.batch_size or default_batch_size(on_gpu=gpus_per_actor > 0)
     block_rows = max(1, min(config.decode_batch_size * 4, -(-planned.items // (4 * actors))))
-    on_device = kinds.kind_of(meta.modality).front_end().device_decode and (
+    on_device = kinds.kind_of(config.modality).front_end().device_decode and (
         config.decode == "device" or (config.decode == "auto" and gpus_per_actor > 0)
     )
-    decode_fn, decode_kwargs = kinds.kind_of(config.modality).decoder()(config, meta, on_device=on_device)
+    metas = [meta for _, meta in models]
+    groups = kinds.decode_groups(config.modality, metas)
+    first_of_group = [metas[groups.index(g)] for g in range(max(groups) + 1)]
+    decode_fn, decode_kwargs = kinds.kind_of(config.modality).decoder()(config, first_of_group, on_device=on_device)
     decode_kwargs["reporter"] = reporter
     dataset: ray.data.Dataset = (
         ray.data.read_datasource(ShardSource(planned.shards, block_rows),
@@ -128,12 +132,13 @@ def build(config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, planned:
             ray_remote_args_fn=_spread,
         )
         .map_batches(
-            Predictor,
-            fn_constructor_args=(spec,),
+            ModelStage,
+            fn_constructor_args=([spec for spec, _ in models],),
             fn_constructor_kwargs={
+                "groups": groups,
+                "topk": [config.topk_of(entry) for entry in config.models],
+                "embeddings": [config.embeddings_of(entry) for entry in config.models],
                 "run_id": identity.run_id,
-                "topk": config.topk,
-                "embeddings": config.embeddings,
                 "torch_threads": config.torch_threads or (None if gpus_per_actor else 1),
                 "decode_on_device": on_device,
                 "max_pixels": config.max_pixels,
@@ -169,17 +174,18 @@ class RayEngine:
     """A run's shards through the Ray Data plan of :func:`build`, round after round, with the run's
     progress line and its metrics (:class:`pipeline.metrics.Reporter`)."""
 
-    def __init__(self, config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta, layout: OutputLayout,
+    def __init__(self, config: RunConfig, models: list[tuple[ModelSpec, ghostnet.ModelMeta]], layout: OutputLayout,
                  run_id: str) -> None:
-        self.config, self.spec, self.meta, self.layout = config, spec, meta, layout
+        self.config, self.models, self.layout = config, models, layout
         self.reporter = Reporter.start(run_id)
         self.progress: Progress | None = None
 
     @classmethod
-    def starter(cls, config: RunConfig, spec: ModelSpec, meta: ghostnet.ModelMeta,
+    def starter(cls, config: RunConfig, models: list[tuple[ModelSpec, ghostnet.ModelMeta]],
                 layout: OutputLayout) -> Callable[[str, float, float], RayEngine]:
+        """``models``: each model of ``config.models``, checked (spec pinned, metadata)."""
         def start(run_id: str, listing_s: float, plan_s: float) -> RayEngine:
-            engine = cls(config, spec, meta, layout, run_id)
+            engine = cls(config, models, layout, run_id)
             engine.reporter.stage("listing", listing_s)
             engine.reporter.stage("plan", plan_s)
             return engine
@@ -191,8 +197,11 @@ class RayEngine:
         self.reporter.planned(items=planned.items, shards=len(planned.shards), actors=placed.actors)
         self.progress = Progress(shards=len(planned.shards), items=planned.items, run_id=identity.run_id)
         started = time.monotonic()
-        dataset = build(self.config, self.spec, self.meta, planned, self.layout, identity, attempt, placed=placed,
-                        reporter=self.reporter)
+        keep = [i for i, (spec, _) in enumerate(self.models) if spec.model_identity() in identity.models]
+        config = self.config if len(keep) == len(self.models) else self.config.keeping_models(keep)
+        state.grouped(kinds.decode_groups(config.modality, [self.models[i][1] for i in keep]))
+        dataset = build(config, [self.models[i] for i in keep], planned, self.layout, identity, attempt,
+                        placed=placed, reporter=self.reporter)
         try:
             yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
         finally:

@@ -67,7 +67,7 @@ def commit_run(root: str, run_id: str, rows: pa.Table, stats: pa.Table, *, minut
     """Write ``rows`` and ``stats`` as one shard and commit them with the pipeline's own commit path.
     The record holds the ok rows per label and score bin, and ``stages`` as its stage breakdown."""
     layout = OutputLayout.of(root)
-    identity = RunIdentity(run_id, run_date, model, weights, reprocess=True)
+    identity = RunIdentity.single(run_id, run_date, model, weights, reprocess=True)
     tables_ = open_tables(layout)
     written = commit.write_and_commit(layout, tables_, identity, Attempt.new(run_id), shard=0, digest="0" * 16,
                                       rows=rows, stats=stats)

@@ -44,6 +44,8 @@ def decoded_batch(n: int, seed: int, failed: tuple[int, ...] = ()) -> pa.Table:
         "encoded": [None if s != "ok" else pixels[i].tobytes() for i, s in enumerate(status)],
         "_shard": [0] * n,
         "_last": [True] * n,
+        "_models": [1] * n,
+        "_group": [0] * n,
     }, schema=DECODED)
 
 

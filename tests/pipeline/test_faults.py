@@ -66,7 +66,7 @@ def model_actor_processes() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "MapBatches(Predictor)" in " ".join(child.cmdline()):
+            if "MapBatches(ModelStage)" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.NoSuchProcess:
             continue

@@ -53,7 +53,7 @@ def test_a_local_file_changed_after_listing_is_a_read_error(tmp_path, meta):
     (tmp_path / "changed.png").write_bytes(png(2))
     os.utime(tmp_path / "changed.png")
 
-    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_and_decode(items, meta=meta).to_pylist()}
+    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_and_decode(items, metas=[meta]).to_pylist()}
 
     assert rows["same.png"]["status"] == "ok"
     assert rows["changed.png"]["status"] == "read_error"
@@ -70,8 +70,8 @@ def test_an_s3_object_replaced_after_listing_is_a_read_error(s3fs_client, bucket
     images = items.filter(pa.compute.equal(items["modality"], "image"))
     sounds = items.filter(pa.compute.equal(items["modality"], "audio"))
 
-    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_and_decode(images, meta=meta).to_pylist()}
-    windows = [r for b in read_and_decode_audio(sounds, frontend=DEFAULT_FRONTEND) for r in b.to_pylist()]
+    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in read_and_decode(images, metas=[meta]).to_pylist()}
+    windows = [r for b in read_and_decode_audio(sounds, frontends=[DEFAULT_FRONTEND]) for r in b.to_pylist()]
 
     assert rows["same.png"]["status"] == "ok"
     assert (rows["changed.png"]["status"], rows["changed.png"]["error"]) == ("read_error", storage.CHANGED)
@@ -84,6 +84,6 @@ def test_a_manifest_etag_of_its_own_making_is_not_pinned(tmp_path, meta):
     (tmp_path / "a.png").write_bytes(png(0))
     items = listed(str(tmp_path)).set_column(1, "etag", pa.array(["v7"], pa.string()))
 
-    [row] = read_and_decode(items, meta=meta).to_pylist()
+    [row] = read_and_decode(items, metas=[meta]).to_pylist()
 
     assert row["status"] == "ok"

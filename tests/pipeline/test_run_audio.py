@@ -113,7 +113,7 @@ def items_table(paths: list[Path]) -> pa.Table:
 
 
 def decode_folder(folder: Path, windows_per_batch: int) -> tuple[list[pa.Table], dict[str, list[dict]]]:
-    batches = list(read_and_decode_audio(items_table(sorted(folder.iterdir())), frontend=DEFAULT_FRONTEND,
+    batches = list(read_and_decode_audio(items_table(sorted(folder.iterdir())), frontends=[DEFAULT_FRONTEND],
                                          windows_per_batch=windows_per_batch))
     by_file: dict[str, list[dict]] = defaultdict(list)
     for batch in batches:
@@ -208,7 +208,7 @@ def test_decode_memory_stays_flat_on_a_long_file(tmp_path):
             for second in range(minutes * 60):
                 out.write(signal("chirp", 22_050, 1.0, 2, seed=second))
         tracemalloc.start()
-        windows = sum(b.num_rows for b in read_and_decode_audio(items_table([path]), frontend=DEFAULT_FRONTEND))
+        windows = sum(b.num_rows for b in read_and_decode_audio(items_table([path]), frontends=[DEFAULT_FRONTEND]))
         peaks[minutes] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert windows == 2 * minutes * 60 - 1

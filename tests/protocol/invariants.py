@@ -76,7 +76,7 @@ def one_table_id(fs: fsspec.AbstractFileSystem, table_root: str) -> list[str]:
 def read(tables: dict[str, DeltaTable | None]) -> tuple[tuple[pa.Table, pa.Table] | None, list[str]]:
     """Both tables as a reader gets them; a table no reader can read is a violation."""
     columns = {"predictions": ["uri", "model", "weights_sha256", "run_id", "status"],
-               "channel_stats": ["run_id", "layer", "channel", "count"]}
+               "channel_stats": ["run_id", "model", "weights_sha256", "layer", "channel", "count"]}
     read_back = {}
     for name, table in tables.items():
         if table is None:
@@ -92,13 +92,14 @@ def read(tables: dict[str, DeltaTable | None]) -> tuple[tuple[pa.Table, pa.Table
 
 
 def exactly_once(predictions: pa.Table, facts: Facts) -> list[str]:
-    """Each item is committed once per model and weights by the runs that do not reprocess, and
-    once per run id by those that do."""
+    """Each item is committed once per (model, weights) by the runs that do not reprocess, and once
+    per (run id, model, weights) by those that do: a run with several models has one row of each."""
     problems = []
-    per_run = predictions.group_by(["uri", "run_id"]).aggregate([([], "count_all")])
+    per_run = predictions.group_by(["uri", "run_id", "model", "weights_sha256"]).aggregate([([], "count_all")])
     twice = per_run.filter(pc.greater(per_run["count_all"], 1))
     if twice.num_rows:
-        problems.append(f"{twice.num_rows} items have several rows of one run, e.g. {twice.slice(0, 1).to_pylist()}")
+        problems.append(f"{twice.num_rows} items have several rows of one run and model, "
+                        f"e.g. {twice.slice(0, 1).to_pylist()}")
     fresh = predictions.filter(pc.invert(pc.is_in(predictions["run_id"], pa.array(sorted(facts.reprocess_runs),
                                                                                     pa.string()))))
     per_model = fresh.group_by(["uri", "model", "weights_sha256"]).aggregate([("run_id", "count_distinct")])
@@ -124,18 +125,20 @@ def nothing_lost(predictions: pa.Table, facts: Facts) -> list[str]:
 
 
 def statistics_match(predictions: pa.Table, stats: pa.Table) -> list[str]:
-    """Every run's channel statistics count exactly its ok rows, per layer and channel."""
-    ok = Counter(predictions.filter(pc.equal(predictions["status"], "ok"))["run_id"].to_pylist())
-    counted: dict[str, set[int]] = {}
+    """Every run's channel statistics count exactly its ok rows, per model, layer and channel."""
+    ok_rows = predictions.filter(pc.equal(predictions["status"], "ok"))
+    who = ("run_id", "model", "weights_sha256")
+    ok = Counter(zip(*(ok_rows[c].to_pylist() for c in who), strict=True))
+    counted: dict[tuple[str, ...], set[int]] = {}
     if stats.num_rows:
-        per = stats.group_by(["run_id", "layer", "channel"]).aggregate([("count", "sum")])
+        per = stats.group_by([*who, "layer", "channel"]).aggregate([("count", "sum")])
         for row in per.to_pylist():
-            counted.setdefault(row["run_id"], set()).add(row["count_sum"])
+            counted.setdefault(tuple(row[c] for c in who), set()).add(row["count_sum"])
     problems = []
-    for run_id in sorted(set(ok) | set(counted)):
-        if counted.get(run_id, {0}) != {ok.get(run_id, 0)}:
-            problems.append(f"run {run_id}: the statistics count {sorted(counted.get(run_id, {0}))} items per "
-                            f"channel, its ok rows are {ok.get(run_id, 0)}")
+    for key in sorted(set(ok) | set(counted)):
+        if counted.get(key, {0}) != {ok.get(key, 0)}:
+            problems.append(f"run {key[0]}, model {key[1]}@{key[2]}: the statistics count "
+                            f"{sorted(counted.get(key, {0}))} items per channel, its ok rows are {ok.get(key, 0)}")
     return problems
 
 
@@ -163,4 +166,20 @@ def records_agree(fs: fsspec.AbstractFileSystem, runs: str, predictions: pa.Tabl
         if record.get("shards_committed", 0) != len(record.get("shards") or []):
             problems.append(f"run {run_id}: its record counts {record.get('shards_committed')} shards and lists "
                             f"{len(record.get('shards') or [])}")
+        problems += _models_agree(record, predictions)
+    return problems
+
+
+def _models_agree(record: dict, predictions: pa.Table) -> list[str]:
+    """Each model of a run's record labeled the rows and items the log holds of that run and model."""
+    problems = []
+    for model in record.get("models") or []:
+        mine = predictions.filter(pc.and_(pc.and_(pc.equal(predictions["run_id"], record["run_id"]),
+                                                  pc.equal(predictions["model"], model["model"])),
+                                          pc.equal(predictions["weights_sha256"], model["weights_sha256"])))
+        items = len(set(mine["uri"].to_pylist()))
+        if (model["rows"], model["items"]) != (mine.num_rows, items):
+            problems.append(f"run {record['run_id']}, model {model['model']}@{model['weights_sha256']}: its record "
+                            f"says {model['rows']} rows of {model['items']} items, the log holds {mine.num_rows} "
+                            f"rows of {items}")
     return problems

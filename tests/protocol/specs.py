@@ -43,17 +43,30 @@ class WriterSpec:
     files_per_shard: int = 1
     shard_size: int = SHARD_SIZE
     start_s: float = 0.0  # the command starts this long after the schedule does
+    also: tuple[str, ...] = ()  # the architectures of further models of the run (same seed), in order
 
     @property
     def reprocess(self) -> bool:
         return self.kind in ("reprocess", "resume")
 
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.model, *self.also)
+
     def spec(self) -> ModelSpec:
         return ModelSpec(self.model, "random", seed=self.seed, modality="image")
 
+    def specs(self) -> list[ModelSpec]:
+        return [ModelSpec(model, "random", seed=self.seed, modality="image") for model in self.models]
+
     def config(self, root: str) -> RunConfig:
+        several: dict[str, Any] = {}
+        if self.also:  # the tree before several models (tests/protocol/legacy.py) has no ModelEntry, nor such writers
+            from pipeline.config import ModelEntry
+
+            several["models"] = tuple(ModelEntry(m) for m in self.models)
         return RunConfig(
-            inputs=("sim://listing",), output=root, model=self.model, weights="random", seed=self.seed,
+            inputs=("sim://listing",), output=root, model=self.model, weights="random", **several, seed=self.seed,
             reprocess=self.reprocess, resume=self.run_id if self.kind == "resume" else None,
             run_id=self.run_id if self.kind == "reprocess" else None, shard_size=self.shard_size,
             max_error_rate=1.0, run_date=RUN_DATE)
@@ -81,14 +94,16 @@ def listing_batch(n: int) -> pa.RecordBatch:
                            names=["uri", "etag", "size_bytes"])
 
 
-def shard_rows(items: pa.Table, model: str, weights_sha256: str, run_id: str) -> pa.Table:
-    """What the model stage would hand the write stage for ``items`` (a piece of one shard): all
-    ``ok``, with the channel partials of exactly these rows."""
+def shard_rows(items: pa.Table, model: str, weights_sha256: str, run_id: str, *, position: int = 0) -> pa.Table:
+    """What the model stage would hand the write stage for ``items`` (a piece of one shard) and one
+    model (the run's model ``position``): all ``ok``, with the channel partials of exactly these rows."""
     n = items.num_rows
-    partial = pa.table({"layer": [layer for layer in LAYERS for _ in range(2)], "channel": [0, 1] * len(LAYERS),
+    partial = pa.table({"model": [position] * 2 * len(LAYERS),
+                        "layer": [layer for layer in LAYERS for _ in range(2)], "channel": [0, 1] * len(LAYERS),
                         "count": [n] * 2 * len(LAYERS), "sum": [0.5 * n] * 2 * len(LAYERS),
                         "sum_sq": [0.25 * n] * 2 * len(LAYERS), "min": [0.5] * 2 * len(LAYERS),
-                        "max": [0.5] * 2 * len(LAYERS)}).cast(CHANNEL_PARTIALS)
+                        "max": [0.5] * 2 * len(LAYERS)})
+    partial = partial.select(CHANNEL_PARTIALS.names).cast(CHANNEL_PARTIALS)  # the legacy tree's have no model
     now = datetime.now(timezone.utc)
     rows = [{
         "uri": uri, "etag": etag, "size_bytes": size, "modality": "image", "segment": 0, "start_s": None,

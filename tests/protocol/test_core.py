@@ -45,7 +45,7 @@ def attempt_of(root: Path, spec: WriterSpec, *, engine: Callable[[OutputLayout],
     listing = plans.spill_listing([listing_batch(spec.items)], work / "listing", ["image"])
     make = engine or (lambda layout: DirectEngine(layout, spec.files_per_shard))
     return label(
-        spec.config(str(root)), spec.spec().pinned(), kind="nightly" if spec.kind == "nightly" else "run",
+        spec.config(str(root)), [s.pinned() for s in spec.specs()], kind="nightly" if spec.kind == "nightly" else "run",
         layout=layout, tables_=delta.open_tables(layout), listing=listing, work=work / "image", host=host or Host(),
         labels=4, engine=lambda run_id, listing_s, plan_s: make(layout))
 
@@ -178,10 +178,10 @@ def test_a_run_that_runs_out_of_replans_fails_saying_what_is_left(tmp_path):
         def stream(self, planned, identity, attempt, state):
             for shard in planned.shards:
                 first = pa.concat_tables(plans.read_shard(shard.path, shard.items)).slice(0, 1)
-                rival = RunIdentity(f"rival-{next(rivals)}", RUN_DATE, "ghostnet_050", weights, reprocess=False)
+                rival = RunIdentity.single(f"rival-{next(rivals)}", RUN_DATE, "ghostnet_050", weights, reprocess=False)
                 commit.write_and_commit(layout, tables_, rival, Attempt.new(rival.run_id), shard=shard.index,
                                         digest=f"{shard.index:016x}",
-                                        rows=shard_rows(first, rival.model, rival.weights_sha256, rival.run_id),
+                                        rows=shard_rows(first, "ghostnet_050", weights, rival.run_id),
                                         stats=_stats(rival, 1))
             yield from super().stream(planned, identity, attempt, state)
 
@@ -251,7 +251,8 @@ def test_settling_never_deletes_a_committed_file_even_after_compaction(tmp_path)
 def _stats(identity: RunIdentity, count: int) -> pa.Table:
     from pipeline.schema import CHANNEL_STATS
 
-    rows = [{"run_id": identity.run_id, "shard": 0, "model": identity.model, "weights_sha256": identity.weights_sha256,
+    [model] = identity.models
+    rows = [{"run_id": identity.run_id, "shard": 0, "model": model.model, "weights_sha256": model.weights_sha256,
              "layer": layer, "channel": c, "count": count, "sum": 0.5 * count, "sum_sq": 0.25 * count, "mean": 0.5,
              "std": 0.0, "min": 0.5, "max": 0.5} for layer in specs.LAYERS for c in (0, 1)]
     return pa.Table.from_pylist(rows, schema=CHANNEL_STATS)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline import delta, recovery, runstate, sink, storage
@@ -22,6 +23,7 @@ from pipeline.commit import CommitOutcome, RunIdentity
 from pipeline.errors import RunFailed, UsageError
 from pipeline.fencing import STALE_AFTER_S, Attempt, Host
 from pipeline.plan import Plan
+from pipeline.schema import MODELS
 from pipeline.tables import OutputLayout
 from tests.protocol.sim import Actor, Crash, InjectedFault, Patches, Sim
 from tests.protocol.specs import SweeperSpec, WriterSpec, listing_batch, maintainer, shard_rows
@@ -68,9 +70,20 @@ def install(sim: Sim) -> Patches:
     return patches
 
 
+def planned_rows(items: pa.Table, identity: RunIdentity) -> pa.Table:
+    """What the model stage would hand the write stage for ``items`` (a piece of one shard, each with
+    its plan's model mask): for each model of the run, a row of each item planned for it."""
+    mask = items[MODELS].to_numpy()
+    return pa.concat_tables([
+        shard_rows(items.filter(pa.array(mask & (1 << i) != 0)), model.model, model.weights_sha256, identity.run_id,
+                   position=i)
+        for i, model in enumerate(identity.models) if np.any(mask & (1 << i))])
+
+
 class DirectEngine:
-    """Writes each planned shard's rows (all ``ok``) through the real write stage, in
-    ``files_per_shard`` files, as the Ray Data plan's write tasks would."""
+    """Writes each planned shard's rows (all ``ok``; for each item, a row of each model its plan
+    marks) through the real write stage, in ``files_per_shard`` files, as the Ray Data plan's write
+    tasks would."""
 
     def __init__(self, layout: OutputLayout, files_per_shard: int) -> None:
         self.layout, self.files_per_shard = layout, files_per_shard
@@ -81,8 +94,7 @@ class DirectEngine:
             items = pa.concat_tables(plans.read_shard(shard.path, shard.items))
             cut = max(1, -(-items.num_rows // self.files_per_shard))
             for start in range(0, items.num_rows, cut):
-                rows = shard_rows(items.slice(start, cut), identity.model, identity.weights_sha256,
-                                  identity.run_id)
+                rows = planned_rows(items.slice(start, cut), identity)
                 yield sink.write_files(rows, table_uri=self.layout.table("predictions"), run_id=identity.run_id,
                                        attempt=attempt.token, run_date=identity.run_date,
                                        digests={shard.index: shard.digest}, row_group_size=1000)
@@ -102,7 +114,7 @@ def writer(sim: Sim, root: str, spec: WriterSpec, host: Host) -> Any:
     tables_ = delta.open_tables(layout)
     work = sim.work / f"work-{spec.name}"
     listing = plans.spill_listing([listing_batch(spec.items)], work / "listing", ["image"])
-    return runs.label(config, spec.spec().pinned(), kind="nightly" if spec.kind == "nightly" else "run",
+    return runs.label(config, [s.pinned() for s in spec.specs()], kind="nightly" if spec.kind == "nightly" else "run",
                       layout=layout, tables_=tables_, listing=listing, work=work / "image", host=host, labels=4,
                       engine=lambda run_id, listing_s, plan_s: DirectEngine(layout, spec.files_per_shard))
 
