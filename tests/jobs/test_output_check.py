@@ -7,8 +7,6 @@ as it was).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from jobs import cli
@@ -22,17 +20,15 @@ def test_a_bucket_that_does_not_exist_is_exit_2_before_any_work(tmp_path, s3_end
     (tmp_path / "in").mkdir()
     corpus.gradient(32, 24).save(tmp_path / "in" / "a.png")
 
-    started = time.monotonic()
     code = cli.main(["run", "--input", str(tmp_path / "in"), "--output", "s3://no-such-bucket-0/out",
                      "--model", "ghostnet_050", "--weights", "random"])
-    seconds = time.monotonic() - started
 
     err = capsys.readouterr().err
     assert code == 2 and "cannot write to --output s3://no-such-bucket-0/out" in err, err
     assert "Check that the path or bucket exists" in err
     ours = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(ours) == 1 and "Traceback" not in err
-    assert seconds < 15, "the run stopped at the output check"
+    assert "shard" not in err and "items" not in err, "the run stopped at the output check, before any shard"
 
 
 def test_a_local_output_that_cannot_be_created_is_exit_2(tmp_path, capsys):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import importlib
 import importlib.util
 import json
@@ -32,7 +31,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,25 +58,12 @@ class _Clock:
         return float(self.sim.host_clock())
 
 
-@functools.cache
-def _current_storage() -> ModuleType:
-    """This checkout's ``pipeline/storage.py``, loaded aside from the old tree's: the checker reads the
-    tables through its ``arrow_filesystem`` (tests/protocol/invariants.py), which the old tree has not."""
-    found = importlib.util.spec_from_file_location("tests.protocol.current_storage", ROOT / "pipeline" / "storage.py")
-    assert found is not None and found.loader is not None
-    module = importlib.util.module_from_spec(found)
-    found.loader.exec_module(module)
-    return module
-
-
 def install(sim: Any) -> Any:
-    from tests.protocol import invariants
     from tests.protocol.sim import Patches
 
     old = _old()
     storage, tables, records, runs = old.storage, old.tables, old.records, old.runs
     patches = Patches()
-    patches.set(invariants, "storage", _current_storage())
     original = {name: getattr(storage, name) for name in ("read_bytes", "write_bytes", "remove_file", "list_prefix",
                                                           "list_names", "exists", "list_files")}
 
