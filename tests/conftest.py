@@ -85,12 +85,27 @@ def bucket(s3fs_client, request) -> str:
 
 @pytest.fixture
 def ray_tmp() -> Iterator[str]:
-    """A short TMPDIR for a subprocess's private Ray (Unix socket paths must stay under 108 bytes)."""
+    """A short TMPDIR for a subprocess's private Ray (Unix socket paths must stay under 108 bytes).
+
+    At the end, any process still running with it (a worker of a Ray whose raylet was killed, seen
+    outliving it here) is killed: the test started it."""
     path = tempfile.mkdtemp(prefix="gp-", dir="/tmp")
     try:
         yield path
     finally:
+        _kill_processes_with_tmpdir(path)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _kill_processes_with_tmpdir(path: str) -> None:
+    import psutil
+
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("TMPDIR") == path:
+                process.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def test_submitted_run_spreads_decoding_and_predicts_on_the_model_node(ray_clust
     # calls only on the node with the custom resource.
     placement = record["tasks_per_node"]
     decode = next(tasks for op, tasks in placement.items() if "read_and_decode" in op)
-    model = next(tasks for op, tasks in placement.items() if "Predictor" in op)
+    model = next(tasks for op, tasks in placement.items() if "ModelStage" in op)
     assert len(decode) >= 2 and set(decode) <= set(ray_cluster.node_ips), placement
     assert list(model) == ["127.0.0.4"], placement
     info = JobSubmissionClient(ray_cluster.dashboard_url).get_job_info(job_id)

@@ -21,7 +21,7 @@ import pytest
 from pipeline import discover, plan
 from pipeline.errors import InputError
 from pipeline.kinds import Modality
-from pipeline.schema import ITEMS, SHARD
+from pipeline.schema import ITEMS, MODELS, SHARD
 
 
 def items(inputs: list[str], modalities: Sequence[Modality] = (Modality.IMAGE,)) -> pa.Table:
@@ -36,7 +36,7 @@ def items(inputs: list[str], modalities: Sequence[Modality] = (Modality.IMAGE,))
             for table in plan.read_shard(shard.path, 10**6)
         ]
         found = pa.concat_tables([plan.SHARD_ITEMS.empty_table(), *shards])
-    return found.drop_columns([SHARD]).sort_by("uri")
+    return found.drop_columns([SHARD, MODELS]).sort_by("uri")  # the plan's own columns
 
 
 def uris(table: pa.Table) -> list[str]:
