@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	$(VENV)/bin/ghostnet-pipeline demo $(ARGS)
 
+# -X faulthandler: pytest's own handler stops at its unconfigure; this one lasts through the
+# interpreter's teardown, so a crash there still prints every thread's stack.
 test: $(STAMP)
-	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -m pytest $(ARGS)
+	RAY_DATA_DISABLE_PROGRESS_BARS=1 $(VENV)/bin/python -X faulthandler -m pytest $(ARGS)
 
 # The loop while working: unit tests only (no Ray, no S3, no subprocess; tests/tiers.py keeps them so).
 test-fast: $(STAMP)
