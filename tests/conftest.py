@@ -191,7 +191,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 # client's io service and gRPC's pollers; a Ray Data run also leaves the core worker's io thread),
 # and the C++ exit path that runs while they do is where Ray's own processes were seen to segfault
 # (a core dump here: CoreWorkerProcess::HandleAtExit -> ~Publisher -> posting to an io_context
-# being shut down). The suite's process segfaulted once on CI after "499 passed", with exit 139.
+# being shut down). The suite's process segfaulted once on CI after "499 passed", with exit 139;
+# that it crashed the same way is not shown (three full runs here did not crash).
 # So a process in which those threads still run leaves with pytest's exit status right after
 # pytest's own teardown, skipping the C++ exit handlers; one without them (make test-fast) goes
 # through the interpreter's whole teardown. GHOSTNET_TEST_TEARDOWN=full always does, to look for
